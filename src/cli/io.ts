@@ -1,0 +1,65 @@
+// Where output goes: results on stdout, progress and logs on stderr, `--json` as one versioned document.
+import { EXIT, type TpuDeployError, toTpuDeployError } from "../errors.js";
+
+export interface Io {
+  stdout: { write(s: string): unknown; isTTY?: boolean };
+  stderr: { write(s: string): unknown; isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** stdin for prompts; undefined when there is none (CI, cron). */
+  stdin?: NodeJS.ReadableStream & { isTTY?: boolean };
+}
+
+export interface OutputFlags {
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+export const JSON_VERSION = 1;
+
+export function writeJson(io: Io, command: string, payload: { ok: true; result: unknown } | { ok: false; error: unknown }): void {
+  io.stdout.write(`${JSON.stringify({ version: JSON_VERSION, command, ...payload }, null, 2)}\n`);
+}
+
+/** The user-facing rendering of a failure: what failed, why, what to do. No stack unless verbose or a bug. */
+export function reportError(io: Io, command: string, err: unknown, flags: OutputFlags): number {
+  const e: TpuDeployError = toTpuDeployError(err);
+  if (flags.json) {
+    writeJson(io, command, {
+      ok: false,
+      error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) },
+    });
+  }
+  if (!flags.json || flags.verbose) {
+    io.stderr.write(`tpu-deploy ${command}: ${e.message}\n`);
+    if (e.hint) io.stderr.write(`  hint: ${e.hint}\n`);
+    if (flags.verbose || e.code === "internal") {
+      io.stderr.write(`${e.stack ?? ""}\n`);
+      if (e.cause instanceof Error && e.cause.stack) io.stderr.write(`caused by: ${e.cause.stack}\n`);
+    }
+  }
+  return e.exitCode ?? EXIT.failed;
+}
+
+/** Progress lines for people, on stderr; silent under --quiet and --json. */
+export interface Reporter {
+  info(msg: string): void;
+  warn(msg: string): void;
+  debug(msg: string): void;
+}
+
+export function makeReporter(io: Io, flags: OutputFlags): Reporter {
+  const quiet = Boolean(flags.quiet || flags.json);
+  return {
+    info: (m) => {
+      if (!quiet) io.stderr.write(`${m}\n`);
+    },
+    warn: (m) => {
+      if (!flags.json) io.stderr.write(`warning: ${m}\n`);
+    },
+    debug: (m) => {
+      if (flags.verbose && !flags.json) io.stderr.write(`debug: ${m}\n`);
+    },
+  };
+}

@@ -1,0 +1,105 @@
+// The command tree. Each command's module is imported only when it runs, so `--help` stays instant.
+import { Command, CommanderError } from "commander";
+import { EXIT, UsageError } from "../errors.js";
+import { addSpecOptions } from "./config-flags.js";
+import { type Io, type OutputFlags, reportError, writeJson } from "./io.js";
+
+export interface RunContext {
+  io: Io;
+  signal: AbortSignal;
+}
+
+export type CommandResult = { code: number; json?: unknown };
+
+type Handler = (opts: Record<string, unknown>, args: string[], ctx: RunContext) => Promise<CommandResult>;
+
+export const VERSION = "0.1.0";
+
+function addOutputOptions(cmd: Command): Command {
+  return cmd
+    .option("--json", "print one JSON document on stdout")
+    .option("-q, --quiet", "no progress output")
+    .option("-v, --verbose", "more detail, and stack traces on errors");
+}
+
+export function makeProgram(ctx: RunContext, setCode: (code: number) => void): Command {
+  const program = new Command("tpu-deploy")
+    .description("Put the sglang-jax LLM server on Google Cloud TPU v6e and v7 slices through SkyPilot.")
+    .version(VERSION, "-V, --version")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => ctx.io.stdout.write(s),
+      writeErr: (s) => ctx.io.stderr.write(s),
+    });
+
+  const define = (name: string, description: string, load: () => Promise<{ default: Handler }>) => {
+    const cmd = addOutputOptions(program.command(name).description(description));
+    cmd.action(async (...raw: unknown[]) => {
+      const command = raw.at(-1) as Command;
+      const opts = command.opts();
+      const args = command.args;
+      const flags = opts as OutputFlags;
+      try {
+        const handler = (await load()).default;
+        const result = await handler(opts, args, ctx);
+        if (flags.json && result.json !== undefined) {
+          const payload =
+            result.code === EXIT.ok
+              ? { ok: true as const, result: result.json }
+              : { ok: false as const, error: result.json };
+          writeJson(ctx.io, name.split(" ")[0] ?? name, payload);
+        }
+        setCode(result.code);
+      } catch (err) {
+        setCode(reportError(ctx.io, name.split(" ")[0] ?? name, err, flags));
+      }
+    });
+    return cmd;
+  };
+
+  addSpecOptions(
+    define("up", "launch a slice, start sglang-jax on every host and wait until it serves", () => import("./commands/up.js")),
+  )
+    .option("--dry-run", "print the sky.yaml, the sky launch argv and the rank plan; touch nothing")
+    .option("--timeout <duration>", "bound the whole run")
+    .option("--recreate", "tear down and launch again when the slice's resources changed")
+    .option("--keep-on-failure", "leave the cluster up when up fails (for debugging)")
+    .option("-y, --yes", "do not prompt");
+
+  addSpecOptions(define("render", "write the rendered sky.yaml (stdout, or -o FILE)", () => import("./commands/render.js"))).option(
+    "-o, --output <file>",
+    "write to this file instead of stdout",
+  );
+
+  define("schema", "print the JSON Schema of tpu-deploy.yaml", () => import("./commands/schema.js"));
+
+  return program;
+}
+
+export async function runProgram(argv: string[], ctx: RunContext): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = makeProgram(ctx, (c) => {
+    code = c;
+  });
+  const json = argv.includes("--json");
+  const commandName = argv.find((a) => !a.startsWith("-")) ?? "tpu-deploy";
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") {
+        return EXIT.ok;
+      }
+      if (err.code === "commander.executeSubCommandAsync") return EXIT.failed;
+      const message = err.message.replace(/^error: /, "");
+      if (json) {
+        return reportError(ctx.io, commandName, new UsageError(message, { hint: "run with --help for usage" }), { json });
+      }
+      return EXIT.usage;
+    }
+    if (err instanceof UsageError) return reportError(ctx.io, commandName, err, { json });
+    throw err;
+  }
+  return code;
+}
