@@ -203,6 +203,16 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
 
 const LOCK_TIMEOUT_MS = 30_000;
 
+// The same cross-process lock for other shared files (hosts.ts uses one for machine-wide network changes).
+export async function withFileLock<R>(lockPath: string, fn: () => R | Promise<R>): Promise<R> {
+  const release = await acquireLock(lockPath);
+  try {
+    return await fn();
+  } finally {
+    await release();
+  }
+}
+
 // A lock file created with O_EXCL holding the owner's pid. A lock whose owner is dead (a killed fake sky)
 // is taken over, so a crash never wedges the sim.
 async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
