@@ -177,11 +177,9 @@ describe("TPU API emulator", () => {
     expect((await readState(root)).nodes[V6E4]).toBeUndefined();
     expect((await rpcError(client.getNode({ name: V6E4 }))).code).toBe(grpc.status.NOT_FOUND);
 
-    const [done] = await client.getOperation({ name: op.name ?? "" });
+    const [done] = await client.getOperation(new protos.google.longrunning.GetOperationRequest({ name: op.name ?? "" }));
     expect(done.done).toBe(true);
-    expect(done.response?.type_url ?? (done.response as { typeUrl?: string } | undefined)?.typeUrl).toBe(
-      "type.googleapis.com/google.protobuf.Empty",
-    );
+    expect(done.response?.type_url).toBe("type.googleapis.com/google.protobuf.Empty");
     const metaType = protos.google.cloud.tpu.v2.OperationMetadata;
     expect(metaType.decode(done.metadata?.value as Uint8Array).endTime).toBeTruthy();
 
