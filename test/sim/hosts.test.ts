@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHosts, killHost, simIdOfRoot, type HostSpec } from "./hosts.js";
 import { startSim, type Sim } from "./sim.js";
-import type { SimHost } from "./state.js";
+import { updateState, type SimHost } from "./state.js";
 
 let sim: Sim;
 let key: string;
@@ -215,6 +215,33 @@ describe("simulated hosts", () => {
     const last = many[15];
     if (!last) throw new Error("no 16th host");
     expect(ssh(last, "whoami").stdout).toBe("gcpuser\n");
+  });
+});
+
+describe("preempt()", () => {
+  it("kills a spot cluster's hosts and marks its TPU node PREEMPTED, keeping the cluster record", async () => {
+    const nodeName = `projects/${sim.project}/locations/us-east5-b/nodes/spot-2ea485ef-head-aaaaaaaa-tpu`;
+    const pub = readFileSync(`${key}.pub`, "utf8");
+    const hs = await createHosts(sim.root, specs(2, "spot", pub).map((sp) => ({ ...sp, nodeName })));
+    await updateState(sim.root, (s) => {
+      s.nodes[nodeName] = {
+        name: nodeName, zone: "us-east5-b", acceleratorType: "v6e-8", runtimeVersion: "v2-alpha-tpuv6e", state: "READY",
+        labels: {}, preemptible: true, createTime: Date.now(), id: "42", hostIds: hs.map((h) => h.id),
+      };
+      s.clusters.spot = {
+        name: "spot", nameOnCloud: "spot-2ea485ef", status: "UP", zone: "us-east5-b", region: "us-east5", spot: true,
+        accelerator: "tpu-v6e-8", instanceType: null, numNodes: 1, labels: {}, launchedAt: Date.now(), clusterHash: "x",
+        slices: [{ nodeName, hostIds: hs.map((h) => h.id) }], headHostId: hs[0]?.id ?? "", jobs: [], lastEvent: null, autodown: false,
+      };
+    });
+    await sim.preempt("spot");
+    const s = await sim.state();
+    expect(s.nodes[nodeName]?.state).toBe("PREEMPTED");
+    expect(s.clusters.spot?.status).toBe("UP");
+    expect(hs.map((h) => s.hosts[h.id]?.alive)).toEqual([false, false]);
+    const netns = readdirSync("/run/netns");
+    expect(hs.filter((h) => netns.includes(h.netns))).toEqual([]);
+    await expect(sim.preempt("no-such-cluster")).rejects.toThrow(/no cluster/);
   });
 });
 

@@ -104,7 +104,7 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
     await mkdir(home, { recursive: true, mode: 0o755 });
 
     await cp(join(repo, "test", "sim", "host-bin"), join(root, "host-bin"), { recursive: true });
-    await writeFile(join(root, "host-bin", "sim.env"), `TPD_SIM_ROOT=${root}\nexport TPD_SIM_ROOT\n`, { mode: 0o644 });
+    await writeFile(join(root, "host-bin", "sim.env"), `TPD_SIM_ROOT=${root}\n`, { mode: 0o644 });
     await mkdir(join(root, "pkg"), { mode: 0o755 });
     const sglJax = join(repo, "test", "sim", "sgl_jax");
     if (existsSync(sglJax)) {
