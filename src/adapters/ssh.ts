@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { getEventListeners, getMaxListeners, setMaxListeners } from "node:events";
 import { readFile } from "node:fs/promises";
+import { StringDecoder } from "node:string_decoder";
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -48,6 +49,8 @@ export interface ConnectOptions extends StepLimits {
 
 export interface ExecOptions extends StepLimits {
   stdin?: string | Buffer;
+  /** Streams stdout as it arrives (decoded as UTF-8 across chunk boundaries), e.g. for `logs -f`. */
+  onStdout?: (text: string) => void;
 }
 
 export interface ExecResult {
@@ -347,7 +350,11 @@ class Ssh2HostSession implements HostSession {
           const stderr: Buffer[] = [];
           let head = "";
           let exit: { code: number | null; signal?: string } = { code: null };
-          channel.on("data", (b: Buffer) => stdout.push(b));
+          const decoder = opts.onStdout ? new StringDecoder("utf8") : undefined;
+          channel.on("data", (b: Buffer) => {
+            stdout.push(b);
+            if (decoder) opts.onStdout?.(decoder.write(b));
+          });
           channel.stderr.on("data", (b: Buffer) => {
             stderr.push(b);
             if (run.pgid === undefined && head.length < 65_536) {

@@ -74,6 +74,28 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
 
   define("schema", "print the JSON Schema of tpu-deploy.yaml", () => import("./commands/schema.js"));
 
+  define("status [names...]", "show every deployment (or the named ones): cluster, TPU nodes, ranks, health", () => import("./commands/status.js"));
+
+  define("logs <name>", "server logs from the hosts, each line prefixed with its rank", () => import("./commands/logs.js"))
+    .option("--rank <n|all>", "one rank, or all (default)")
+    .option("-f, --follow", "keep following")
+    .option("--tail <n>", "lines from the end of each log (default 100)");
+
+  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () => import("./commands/proxy.js")).option(
+    "--local-port <n>",
+    "local port (0 picks a free one)",
+  );
+
+  define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () => import("./commands/restart.js"));
+
+  addSpecOptions(
+    define("doctor [name]", "check what usually breaks a launch: sky, zones, secrets, state directory", () => import("./commands/doctor.js")),
+  );
+
+  define("down [names...]", "stop the servers, tear the cluster down and verify it is gone", () => import("./commands/down.js"))
+    .option("--all", "every deployment")
+    .option("-y, --yes", "do not prompt");
+
   return program;
 }
 

@@ -1,0 +1,67 @@
+// Resolves secret values at run time: the environment first, then server.secretsFile (which must be 0600).
+// Values live only in memory and on the way to a host's 0600 file; they are never logged or stored.
+import { readFileSync, statSync } from "node:fs";
+import type { Config } from "../core/config.js";
+import { ConfigError } from "../errors.js";
+
+/** Parses KEY=value lines (optional `export `, # comments, single or double quotes). */
+export function parseEnvFile(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/\r$/, "").trim();
+    if (!line || line.startsWith("#")) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) continue;
+    let value = m[2] ?? "";
+    const q = value[0];
+    if ((q === "'" || q === '"') && value.endsWith(q) && value.length >= 2) value = value.slice(1, -1);
+    else value = value.replace(/\s+#.*$/, "");
+    if (q === '"') value = value.replace(/\\n/g, "\n").replace(/\\"/g, '"').replace(/\\\\/g, "\\");
+    out.set(m[1] ?? "", value);
+  }
+  return out;
+}
+
+export function resolveSecrets(config: Config, env: NodeJS.ProcessEnv): Map<string, string> {
+  const names = config.server.secrets;
+  const values = new Map<string, string>();
+  let file: Map<string, string> | undefined;
+  const path = config.server.secretsFile;
+  const problems: { path: string; message: string }[] = [];
+  const loadFile = () => {
+    if (file || !path) return file;
+    try {
+      const mode = statSync(path).mode & 0o777;
+      if ((mode & 0o077) !== 0) {
+        problems.push({ path: "server.secretsFile", message: `${path} is mode ${mode.toString(8).padStart(4, "0")}; secrets files must be 0600 (chmod 600 ${path})` });
+        file = new Map();
+        return file;
+      }
+      file = parseEnvFile(readFileSync(path, "utf8"));
+    } catch (err) {
+      problems.push({ path: "server.secretsFile", message: `cannot read ${path}: ${(err as Error).message}` });
+      file = new Map();
+    }
+    return file;
+  };
+  for (const name of names) {
+    const fromEnv = env[name];
+    if (fromEnv !== undefined && fromEnv !== "") {
+      values.set(name, fromEnv);
+      continue;
+    }
+    const fromFile = loadFile()?.get(name);
+    if (fromFile !== undefined && fromFile !== "") values.set(name, fromFile);
+  }
+  const missing = names.filter((n) => !values.has(n));
+  if (missing.length > 0 || problems.length > 0) {
+    for (const n of missing) {
+      problems.push({
+        path: "server.secrets",
+        message: `secret ${n} has no value: export ${n}=... or put ${n}=... in ${path ?? "a 0600 file given as server.secretsFile / --secrets-file"}`,
+      });
+    }
+    throw new ConfigError(problems, { code: "secret_missing" });
+  }
+  return values;
+}

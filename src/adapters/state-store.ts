@@ -1,0 +1,179 @@
+// Deployment state under TPU_DEPLOY_HOME: one directory per deployment with state.json (written
+// atomically: temp file, fsync, rename, fsync of the directory) and a lock file held by one run at a time.
+import { closeSync, constants, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { deploymentDir, stateHome } from "../core/paths.js";
+import type { DeploymentState } from "../core/state.js";
+import { OperationError } from "../errors.js";
+
+export function writeFileAtomic(path: string, data: string, mode = 0o600): void {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  try {
+    const dfd = openSync(dir, constants.O_RDONLY);
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename is still atomic.
+  }
+}
+
+export interface LockInfo {
+  pid: number;
+  host: string;
+  command: string;
+  startedAt: string;
+}
+
+export interface Lock {
+  release(): void;
+  /** Set when a dead holder's lock was taken over. */
+  tookOverFrom: LockInfo | undefined;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export class StateStore {
+  constructor(private readonly env: NodeJS.ProcessEnv) {}
+
+  dir(name: string): string {
+    return deploymentDir(this.env, name);
+  }
+
+  path(name: string): string {
+    return join(this.dir(name), "state.json");
+  }
+
+  read(name: string): DeploymentState | undefined {
+    let text: string;
+    try {
+      text = readFileSync(this.path(name), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as DeploymentState;
+    } catch (cause) {
+      throw new OperationError("internal", `state file ${this.path(name)} is not valid JSON`, {
+        hint: "it was written atomically, so this is outside damage: move it away and run `tpu-deploy gc`",
+        cause,
+      });
+    }
+  }
+
+  write(state: DeploymentState): void {
+    writeFileAtomic(this.path(state.name), `${JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2)}\n`);
+  }
+
+  remove(name: string): void {
+    rmSync(this.dir(name), { recursive: true, force: true });
+  }
+
+  list(): string[] {
+    try {
+      return readdirSync(join(stateHome(this.env), "deployments"), { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name)
+        .filter((n) => {
+          try {
+            readFileSync(this.path(n));
+            return true;
+          } catch {
+            return false;
+          }
+        })
+        .sort();
+    } catch {
+      return [];
+    }
+  }
+
+  /** Takes the deployment's lock without waiting. A lock whose holder is dead is taken over. */
+  lock(name: string, command: string): Lock {
+    const dir = this.dir(name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const path = join(dir, "lock");
+    const info: LockInfo = { pid: process.pid, host: hostname(), command, startedAt: new Date().toISOString() };
+    let tookOverFrom: LockInfo | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+        writeSync(fd, JSON.stringify(info));
+        fsyncSync(fd);
+        closeSync(fd);
+        let released = false;
+        return {
+          tookOverFrom,
+          release: () => {
+            if (released) return;
+            released = true;
+            try {
+              const now = JSON.parse(readFileSync(path, "utf8")) as LockInfo;
+              if (now.pid === process.pid) unlinkSync(path);
+            } catch {
+              // already gone
+            }
+          },
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      let holder: LockInfo | undefined;
+      try {
+        holder = JSON.parse(readFileSync(path, "utf8")) as LockInfo;
+      } catch {
+        holder = undefined; // being written right now, or torn: treat a torn lock as stale below
+      }
+      if (holder && (holder.host !== hostname() || pidAlive(holder.pid))) {
+        throw new OperationError("locked", `deployment ${name} is busy: ${holder.command} (pid ${holder.pid} on ${holder.host}) holds its lock since ${holder.startedAt}`, {
+          hint: "wait for it to finish; if that process is gone, run the command again",
+        });
+      }
+      // The holder died: take over. A second file serialises takeovers, so two contenders can never
+      // both remove the stale lock and both believe they hold the new one.
+      tookOverFrom = holder;
+      const guard = `${path}.takeover`;
+      try {
+        const gfd = openSync(guard, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+        closeSync(gfd);
+      } catch {
+        try {
+          if (Date.now() - statSync(guard).mtimeMs > 10_000) unlinkSync(guard);
+        } catch {
+          // gone already
+        }
+        continue;
+      }
+      try {
+        const again = readFileSync(path, "utf8");
+        if (holder === undefined || JSON.parse(again).pid === holder.pid) unlinkSync(path);
+      } catch {
+        // already removed
+      } finally {
+        unlinkSync(guard);
+      }
+    }
+    throw new OperationError("locked", `could not take the lock of ${name}`, { hint: "run the command again" });
+  }
+}

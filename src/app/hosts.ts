@@ -1,0 +1,47 @@
+// SSH sessions to the hosts recorded in a deployment's state (status, logs, proxy, restart, down).
+import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
+import type { DeploymentState, HostRecord } from "../core/state.js";
+import { OperationError } from "../errors.js";
+import type { AppContext } from "./context.js";
+
+export interface HostSessions {
+  sessions: Map<string, HostSession>;
+  unreachable: { host: HostRecord; message: string }[];
+  close(): Promise<void>;
+}
+
+export async function sessionsFor(ctx: AppContext, hosts: HostRecord[], timeoutMs = 15_000): Promise<HostSessions> {
+  const results = await connectAll(
+    hosts.map((h) => ({ alias: h.sshAlias, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
+    { concurrency: 16, timeoutMs, signal: ctx.signal },
+  );
+  const sessions = new Map<string, HostSession>();
+  const unreachable: HostSessions["unreachable"] = [];
+  results.forEach((r, i) => {
+    const host = hosts[i];
+    if (!host) return;
+    if (r.kind === "ok") sessions.set(r.host, r.session);
+    else unreachable.push({ host, message: r.error.message });
+  });
+  return { sessions, unreachable, close: () => closeSessions([...sessions.values()]) };
+}
+
+export function requireState(ctx: AppContext, name: string): DeploymentState {
+  const state = ctx.store.read(name);
+  if (!state) {
+    const known = ctx.store.list();
+    throw new OperationError("not_found", `no deployment named ${name}`, {
+      hint: known.length > 0 ? `known deployments: ${known.join(", ")}` : "tpu-deploy up creates one",
+    });
+  }
+  return state;
+}
+
+export function requireHosts(state: DeploymentState): HostRecord[] {
+  if (state.hosts.length === 0) {
+    throw new OperationError("not_found", `${state.name} has no hosts yet (phase ${state.phase})`, {
+      hint: `run tpu-deploy up ${state.name === state.config.name ? `-n ${state.name}` : ""} to finish launching`.trim(),
+    });
+  }
+  return state.hosts;
+}

@@ -1,0 +1,43 @@
+import { makeContext } from "../../app/context.js";
+import { downDeployment, type DownResult } from "../../app/down.js";
+import { PartialFailureError, TpuDeployError, UsageError } from "../../errors.js";
+import type { OutputFlags } from "../io.js";
+import type { CommandResult, RunContext } from "../program.js";
+import { confirm } from "../prompt.js";
+
+export default async function down(opts: OutputFlags & { all?: boolean; yes?: boolean }, args: string[], run: RunContext): Promise<CommandResult> {
+  const ctx = makeContext(run.io, run.signal, opts);
+  try {
+    const names = opts.all ? ctx.store.list() : args;
+    if (names.length === 0) {
+      if (opts.all) {
+        if (!opts.json) run.io.stdout.write("no deployments\n");
+        return { code: 0, json: [] };
+      }
+      throw new UsageError("name a deployment, or pass --all", { hint: "tpu-deploy status lists them" });
+    }
+    await confirm(run.io, `Tear down ${names.join(", ")}? This deletes the TPU slice(s).`, Boolean(opts.yes));
+    const results: (DownResult | { name: string; verified: false; error: string })[] = [];
+    for (const name of names) {
+      try {
+        const r = await downDeployment(ctx, name);
+        results.push(r);
+        if (!opts.json) run.io.stdout.write(`${r.message}\n`);
+      } catch (err) {
+        if (!opts.all) throw err;
+        const message = err instanceof TpuDeployError ? err.message : String(err);
+        results.push({ name, verified: false, error: message });
+        run.io.stderr.write(`tpu-deploy down: ${name}: ${message}\n`);
+      }
+    }
+    const failed = results.filter((r) => "error" in r);
+    if (opts.all && failed.length > 0) {
+      if (failed.length === results.length) return { code: 1, json: results };
+      throw new PartialFailureError(`${failed.length} of ${results.length} deployments were not torn down`, results.map((r) => ({ target: r.name, ok: !("error" in r) })));
+    }
+    const one = results[0];
+    return { code: 0, json: opts.all ? results : one && "existed" ? { name: one.name, verified: one.verified } : one };
+  } finally {
+    await ctx.close();
+  }
+}

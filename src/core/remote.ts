@@ -1,0 +1,169 @@
+// The shell commands tpu-deploy runs on TPU hosts. Pure: builds strings; every user-supplied value goes
+// through shellQuote. Secrets never appear here: they reach the host on the SSH channel's stdin.
+import { shellJoin, shellQuote } from "./quote.js";
+
+/** Per-deployment directory on each host, relative to the login user's home. */
+export function remoteDir(name: string): string {
+  return `.tpu-deploy/${name}`;
+}
+
+export interface RemoteFiles {
+  dir: string;
+  secrets: string;
+  run: string;
+  log: string;
+  pid: string;
+}
+
+export function remoteFiles(name: string): RemoteFiles {
+  const dir = remoteDir(name);
+  return { dir, secrets: `${dir}/secrets.env`, run: `${dir}/run.sh`, log: `${dir}/server.log`, pid: `${dir}/server.pid` };
+}
+
+/** Writes stdin to a file readable only by the login user. */
+export function writeFromStdin(path: string): string {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  return `cd && umask 077 && mkdir -p ${shellQuote(dir)} && chmod 700 ${shellQuote(dir)} && cat > ${shellQuote(path)}.tmp && mv -f ${shellQuote(path)}.tmp ${shellQuote(path)}`;
+}
+
+/** `export NAME='value'` lines, sourced by run.sh on the host. */
+export function secretsEnvFile(values: Map<string, string>): string {
+  return [...values].map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join("");
+}
+
+// sglang-jax takes the API key only as --api-key. To keep it out of every argv (/proc/*/cmdline),
+// python inserts it into sys.argv in-process from the environment, then runs the real entry point.
+const API_KEY_BOOT =
+  "import os,runpy,sys; sys.argv[1:1]=['--api-key', os.environ.pop(sys.argv.pop(1))]; " +
+  "runpy.run_module('sgl_jax.launch_server', run_name='__main__', alter_sys=True)";
+
+/**
+ * run.sh: the start wrapper. Runs as its own session (setsid), records "pid starttime", loads the
+ * secrets and server.env, and execs the server so that pid = process group id of every rank process.
+ */
+export function runScript(opts: {
+  files: RemoteFiles;
+  argv: string[];
+  env: Record<string, string>;
+  apiKeySecret?: string | undefined;
+}): string {
+  const { files, argv, env, apiKeySecret } = opts;
+  const lines = [
+    "#!/bin/bash",
+    "# Written by tpu-deploy. Started with setsid: this shell's pid is the process group of the server.",
+    'cd "$HOME" || exit 1',
+    `echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > ${shellQuote(files.pid)}`,
+    `if [ -f ${shellQuote(files.secrets)} ]; then . ${shellQuote(files.secrets)}; fi`,
+    ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
+  ];
+  const [python, ...rest] = argv;
+  if (apiKeySecret && python && rest[0] === "-u" && rest[1] === "-m") {
+    // python -u -c BOOT SECRET_NAME <server flags>
+    lines.push(`exec ${shellJoin([python, "-u", "-c", API_KEY_BOOT, apiKeySecret, ...rest.slice(3)])}`);
+  } else {
+    lines.push(`exec ${shellJoin(argv)}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** Starts run.sh in a new session, detached from the SSH channel; prints "pid starttime". */
+export function startCommand(files: RemoteFiles): string {
+  const q = shellQuote;
+  return [
+    "cd",
+    `rm -f ${q(files.pid)}`,
+    `setsid bash ${q(files.run)} > ${q(files.log)} 2>&1 < /dev/null &`,
+    `for i in $(seq 1 100); do [ -s ${q(files.pid)} ] && break; sleep 0.05; done`,
+    `cat ${q(files.pid)}`,
+  ].join("; ");
+}
+
+/**
+ * Stops a process group this tool started, verified by the leader's start time so a reused pid is never
+ * hit: TERM, a grace period, then KILL. Never matches processes by name.
+ */
+export function stopCommand(pgid: number, startTime: string | undefined, graceSeconds = 10): string {
+  const check = startTime
+    ? `if [ -e /proc/${pgid} ] && [ "$(cut -d' ' -f22 /proc/${pgid}/stat)" != ${shellQuote(startTime)} ]; then echo reused; exit 0; fi; `
+    : "";
+  return (
+    `${check}if ! kill -0 -- -${pgid} 2>/dev/null; then echo gone; exit 0; fi; ` +
+    `kill -TERM -- -${pgid} 2>/dev/null; ` +
+    `for i in $(seq 1 ${graceSeconds * 10}); do kill -0 -- -${pgid} 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done; ` +
+    `kill -KILL -- -${pgid} 2>/dev/null; sleep 0.2; echo killed`
+  );
+}
+
+/** Stops whatever server.pid on the host names (for servers whose pid the local state lost). */
+export function stopFromPidFileCommand(files: RemoteFiles, graceSeconds = 10): string {
+  return (
+    `cd; if [ ! -s ${shellQuote(files.pid)} ]; then echo none; exit 0; fi; ` +
+    `read pg st < ${shellQuote(files.pid)}; ` +
+    `if [ -e /proc/$pg ] && [ "$(cut -d' ' -f22 /proc/$pg/stat)" != "$st" ]; then echo reused; exit 0; fi; ` +
+    `if ! kill -0 -- -$pg 2>/dev/null; then echo gone; exit 0; fi; ` +
+    `kill -TERM -- -$pg 2>/dev/null; ` +
+    `for i in $(seq 1 ${graceSeconds * 10}); do kill -0 -- -$pg 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done; ` +
+    `kill -KILL -- -$pg 2>/dev/null; sleep 0.2; echo killed`
+  );
+}
+
+/** Exits when the process dies; prints its state every 250 ms so a closed channel ends the loop (EPIPE). */
+export function watchCommand(pid: number): string {
+  return `while kill -0 ${pid} 2>/dev/null; do echo . || exit 0; sleep 0.25; done; echo exited`;
+}
+
+export function aliveCommand(pid: number): string {
+  return `kill -0 ${pid} 2>/dev/null && echo alive || echo dead`;
+}
+
+export function tailCommand(files: RemoteFiles, lines: number, follow: boolean): string {
+  return `cd && tail -n ${Math.max(0, Math.floor(lines))}${follow ? " -F" : ""} ${shellQuote(files.log)} 2>/dev/null${follow ? "" : " || true"}`;
+}
+
+const METADATA_PY = [
+  "import json,os,urllib.request",
+  "h=os.environ.get('GCE_METADATA_HOST') or 'metadata.google.internal'",
+  "g=lambda p: urllib.request.urlopen(urllib.request.Request('http://'+h+'/computeMetadata/v1/'+p, headers={'Metadata-Flavor':'Google'}), timeout=5).read().decode().strip()",
+  "print(json.dumps({'workerId': int(g('instance/attributes/agent-worker-number')), 'internalIp': g('instance/network-interfaces/0/ip')}))",
+].join("\n");
+
+/** Reads this host's TPU worker number and internal IPv4 from the GCE metadata server. */
+export function metadataCommand(): string {
+  return `python3 -c ${shellQuote(METADATA_PY)}`;
+}
+
+const LISTEN_PY = [
+  "import socket,sys,time",
+  "host=sys.argv[1]; ports=[int(p) for p in sys.argv[2].split(',')]; deadline=time.time()+float(sys.argv[3]); want=int(sys.argv[4])",
+  "socks=[]; got={}",
+  "for p in ports:",
+  "  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+  "  try: s.bind((host,p))",
+  "  except OSError as e: print('bind-failed %d %s' % (p, e.strerror), flush=True); sys.exit(3)",
+  "  s.listen(64); s.settimeout(0.1); socks.append(s)",
+  "print('listening', flush=True)",
+  "while time.time() < deadline and any(got.get(s,0) < want for s in socks):",
+  "  for s in socks:",
+  "    try: c,_=s.accept(); c.close(); got[s]=got.get(s,0)+1",
+  "    except OSError: pass",
+  "print('done', flush=True)",
+].join("\n");
+
+/** On rank 0: a short-lived listener on the rendezvous ports; exits once each got `peers` connections. */
+export function portListenCommand(host: string, ports: number[], seconds: number, peers: number): string {
+  return `python3 -c ${shellQuote(LISTEN_PY)} ${shellQuote(host)} ${ports.join(",")} ${seconds} ${peers}`;
+}
+
+const CONNECT_PY = [
+  "import json,socket,sys",
+  "host=sys.argv[1]; out={}",
+  "for p in [int(x) for x in sys.argv[2].split(',')]:",
+  "  try: socket.create_connection((host,p), timeout=float(sys.argv[3])).close(); out[p]='ok'",
+  "  except OSError as e: out[p]=(e.strerror or str(e) or 'timed out')",
+  "print(json.dumps(out))",
+].join("\n");
+
+/** On every other rank: try to connect to each port; prints {port: "ok" | reason}. */
+export function portConnectCommand(host: string, ports: number[], timeoutSeconds: number): string {
+  return `python3 -c ${shellQuote(CONNECT_PY)} ${shellQuote(host)} ${ports.join(",")} ${timeoutSeconds}`;
+}
