@@ -4,7 +4,7 @@
 // after the sim id so that sims never touch each other's hosts.
 import { spawn } from "node:child_process";
 import { createHash, randomInt } from "node:crypto";
-import { openSync, closeSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { appendFile, chmod, chown, cp, mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, join } from "node:path";
@@ -223,7 +223,9 @@ export async function cleanupLeftovers(): Promise<void> {
     const { netns, links } = await simNetObjects((id) => !live.has(id));
     await destroyNamespaces(netns, links);
     for (const dir of await simDirs()) {
-      if (!live.has(simIdOfRoot(dir))) await rm(dir, { recursive: true, force: true });
+      if (live.has(simIdOfRoot(dir))) continue;
+      killProcessesOfSim(dir);
+      await rm(dir, { recursive: true, force: true });
     }
     if (live.size === 0) await removeSharedNetwork();
   });
@@ -238,6 +240,23 @@ export async function teardownSimNetwork(simId: string): Promise<void> {
     live.delete(simId);
     if (live.size === 0) await removeSharedNetwork();
   });
+}
+
+// Processes that run on behalf of this sim outside the hosts (fake sky and its request workers, ssh
+// clients and other children of the product) carry TPD_SIM_ROOT=<root> in their environment.
+export function killProcessesOfSim(root: string): void {
+  const needle = Buffer.from(`TPD_SIM_ROOT=${root}\0`);
+  const spare = new Set([process.pid, process.ppid]);
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (spare.has(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/environ`).includes(needle)) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone, or a kernel thread
+    }
+  }
 }
 
 async function removeSharedNetwork(): Promise<void> {

@@ -14,6 +14,7 @@ import {
   execOnHost as execOnSimHost,
   EXT_GATEWAY,
   killHosts,
+  killProcessesOfSim,
   SIM_ROOT_PREFIX,
   simIdOfRoot,
   teardownSimNetwork,
@@ -182,9 +183,9 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
       stopping ??= (async () => {
         unregister();
         await stopServices(services);
-        killSimProcesses(root);
+        killProcessesOfSim(root);
         await teardownSimNetwork(id);
-        killSimProcesses(root);
+        killProcessesOfSim(root);
         await rm(root, { recursive: true, force: true });
       })();
       return stopping;
@@ -236,23 +237,6 @@ async function stopServices(child: ChildProcess | null): Promise<void> {
   clearTimeout(timer);
 }
 
-// Processes that run on behalf of this sim outside the hosts (fake sky and its request workers, ssh
-// clients and other children of the product) carry TPD_SIM_ROOT=<root> in their environment.
-function killSimProcesses(root: string): void {
-  const needle = Buffer.from(`TPD_SIM_ROOT=${root}\0`);
-  const spare = new Set([process.pid, process.ppid]);
-  for (const e of readdirSync("/proc")) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (spare.has(pid)) continue;
-    try {
-      if (readFileSync(`/proc/${e}/environ`).includes(needle)) process.kill(pid, "SIGKILL");
-    } catch {
-      // gone, or a kernel thread
-    }
-  }
-}
-
 // The exit-path twin of stop(): only synchronous calls are possible in an 'exit' handler.
 function stopSync(root: string, services: ChildProcess | null): void {
   try {
@@ -260,7 +244,7 @@ function stopSync(root: string, services: ChildProcess | null): void {
   } catch {
     // already gone
   }
-  killSimProcesses(root);
+  killProcessesOfSim(root);
   const id = simIdOfRoot(root);
   const netnsDir = "/run/netns";
   const names = existsSync(netnsDir) ? readdirSync(netnsDir).filter((n) => n.startsWith(`tpd-${id}-`)) : [];
