@@ -8,21 +8,24 @@ import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Client, ConnectConfig } from "ssh2";
+import { EXIT, TpuDeployError } from "../errors.js";
 
 export type SshStage = "connect" | "auth" | "exec" | "forward" | "timeout";
 // Why a step failed, when the caller must tell cases apart (a refused forward means "still starting").
 export type SshFailure = "refused" | "unreachable" | "prohibited" | "lost" | "cancelled";
 
-// Declared here for now; it moves to src/errors.ts with the rest of the hierarchy.
-export class SshError extends Error {
-  override readonly name = "SshError";
+export class SshError extends TpuDeployError {
   readonly host: string;
   readonly stage: SshStage;
-  readonly hint: string;
+  override readonly hint: string;
   readonly reason: SshFailure | undefined;
 
   constructor(init: { host: string; stage: SshStage; message: string; hint: string; reason?: SshFailure; cause?: unknown }) {
-    super(`${init.host}: ${init.message}`, init.cause === undefined ? undefined : { cause: init.cause });
+    super(init.reason === "cancelled" ? "interrupted" : "ssh_failed", init.reason === "cancelled" ? EXIT.interrupted : EXIT.failed, `${init.host}: ${init.message}`, {
+      hint: init.hint,
+      cause: init.cause,
+    });
+    this.name = "SshError";
     this.host = init.host;
     this.stage = init.stage;
     this.hint = init.hint;
