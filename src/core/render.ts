@@ -26,7 +26,8 @@ export function renderTemplate(templateText: string, values: Record<string, Temp
       const value = values[key];
       if (value === null || value === undefined) return visit.REMOVE;
       pair.value = doc.createNode(value);
-      return undefined;
+      // Do not descend into the value just inserted: user text that looks like `${key}` stays text.
+      return visit.SKIP;
     },
     Scalar(_key, node) {
       if (typeof node.value === "string" && PLACEHOLDER.test(node.value)) {
