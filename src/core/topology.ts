@@ -78,7 +78,8 @@ function v6eShape(accelerator: string): SliceShape | undefined {
   const chips = Number(accelerator.slice("v6e-".length));
   const shape = V6E_SHAPES[chips];
   if (!shape || !/^v6e-\d+$/.test(accelerator)) return undefined;
-  return { accelerator, vmsPerSlice: shape.vms, chipsPerSlice: chips, devicesPerChip: 1, topology: shape.topology };
+  // Canonical spelling (`v6e-08` → `v6e-8`): SkyPilot only knows `tpu-v6e-8`.
+  return { accelerator: `v6e-${chips}`, vmsPerSlice: shape.vms, chipsPerSlice: chips, devicesPerChip: 1, topology: shape.topology };
 }
 
 function v7Shape(vms: number): SliceShape | undefined {
