@@ -169,12 +169,12 @@ function checkShape(source: ConfigSource, issues: ConfigIssue[]): FileConfig | u
   const parsed = fileConfigSchema.safeParse(source.data ?? {});
   if (parsed.success) return parsed.data;
   for (const issue of parsed.error.issues) {
-    const path = issue.path.join(".");
-    let message = issue.message;
-    if (issue.code === "unrecognized_keys") {
-      message = `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
+    // One issue per unknown key, at the key's own path (`tpu.foo`), so a top-level one has a path too.
+    const paths = issue.code === "unrecognized_keys" ? issue.keys.map((k) => [...issue.path, k].join(".")) : [issue.path.join(".")];
+    const message = issue.code === "unrecognized_keys" ? "unknown key" : issue.message;
+    for (const path of paths) {
+      issues.push({ path: source.label === "flags" && path ? source.keyName(path) : path, message: `${message} (${source.label})` });
     }
-    issues.push({ path: source.label === "flags" && path ? source.keyName(path) : path, message: `${message} (${source.label})` });
   }
   return undefined;
 }
