@@ -1,0 +1,234 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
+import { type Config, resolveConfig } from "../../src/core/config.js";
+import { planDeploy, rankSpecs, serverCommand, skyLaunchArgv, VENV_PYTHON } from "../../src/core/plan.js";
+
+const V6E = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v6e.sky.yaml"), "utf8");
+const V7 = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v7.sky.yaml"), "utf8");
+
+function config(f: SpecFlags, fileData?: unknown): Config {
+  const sources = [];
+  if (fileData !== undefined) sources.push({ label: "tpu-deploy.yaml", keyName: (p: string) => p, data: fileData });
+  sources.push({ label: "flags", keyName: flagName, data: flagsToConfig(f) });
+  const r = resolveConfig(sources, {});
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return r.config;
+}
+
+function plan(c: Config) {
+  const r = planDeploy(c, c.tpu.generation === "v7" ? V7 : V6E, "t", "/state/sky.yaml");
+  if (!r.ok) throw new Error(r.errors.join("\n"));
+  return r.plan;
+}
+
+function bashWords(commandLine: string): string[] {
+  const out = execFileSync("bash", ["-c", `printf '%s\\0' ${commandLine}`], { encoding: "utf8" });
+  return out.slice(0, -1).split("\0");
+}
+
+describe("rank specs: rank = slice offset + TPU worker number", () => {
+  it.each([
+    { flags: {}, want: [[0, 0, 0]] },
+    { flags: { nodes: 2 }, want: [[0, 0, 0], [1, 1, 0]] },
+    { flags: { nodes: 3 }, want: [[0, 0, 0], [1, 1, 0], [2, 2, 0]] },
+    { flags: { nodes: 4 }, want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3]] },
+    {
+      flags: { accelerator: "v6e-16", nodes: 8 },
+      want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3], [4, 1, 0], [5, 1, 1], [6, 1, 2], [7, 1, 3]],
+    },
+    { flags: { tpu: "v7", nodes: 4 }, want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3]] },
+  ] as { flags: SpecFlags; want: number[][] }[])("$flags → [rank, slice, worker] $want", ({ flags, want }) => {
+    expect(rankSpecs(config(flags)).map((s) => [s.rank, s.slice, s.workerId])).toEqual(want);
+  });
+
+  it("2 × v6e-32: the second slice's workers are ranks 8..15", () => {
+    const specs = rankSpecs(config({ accelerator: "v6e-32", nodes: 16 }));
+    expect(specs).toHaveLength(16);
+    expect(specs.slice(8).map((s) => s.rank)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(specs.slice(8).every((s) => s.slice === 1)).toBe(true);
+    expect(specs.map((s) => s.rank)).toEqual([...specs.keys()]);
+  });
+});
+
+describe("the server command", () => {
+  it("multi-host: every orchestrator-owned flag, in order, then the user's args", () => {
+    const c = config({ nodes: 4, port: 31000, distPort: 12000, serverArg: ["--page-size=64", "--dtype", "bfloat16"], model: "Qwen/Qwen3-32B" });
+    expect(serverCommand(c, 2, "10.0.0.5:12000").argv).toEqual([
+      VENV_PYTHON,
+      "-u",
+      "-m",
+      "sgl_jax.launch_server",
+      "--model-path",
+      "Qwen/Qwen3-32B",
+      "--nnodes",
+      "4",
+      "--node-rank",
+      "2",
+      "--dist-init-addr",
+      "10.0.0.5:12000",
+      "--tp-size",
+      "16",
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "31000",
+      "--page-size=64",
+      "--dtype",
+      "bfloat16",
+    ]);
+    expect(VENV_PYTHON).toBe("sglang-jax/.venv/bin/python");
+  });
+
+  it("single host: no --dist-init-addr", () => {
+    const argv = serverCommand(config({}), 0, "10.0.0.5:10011").argv;
+    expect(argv).not.toContain("--dist-init-addr");
+    expect(argv).not.toContain("10.0.0.5:10011");
+    expect(argv.slice(4)).toEqual(["--model-path", "Qwen/Qwen3-8B", "--nnodes", "1", "--node-rank", "0", "--tp-size", "8", "--host", "0.0.0.0", "--port", "30000"]);
+  });
+
+  it.each([
+    [{ nodes: 2 }, true],
+    [{ nodes: 1 }, false],
+    [{ accelerator: "v6e-16" }, true],
+    [{ tpu: "v7", nodes: 1 }, false],
+    [{ tpu: "v7", nodes: 2 }, true],
+  ] as [SpecFlags, boolean][])("%j: --dist-init-addr only when nnodes > 1 (%s)", (flags, multi) => {
+    const c = config(flags);
+    const argv = serverCommand(c, 0, "10.1.2.3:10011").argv;
+    expect(argv.includes("--dist-init-addr")).toBe(multi);
+    expect(argv[argv.indexOf("--nnodes") + 1]).toBe(String(c.topology.hosts));
+  });
+
+  it("never carries the API key, whose value the wrapper injects", () => {
+    const argv = serverCommand(config({ apiKeySecret: "SGLANG_API_KEY" }), 0, "x").argv;
+    expect(argv.some((a) => a.startsWith("--api-key"))).toBe(false);
+  });
+
+  it("the quoted command is the argv, word for word, through a real bash", () => {
+    const c = config({
+      nodes: 2,
+      model: `/models/it's "a" $(model); rm -rf ~\n\`x\``,
+      serverArg: ["--chat-template={{ '$(id)' }}", "--served-model-name=a b;c", "--download-dir=/mnt/ü/\\x"],
+    });
+    for (const rank of [0, 1]) {
+      const cmd = serverCommand(c, rank, "<rank-0-internal-ip>:10011");
+      expect(bashWords(cmd.command)).toEqual(cmd.argv);
+    }
+  });
+});
+
+describe("the deploy plan", () => {
+  it("2 × v6e-4: two ranks with placeholders, one dist-init address on rank 0's distPort", () => {
+    const p = plan(config({ nodes: 2, distPort: 12000 }));
+    expect(p.distInitAddr).toBe("<rank-0-internal-ip>:12000");
+    expect(p.ranks.map((r) => [r.rank, r.host])).toEqual([
+      [0, "<slice 0 worker 0>"],
+      [1, "<slice 1 worker 0>"],
+    ]);
+    for (const r of p.ranks) {
+      const argv = r.server.argv;
+      expect(argv[argv.indexOf("--node-rank") + 1]).toBe(String(r.rank));
+      expect(argv[argv.indexOf("--dist-init-addr") + 1]).toBe("<rank-0-internal-ip>:12000");
+      expect(argv[argv.indexOf("--tp-size") + 1]).toBe("8");
+    }
+    expect(p.warnings).toHaveLength(1);
+    expect(p.taskYaml).toContain("num_nodes: 2");
+  });
+
+  it("launches in the first zone and keeps the rest for failover", () => {
+    const p = plan(config({ zone: ["us-central1-b", "us-east5-a"] }));
+    expect(p.zones).toEqual(["us-central1-b", "us-east5-a"]);
+    expect(p.skyArgv.slice(p.skyArgv.indexOf("--infra"), p.skyArgv.indexOf("--infra") + 2)).toEqual(["--infra", "gcp/us-central1/us-central1-b"]);
+  });
+
+  it("refuses to plan a broken template", () => {
+    const r = planDeploy(config({}), "name: ${nope}\n", "t", "/x");
+    expect(r.ok).toBe(false);
+  });
+});
+
+describe("the sky launch argv", () => {
+  it("on demand, no env, no secrets", () => {
+    expect(skyLaunchArgv(config({ name: "svc" }), "/state/sky.yaml", "us-east5-b")).toEqual([
+      "launch",
+      "/state/sky.yaml",
+      "-c",
+      "svc",
+      "--infra",
+      "gcp/us-east5/us-east5-b",
+      "-y",
+    ]);
+  });
+
+  it("spot, env K=V in order, and bare secret names", () => {
+    const c = config({
+      name: "svc",
+      spot: true,
+      env: ["JAX_COMPILATION_CACHE_DIR=/mnt/cache/jit", "EMPTY=", "EQ=a=b"],
+      secret: ["HF_TOKEN"],
+      apiKeySecret: "SGLANG_API_KEY",
+    });
+    expect(skyLaunchArgv(c, "task.yaml", "us-central1-a")).toEqual([
+      "launch",
+      "task.yaml",
+      "-c",
+      "svc",
+      "--infra",
+      "gcp/us-central1/us-central1-a",
+      "--use-spot",
+      "-y",
+      "--env",
+      "JAX_COMPILATION_CACHE_DIR=/mnt/cache/jit",
+      "--env",
+      "EMPTY=",
+      "--env",
+      "EQ=a=b",
+      "--secret",
+      "HF_TOKEN",
+      "--secret",
+      "SGLANG_API_KEY",
+    ]);
+    // A relaunch can fall back to on demand for one launch.
+    expect(skyLaunchArgv(c, "task.yaml", "us-central1-a", false)).not.toContain("--use-spot");
+  });
+
+  it("env values with shell syntax stay one argv element each", () => {
+    const value = "a b; $(id) `x` 'q' \"d\"\nnext";
+    const argv = skyLaunchArgv(config({ env: [`WEIRD=${value}`] }), "t", "us-east5-a");
+    expect(argv.slice(-2)).toEqual(["--env", `WEIRD=${value}`]);
+  });
+
+  it.each([
+    {},
+    { nodes: 2 },
+    { nodes: 8, spot: true },
+    { accelerator: "v6e-32", nodes: 16, spot: true, secret: ["HF_TOKEN"] },
+    { tpu: "v7", nodes: 4 },
+    { env: ["A=--down", "B=-i"], secret: ["DOWN"] },
+  ] as SpecFlags[])("never autostops or tears down: %j", (flags) => {
+    const c = config(flags);
+    for (const zone of c.tpu.zones) {
+      for (const spot of [true, false]) {
+        const argv = skyLaunchArgv(c, "t", zone, spot);
+        for (const forbidden of ["-i", "--idle-minutes-to-autostop", "--down", "--detach-run", "-d"]) {
+          expect(argv).not.toContain(forbidden);
+        }
+        expect(argv.some((a) => a.startsWith("--idle-minutes-to-autostop=") || a.startsWith("--down="))).toBe(false);
+      }
+    }
+  });
+
+  it("never carries a secret value, even when the environment has it", () => {
+    const secretValue = "hf_DO_NOT_LEAK_0123456789";
+    const sources = [{ label: "flags", keyName: flagName, data: flagsToConfig({ secret: ["HF_TOKEN"], apiKeySecret: "API_KEY" }) }];
+    const r = resolveConfig(sources, { HF_TOKEN: secretValue, API_KEY: secretValue });
+    if (!r.ok) throw new Error("config");
+    const p = planDeploy(r.config, V6E, "t", "/x");
+    if (!p.ok) throw new Error("plan");
+    expect(JSON.stringify(p.plan)).not.toContain(secretValue);
+    expect(p.plan.skyArgv.filter((a, i) => p.plan.skyArgv[i - 1] === "--secret")).toEqual(["HF_TOKEN", "API_KEY"]);
+  });
+});

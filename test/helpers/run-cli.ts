@@ -1,0 +1,54 @@
+// Runs the CLI in-process through `run(argv, io)` from src/main.ts, with captured stdout/stderr,
+// a fresh temp cwd and an environment whose TPU_DEPLOY_HOME and HOME live in a temp dir.
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { run } from "../../src/main.js";
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The temp directory the command ran in. */
+  cwd: string;
+  /** TPU_DEPLOY_HOME of the run. */
+  home: string;
+}
+
+export interface CliOptions {
+  /** Files to create first, relative to the temp cwd. */
+  files?: Record<string, string>;
+  /** Extra environment (merged over the clean default). */
+  env?: Record<string, string>;
+  /** Run in this directory instead of a fresh one. */
+  cwd?: string;
+}
+
+export function makeTempDir(prefix = "tpu-deploy-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function runCli(argv: string[], options: CliOptions = {}): Promise<CliResult> {
+  const cwd = options.cwd ?? makeTempDir();
+  for (const [rel, text] of Object.entries(options.files ?? {})) {
+    const path = join(cwd, rel);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, text);
+  }
+  const home = join(makeTempDir("tpu-deploy-home-"), "state");
+  let stdout = "";
+  let stderr = "";
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: dirname(home),
+    TPU_DEPLOY_HOME: home,
+    ...options.env,
+  };
+  const code = await run(argv, {
+    stdout: { write: (s: string) => (stdout += s), isTTY: false },
+    stderr: { write: (s: string) => (stderr += s), isTTY: false },
+    env,
+    cwd,
+  });
+  return { code, stdout, stderr, cwd, home };
+}
