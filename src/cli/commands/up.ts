@@ -26,6 +26,7 @@ export default async function up(opts: UpFlags, args: string[], ctx: RunContext)
       hosts: config.topology.hosts,
       tpSize: config.server.tpSize,
       zones: plan.zones,
+      warnings: plan.warnings,
       task: plan.task,
       skyArgv: ["sky", ...plan.skyArgv],
       ranks: plan.ranks.map((r) => ({ rank: r.rank, slice: r.slice, workerId: r.workerId, host: r.host, argv: r.server.argv, command: r.server.command })),
