@@ -8,6 +8,11 @@ export function processIo(): Io {
   return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(), stdin: process.stdin };
 }
 
-export async function run(argv: string[], io: Io = processIo(), signal: AbortSignal = new AbortController().signal): Promise<number> {
-  return runProgram(argv, { io, signal });
+export async function run(
+  argv: string[],
+  io: Io = processIo(),
+  signal: AbortSignal = new AbortController().signal,
+  opts: { now?: () => Date } = {},
+): Promise<number> {
+  return runProgram(argv, { io, signal, ...(opts.now ? { now: opts.now } : {}) });
 }

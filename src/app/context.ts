@@ -21,7 +21,7 @@ export interface AppContext {
   close(): Promise<void>;
 }
 
-export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags): AppContext {
+export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now: () => Date = () => new Date()): AppContext {
   let sky: Promise<Sky> | undefined;
   let api: Promise<TpuApi> | undefined;
   return {
@@ -32,7 +32,7 @@ export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags): Ap
     flags,
     report: makeReporter(io, flags),
     store: new StateStore(io.env),
-    now: () => new Date(),
+    now,
     sky: () => {
       sky ??= import("../adapters/sky.js").then((m) => m.createSky());
       return sky;

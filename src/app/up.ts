@@ -47,7 +47,7 @@ export async function runUp(
     );
   }
   const signal = AbortSignal.any(signals);
-  const ctx = makeContext(run.io, signal, opts);
+  const ctx = makeContext(run.io, signal, opts, run.now);
   const secrets = resolveSecrets(config, ctx.env); // exit 2 before anything is launched
   try {
     const summary = await deploy(ctx, config, template, secrets, { recreate: Boolean(opts.recreate), keepOnFailure: Boolean(opts.keepOnFailure) });
@@ -69,6 +69,8 @@ export interface DeployOptions {
   /** Relaunch passes its own spot choice (on-demand fallback) and blocked zones. */
   spot?: boolean;
   lockHeld?: boolean;
+  /** Relaunch keeps the deployment's record when it tears a half-made cluster down, so the next run retries. */
+  keepState?: boolean;
 }
 
 export async function deploy(
@@ -184,7 +186,7 @@ export async function deploy(
   } catch (err) {
     const interrupted = ctx.signal.aborted;
     const e = interrupted && !(err instanceof TpuDeployError && err.code !== "interrupted") ? interruptedFrom(ctx.signal) : err;
-    await onFailure(ctx, config, state, sessions, e, { launchedHere, keepOnFailure: opts.keepOnFailure, interrupted });
+    await onFailure(ctx, config, state, sessions, e, { launchedHere, keepOnFailure: opts.keepOnFailure, interrupted, keepState: Boolean(opts.keepState) });
     throw e;
   } finally {
     await closeSessions([...sessions.values()]);
@@ -198,7 +200,7 @@ async function onFailure(
   state: DeploymentState,
   sessions: Map<string, HostSession>,
   err: unknown,
-  how: { launchedHere: boolean; keepOnFailure: boolean; interrupted: boolean },
+  how: { launchedHere: boolean; keepOnFailure: boolean; interrupted: boolean; keepState: boolean },
 ): Promise<void> {
   const e = err instanceof TpuDeployError ? err : undefined;
   const code = e?.code ?? "internal";
@@ -215,10 +217,13 @@ async function onFailure(
     if (tearDown) {
       ctx.report.info(`tearing down ${config.name} (interrupted while launching; --keep-on-failure keeps it)`);
       await teardownCluster(cleanupCtx, config, { nameOnCloud: state.nameOnCloud, zone: state.zone });
-      ctx.store.remove(config.name);
-      return;
+      state = { ...state, hosts: [], phase: "launching" };
+      if (!how.keepState) {
+        ctx.store.remove(config.name);
+        return;
+      }
     }
-    if (code === "capacity" || code === "quota") {
+    if ((code === "capacity" || code === "quota") && !how.keepState) {
       // Nothing is left: every zone's half-made cluster was already removed.
       ctx.store.remove(config.name);
       return;

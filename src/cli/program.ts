@@ -7,6 +7,8 @@ import { type Io, type OutputFlags, reportError, writeJson } from "./io.js";
 export interface RunContext {
   io: Io;
   signal: AbortSignal;
+  /** The clock; tests inject one (relaunch backoff). */
+  now?: () => Date;
 }
 
 export type CommandResult = { code: number; json?: unknown };

@@ -16,7 +16,7 @@ interface Check {
 }
 
 export default async function doctor(opts: SpecFlags & OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   const checks: Check[] = [];
   const add = (check: string, ok: boolean, detail: string) => {
     checks.push({ check, ok, detail });

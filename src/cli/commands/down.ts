@@ -6,7 +6,7 @@ import type { CommandResult, RunContext } from "../program.js";
 import { confirm } from "../prompt.js";
 
 export default async function down(opts: OutputFlags & { all?: boolean; yes?: boolean }, args: string[], run: RunContext): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
     const names = opts.all ? ctx.store.list() : args;
     if (names.length === 0) {

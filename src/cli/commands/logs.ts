@@ -14,7 +14,7 @@ export default async function logs(
   if (!name) throw new UsageError("name the deployment: tpu-deploy logs NAME");
   const tail = opts.tail === undefined ? 100 : Number(opts.tail);
   if (!Number.isInteger(tail) || tail < 0) throw new UsageError(`--tail takes a whole number, got ${opts.tail}`);
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   const state = requireState(ctx, name);
   const all = requireHosts(state);
   const which = opts.rank === undefined || opts.rank === "all" ? all : all.filter((h) => String(h.rank) === opts.rank);

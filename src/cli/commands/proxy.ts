@@ -10,7 +10,7 @@ export default async function proxy(opts: OutputFlags & { localPort?: string }, 
   if (!name) throw new UsageError("name the deployment: tpu-deploy proxy NAME");
   const localPort = opts.localPort === undefined ? 0 : Number(opts.localPort);
   if (!Number.isInteger(localPort) || localPort < 0 || localPort > 65535) throw new UsageError(`--local-port must be 0..65535, got ${opts.localPort}`);
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   const state = requireState(ctx, name);
   const rank0 = requireHosts(state).find((h) => h.rank === 0);
   if (!rank0) throw new OperationError("not_found", `${name} has no rank 0 recorded`);

@@ -11,7 +11,7 @@ import type { CommandResult, RunContext } from "../program.js";
 export default async function restart(opts: OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy restart NAME");
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
     const state = requireState(ctx, name);
     const secrets = resolveSecrets(state.config, ctx.env);

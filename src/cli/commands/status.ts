@@ -6,7 +6,7 @@ import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export default async function status(opts: OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
     const names = args.length > 0 ? args : ctx.store.list();
     const states = names.map((n) => requireState(ctx, n));
