@@ -1,0 +1,278 @@
+// The job driver of one SkyPilot job (what Ray's driver does on the head node): runs setup and then run
+// on every host of the cluster in parallel over real SSH, with SkyPilot's environment variables and log
+// prefixes, records the job's statuses, and autodowns an idle cluster when asked to.
+// Started detached by jobs.ts with the job spec (including secrets) on stdin.
+import { spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
+import { execOnHost } from "../hosts.js";
+import { readState, updateState, type SimHost } from "../state.js";
+import { stableHosts, teardownCluster } from "./cluster.js";
+import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
+import { readClusterMeta, readJobMeta, writeJobMeta } from "./server-db.js";
+
+const SSH_USER = "gcpuser";
+
+export function shQuote(s: string): string {
+  if (s === "") return "''";
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'"'"'`)}'`;
+}
+
+export function sshArgs(keyPath: string, ip: string): string[] {
+  return [
+    "-T",
+    "-F",
+    "/dev/null",
+    "-i",
+    keyPath,
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=15",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+    "-p",
+    "22",
+    `${SSH_USER}@${ip}`,
+  ];
+}
+
+// The script arrives on stdin and runs from a pipe (never in argv or a file on the host), as the
+// leader of its own session so that it can be killed as a group.
+const REMOTE = `__s=$(cat); exec 3<<<"$__s"; unset __s; exec setsid -w bash --login /dev/fd/3 </dev/null`;
+const PID_MARK = "__SKYPILOT_JOB_PID__";
+
+interface HostRun {
+  host: SimHost;
+  rank: number;
+  pid: number | null;
+  child: ReturnType<typeof spawn> | null;
+  code: number | null;
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(await readStdin()) as JobSpec;
+  const log = jobLogPath(spec.root, spec.clusterHash, spec.jobId);
+  const write = (line: string) => appendFileSync(log, line + "\n");
+  const s = await readState(spec.root);
+  const c = s.clusters[spec.cluster];
+  if (!c) {
+    await setStatus(spec, "FAILED_DRIVER");
+    return;
+  }
+  const hosts = stableHosts(s, c);
+  const ips = hosts.map((h) => h.internalIp).join("\n");
+  const base: Record<string, string> = { ...spec.envs, ...spec.secrets };
+  const common = {
+    SKYPILOT_TASK_ID: spec.taskId,
+    SKYPILOT_CLUSTER_INFO: spec.clusterInfo,
+    SKYPILOT_USER: spec.user,
+  };
+
+  if (spec.setup !== null) {
+    await setStatus(spec, "SETTING_UP", { start: true });
+    const codes = await runPhase(spec, hosts, write, (rank) => ({
+      ...base,
+      ...common,
+      SKYPILOT_SETUP_NODE_RANK: String(rank),
+      SKYPILOT_SETUP_NODE_IPS: ips,
+      SKYPILOT_SETUP_NUM_GPUS_PER_NODE: String(spec.numGpusSetup),
+    }), spec.setup, (h, rank, pid) => (rank === 0 ? `(setup pid=${pid})` : `(setup pid=${pid}, ip=${h.internalIp})`));
+    if (codes.some((x) => x !== 0)) {
+      write(`ERROR: Job ${spec.jobId}'s setup failed with return code list: [${codes.join(", ")}]`);
+      await setStatus(spec, "FAILED_SETUP", { end: true });
+      await maybeAutodown(spec);
+      return;
+    }
+  }
+  if (spec.run !== null) {
+    await setStatus(spec, "RUNNING", { start: spec.setup === null });
+    const codes = await runPhase(spec, hosts, write, (rank) => ({
+      ...base,
+      ...common,
+      SKYPILOT_NODE_RANK: String(rank),
+      SKYPILOT_NODE_IPS: ips,
+      SKYPILOT_NUM_NODES: String(hosts.length),
+      SKYPILOT_NUM_GPUS_PER_NODE: "0",
+    }), spec.run, (h, rank, pid) => (rank === 0 ? `(head, rank=0, pid=${pid})` : `(worker${rank}, rank=${rank}, pid=${pid}, ip=${h.internalIp})`));
+    if (codes.some((x) => x !== 0)) {
+      let reason = "";
+      if (codes.some((x) => x === 139)) reason = "(likely due to Segmentation Fault)";
+      if (codes.some((x) => x === 137)) {
+        const first = codes.find((x) => x !== 137);
+        reason = `(A Worker failed with return code ${first}, SkyPilot cleaned up the processes on other nodes with return code 137)`;
+      }
+      write(`ERROR: Job ${spec.jobId} failed with return code list: [${codes.join(", ")}] ${reason}`);
+      await setStatus(spec, "FAILED", { end: true });
+      await maybeAutodown(spec);
+      return;
+    }
+  } else {
+    await setStatus(spec, "RUNNING", { start: spec.setup === null });
+  }
+  await setStatus(spec, "SUCCEEDED", { end: true });
+  await maybeAutodown(spec);
+}
+
+async function runPhase(
+  spec: JobSpec,
+  hosts: SimHost[],
+  write: (line: string) => void,
+  envFor: (rank: number) => Record<string, string>,
+  command: string,
+  prefix: (h: SimHost, rank: number, pid: number | string) => string,
+): Promise<number[]> {
+  const runs: HostRun[] = hosts.map((host, rank) => ({ host, rank, pid: null, child: null, code: null }));
+  let failed = false;
+  const killOthers = async () => {
+    await Promise.all(
+      runs
+        .filter((r) => r.code === null && r.pid !== null)
+        .map((r) => sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`)),
+    );
+  };
+  await Promise.all(
+    runs.map(
+      (r) =>
+        new Promise<void>((resolve) => {
+          const exports = Object.entries(envFor(r.rank))
+            .map(([k, v]) => `export ${k}=${shQuote(v)}`)
+            .join("\n");
+          const script = `echo "${PID_MARK} $$"\ncd ~ 2>/dev/null\n${exports}\n${command}\n`;
+          const child = spawn("ssh", [...sshArgs(spec.keyPath, r.host.externalIp), REMOTE], { stdio: ["pipe", "pipe", "pipe"] });
+          r.child = child;
+          const early: string[] = [];
+          const emit = (line: string) => {
+            if (r.pid === null) {
+              const m = new RegExp(`^${PID_MARK} (\\d+)$`).exec(line);
+              if (m?.[1]) {
+                r.pid = Number(m[1]);
+                for (const l of early) write(`${prefix(r.host, r.rank, r.pid)} ${l}`);
+                early.length = 0;
+                return;
+              }
+              early.push(line);
+              return;
+            }
+            write(`${prefix(r.host, r.rank, r.pid)} ${line}`);
+          };
+          for (const stream of [child.stdout, child.stderr]) {
+            let buf = "";
+            stream?.setEncoding("utf8");
+            stream?.on("data", (d: string) => {
+              buf += d;
+              let i: number;
+              while ((i = buf.indexOf("\n")) >= 0) {
+                emit(buf.slice(0, i));
+                buf = buf.slice(i + 1);
+              }
+            });
+            stream?.on("end", () => {
+              if (buf !== "") emit(buf);
+              buf = "";
+            });
+          }
+          child.stdin?.on("error", () => undefined);
+          child.stdin?.end(script);
+          child.on("error", () => {
+            r.code = 255;
+            resolve();
+          });
+          child.on("close", (code, signal) => {
+            for (const l of early) write(`${prefix(r.host, r.rank, "?")} ${l}`);
+            early.length = 0;
+            r.code = code ?? (signal === "SIGKILL" ? 137 : 1);
+            if (r.code !== 0 && !failed) {
+              // Like get_or_fail: the first failure cancels the other ranks.
+              failed = true;
+              void killOthers();
+            }
+            resolve();
+          });
+        }),
+    ),
+  );
+  return runs.map((r) => r.code ?? 1);
+}
+
+function sshOnce(keyPath: string, ip: string, cmd: string): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn("ssh", [...sshArgs(keyPath, ip), cmd], { stdio: ["ignore", "ignore", "ignore"] });
+    child.on("error", () => resolve(255));
+    child.on("close", (code) => resolve(code ?? 1));
+  });
+}
+
+async function setStatus(spec: JobSpec, status: string, t: { start?: boolean; end?: boolean } = {}): Promise<void> {
+  const now = Date.now() / 1000;
+  const jm = readJobMeta(spec.root, spec.clusterHash, spec.jobId);
+  if (jm) {
+    if (t.start && jm.startAt === null) jm.startAt = now;
+    if (t.end) jm.endAt = now;
+    await writeJobMeta(spec.root, spec.clusterHash, jm);
+  }
+  await updateState(spec.root, (s) => {
+    const j = s.clusters[spec.cluster]?.jobs.find((x) => x.id === spec.jobId);
+    if (j) j.status = status;
+  });
+}
+
+// skylet's autostop with --down: tear the cluster down once it has been idle (no unfinished job and,
+// for --wait-for jobs_and_ssh, no SSH session on the head) for the autostop minutes.
+async function maybeAutodown(spec: JobSpec): Promise<void> {
+  let idleSince: number | null = null;
+  for (;;) {
+    const meta = readClusterMeta(spec.root, spec.cluster);
+    const s = await readState(spec.root);
+    const c = s.clusters[spec.cluster];
+    if (!meta || !c || meta.clusterHash !== spec.clusterHash || !meta.toDown || !c.autodown) return;
+    const busy = c.jobs.some((j) => !TERMINAL.includes(j.status));
+    if (busy) {
+      // A later job's driver takes over.
+      if (c.jobs.some((j) => j.id > spec.jobId)) return;
+      idleSince = null;
+    } else {
+      let sshActive = false;
+      if (meta.waitFor === "jobs_and_ssh" && s.hosts[c.headHostId]?.alive) {
+        const r = await execOnHost(spec.root, c.headHostId, "pgrep -f '^sshd: gcpuser' >/dev/null && echo yes || true", 10_000).catch(() => null);
+        sshActive = r?.stdout.includes("yes") ?? false;
+      }
+      if (sshActive) idleSince = null;
+      else idleSince ??= Date.now();
+      if (idleSince !== null && Date.now() - idleSince >= Math.max(0, meta.autostopMinutes) * 60_000) {
+        if (c.jobs.some((j) => j.id > spec.jobId)) return;
+        await teardownCluster(spec.root, spec.cluster);
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve) => {
+    let data = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (d: string) => (data += d));
+    process.stdin.on("end", () => resolve(data));
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`job driver failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

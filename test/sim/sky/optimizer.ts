@@ -1,0 +1,155 @@
+// The optimizer's view of the simulated catalog: which (resources, zone) pairs can run a task, in the
+// order provisioning tries them, or SkyPilot's error when none can.
+import { parseV6e, regionOfZone, TPU7X_INSTANCE_TYPE, TPU7X_ZONES, V6E_ZONES, v6eHostsPerNode } from "./catalog.js";
+import { exc } from "./errors.js";
+import { pyRepr, renderTable } from "./pyfmt.js";
+import { getNested, resourcesRepr, type Resources, type Task } from "./task.js";
+
+export interface Candidate {
+  kind: "v6e" | "tpu7x";
+  zone: string;
+  region: string;
+  accelerator: string | null;
+  instanceType: string;
+  hostsPerNode: number;
+  useSpot: boolean;
+  runtimeVersion: string | null;
+  labels: Record<string, string>;
+  ports: string[];
+  diskSize: number;
+  taskRepr: string; // Resources.__repr__ of the request
+  launchableRepr: string; // with the instance type
+  acceleratorsRepr: string | null;
+  resourcesStr: string;
+  resourcesStrFull: string;
+  shortRepr: string; // "[spot](gpus=tpu-v6e-16:1, TPU-VM, ...)" for tables
+}
+
+const TPU_VM_CPUS = 96;
+const TPU_VM_MEM = 334;
+const TPU7X_CPUS = 224;
+const TPU7X_MEM = 960;
+
+function fits(req: string | null, have: number): boolean {
+  if (req === null) return true;
+  const m = /^(\d+(?:\.\d+)?)(\+?)$/.exec(req.trim());
+  if (!m) return false;
+  const n = Number(m[1]);
+  return m[2] === "+" ? n <= have : n === have;
+}
+
+function strings(numNodes: number, r: Resources, kind: "v6e" | "tpu7x"): { short: string; full: string; simple: string } {
+  const spot = r.useSpot ? "[spot]" : "";
+  const core = kind === "v6e" ? `gpus=${r.accelerator}:${r.acceleratorCount}, TPU-VM` : `cpus=${TPU7X_CPUS}, mem=${TPU7X_MEM}, ${TPU7X_INSTANCE_TYPE}`;
+  const disk = r.diskSize ?? 256;
+  const ports = r.ports.length > 0 ? `, ports=${pyRepr(r.ports)}` : "";
+  return {
+    simple: `${numNodes}x${spot}(${core}, ...)`,
+    full: `${numNodes}x${spot}(${core}, disk=${disk}${ports})`,
+    short: `${spot}(${core}, ...)`,
+  };
+}
+
+export function catalogError(task: Task, r: Resources): Error {
+  return exc.resourcesUnavailable(
+    `Catalog does not contain any instances satisfying the request: ${task.numNodes}x ${resourcesRepr(r)}.\n` +
+      "To fix: relax or change the resource requirements.\n\n" +
+      "Hint: sky gpus list to list available accelerators.\n" +
+      "      sky check to check the enabled clouds.",
+  );
+}
+
+// Every feasible (resources, zone), cheapest region first; `ordered` keeps the user's order.
+export function optimize(task: Task, config: Record<string, unknown>): Candidate[] {
+  const out: Candidate[] = [];
+  let firstError: Error | null = null;
+  for (const r of task.resources) {
+    try {
+      out.push(...candidatesFor(task, r, config));
+    } catch (e) {
+      firstError ??= e as Error;
+    }
+  }
+  if (out.length === 0) throw firstError ?? exc.resourcesUnavailable("No launchable resource found.");
+  return out;
+}
+
+function candidatesFor(task: Task, r: Resources, config: Record<string, unknown>): Candidate[] {
+  if (r.cloud !== null && r.cloud !== "gcp") {
+    throw exc.resourcesUnavailable(
+      `No launchable resource found for task ${task.name ?? "sky-cmd"}.\n` +
+        `To fix: ${r.cloud} is not enabled. Run \`sky check ${r.cloud}\` to enable it, or change the cloud requirement.`,
+    );
+  }
+  const mig = getNested(config, ["gcp", "managed_instance_group"]);
+  let kind: "v6e" | "tpu7x";
+  let zones: string[];
+  let hostsPerNode: number;
+  if (r.accelerator !== null) {
+    const chips = parseV6e(r.accelerator);
+    const tpuVm = r.acceleratorArgs?.tpu_vm !== false;
+    if (chips === null || r.acceleratorCount !== 1 || !tpuVm) throw catalogError(task, r);
+    if (!fits(r.cpus, TPU_VM_CPUS) || !fits(r.memory, TPU_VM_MEM)) throw catalogError(task, r);
+    kind = "v6e";
+    zones = V6E_ZONES;
+    hostsPerNode = v6eHostsPerNode(chips);
+  } else if (r.instanceType === TPU7X_INSTANCE_TYPE) {
+    if (!fits(r.cpus, TPU7X_CPUS) || !fits(r.memory, TPU7X_MEM)) throw catalogError(task, r);
+    const runDuration = getNested(config, ["gcp", "managed_instance_group", "run_duration"]);
+    if (mig === undefined || mig === null || typeof runDuration !== "number") {
+      throw exc.invalidConfig(
+        `Instance type ${TPU7X_INSTANCE_TYPE} is provisioned through a GCE managed instance group with a TPU workload policy, ` +
+          "which needs `gcp.managed_instance_group.run_duration` (seconds) in the task's `config:` or ~/.sky/config.yaml.",
+      );
+    }
+    if (r.useSpot) {
+      throw exc.notSupported(
+        "The following features are not supported by GCP:\n\tspot_instance: Managed Instance Group with DWS does not support spot instances.",
+      );
+    }
+    kind = "tpu7x";
+    zones = TPU7X_ZONES;
+    hostsPerNode = 1;
+  } else {
+    // The simulated cloud has TPU capacity only; anything else is absent from its catalog.
+    throw catalogError(task, r);
+  }
+  const filtered = zones.filter((z) => (r.region === null || regionOfZone(z) === r.region) && (r.zone === null || z === r.zone));
+  if (filtered.length === 0) throw catalogError(task, r);
+  const s = strings(task.numNodes, r, kind);
+  const launchable: Resources = { ...r, instanceType: kind === "v6e" ? "TPU-VM" : TPU7X_INSTANCE_TYPE };
+  return filtered.map((zone) => ({
+    kind,
+    zone,
+    region: regionOfZone(zone),
+    accelerator: r.accelerator,
+    instanceType: kind === "v6e" ? "TPU-VM" : TPU7X_INSTANCE_TYPE,
+    hostsPerNode,
+    useSpot: r.useSpot,
+    runtimeVersion: kind === "v6e" ? String(r.acceleratorArgs?.runtime_version ?? "v2-alpha-tpuv6e") : null,
+    labels: r.labels,
+    ports: r.ports,
+    diskSize: r.diskSize ?? 256,
+    taskRepr: resourcesRepr(r),
+    launchableRepr: resourcesRepr(launchable, true),
+    acceleratorsRepr: r.accelerator === null ? null : pyRepr({ [r.accelerator]: r.acceleratorCount }),
+    resourcesStr: s.simple,
+    resourcesStrFull: s.full,
+    shortRepr: s.short,
+  }));
+}
+
+// The optimizer's "Considered resources" table for the chosen candidate.
+export function consideredTable(numNodes: number, c: Candidate): string {
+  const cpus = c.kind === "v6e" ? TPU_VM_CPUS : TPU7X_CPUS;
+  const mem = c.kind === "v6e" ? TPU_VM_MEM : TPU7X_MEM;
+  const gpus = c.accelerator === null ? "-" : `${c.accelerator}:1`;
+  const table = renderTable(
+    [" INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "COST ($)", "CHOSEN"],
+    [[` GCP (${c.zone})`, `${c.instanceType}${c.useSpot ? "[Spot]" : ""}`, String(cpus), String(mem), gpus, "-", "✔"]],
+  );
+  const width = Math.max(...table.split("\n").map((l) => [...l].length));
+  const rule = "-".repeat(width);
+  const [header, ...rows] = table.split("\n");
+  return [`Considered resources (${numNodes} node${numNodes === 1 ? "" : "s"}):`, rule, header ?? "", rule, ...rows, rule].join("\n");
+}

@@ -1,0 +1,380 @@
+// The API server's executor for one `sky.launch` request: provisions (with zone failover and the faults
+// of faults.json), then submits the job. It runs detached in its own session so that the client can be
+// interrupted without stopping it; `sky api cancel` kills it. Spec (with secrets) arrives on stdin.
+import { execFileSync } from "node:child_process";
+import { randomBytes, randomInt, randomUUID } from "node:crypto";
+import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { createHosts, type HostSpec } from "../hosts.js";
+import { readFaults, readState, updateState, type SimCluster } from "../state.js";
+import { teardownCluster } from "./cluster.js";
+import { SkyException, exc } from "./errors.js";
+import { submitJob } from "./jobs.js";
+import { nameOnCloud, tpuNodeId } from "./names.js";
+import type { Candidate } from "./optimizer.js";
+import { pyStr, renderTable } from "./pyfmt.js";
+import { readClusterMeta, requestLogPath, updateClusterMeta, updateRequest, writeClusterMeta, type ClusterMeta } from "./server-db.js";
+
+export interface LaunchSpec {
+  root: string;
+  requestId: string;
+  clusterName: string;
+  candidates: Candidate[];
+  numNodes: number;
+  taskRepr: string;
+  retryUntilUp: boolean;
+  autostopMinutes: number;
+  toDown: boolean;
+  waitFor: string;
+  noSetup: boolean;
+  task: { name: string | null; setup: string | null; run: string | null; envs: Record<string, string>; secrets: Record<string, string> };
+  userName: string;
+  userHash: string;
+  lastCreationYaml: string | null;
+  lastCreationCommand: string;
+  env: Record<string, string>;
+}
+
+const RETRY_GAP_MS = 30_000;
+
+class ProvisionFailure {
+  constructor(
+    readonly message: string,
+    readonly block: "zone" | "region",
+  ) {}
+}
+
+function eid(): string {
+  return `0x${randomBytes(8).toString("hex")}`;
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(await readStdin()) as LaunchSpec;
+  const logPath = requestLogPath(spec.root, spec.requestId);
+  const log = (line: string) => appendFileSync(logPath, line + "\n");
+  await updateRequest(spec.root, spec.requestId, (r) => {
+    r.status = "RUNNING";
+    r.pid = process.pid;
+  });
+  try {
+    const jobId = await launch(spec, log);
+    await updateRequest(spec.root, spec.requestId, (r) => {
+      r.status = "SUCCEEDED";
+      r.finishedAt = Date.now() / 1000;
+      r.result = { jobId };
+    });
+  } catch (e) {
+    const err = e instanceof SkyException ? { pyClass: e.pyClass, message: e.message } : { pyClass: "RuntimeError", message: String(e instanceof Error ? e.message : e) };
+    if (!(e instanceof SkyException)) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    await updateRequest(spec.root, spec.requestId, (r) => {
+      r.status = "FAILED";
+      r.finishedAt = Date.now() / 1000;
+      r.error = err;
+    });
+  }
+}
+
+async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<number | null> {
+  const { root, clusterName } = spec;
+  const existing = (await readState(root)).clusters[clusterName];
+  const first = spec.candidates[0];
+  if (existing && existing.status === "UP" && readClusterMeta(root, clusterName)) {
+    log(`⚙︎ Launching on GCP ${existing.region} (${existing.zone}).`);
+    log("└── Instances are up.");
+    await updateClusterMeta(root, clusterName, (m) => {
+      m.launchRequestId = spec.requestId;
+      m.lastCreationCommand = spec.lastCreationCommand;
+      if (spec.toDown || spec.autostopMinutes >= 0) {
+        m.autostopMinutes = spec.autostopMinutes >= 0 ? spec.autostopMinutes : m.autostopMinutes;
+        m.toDown = spec.toDown;
+        m.waitFor = spec.waitFor;
+      }
+    });
+    if (spec.toDown) await updateState(root, (s) => void (s.clusters[clusterName] && (s.clusters[clusterName].autodown = true)));
+  } else {
+    if (!first) throw exc.resourcesUnavailable("No launchable resource found.");
+    // A half-made (INIT) cluster of an earlier launch is cleaned up and provisioned again.
+    if (existing) await teardownCluster(root, clusterName);
+    await provision(spec, log);
+  }
+  log(`✓ Cluster launched: ${clusterName}.  View logs: sky logs --provision ${clusterName}`);
+
+  const setup = spec.noSetup ? null : spec.task.setup;
+  if (setup === null && spec.task.run === null) return null;
+  const c = (await readState(root)).clusters[clusterName];
+  const jobId = await submitJob({
+    root,
+    cluster: clusterName,
+    name: spec.task.name,
+    setup,
+    run: spec.task.run,
+    envs: spec.task.envs,
+    secrets: spec.task.secrets,
+    user: spec.userName,
+    userHash: spec.userHash,
+    resources: `${c?.numNodes ?? 1}x[${c?.accelerator ?? "CPU"}:1]`,
+    env: spec.env,
+  });
+  if (setup !== null) log("✓ Setup detached.");
+  log(`⚙︎ Job submitted, ID: ${jobId}`);
+  return jobId;
+}
+
+async function provision(spec: LaunchSpec, log: (line: string) => void): Promise<void> {
+  const { root, clusterName } = spec;
+  const s0 = await readState(root);
+  const first = spec.candidates[0] as Candidate;
+  const noc = nameOnCloud(clusterName, s0.userHash);
+  const clusterHash = randomUUID();
+  const keyPath = join(root, "keys", `cluster-${clusterName}-${clusterHash.slice(0, 8)}`);
+  rmSync(keyPath, { force: true });
+  rmSync(`${keyPath}.pub`, { force: true });
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `sky-${clusterName}`, "-f", keyPath]);
+  const pubKey = readFileSync(`${keyPath}.pub`, "utf8").trim();
+  const meta: ClusterMeta = {
+    name: clusterName,
+    clusterHash,
+    autostopMinutes: spec.autostopMinutes,
+    toDown: spec.toDown,
+    waitFor: spec.waitFor,
+    statusUpdatedAt: Date.now(),
+    everUp: false,
+    keyPath,
+    pubKey,
+    acceleratorsRepr: first.acceleratorsRepr,
+    resourcesStr: first.resourcesStr,
+    resourcesStrFull: first.resourcesStrFull,
+    resourcesRepr: first.launchableRepr,
+    runtimeVersion: first.runtimeVersion,
+    ports: first.ports,
+    lastCreationYaml: spec.lastCreationYaml,
+    lastCreationCommand: spec.lastCreationCommand,
+    provisionLog: requestLogPath(root, spec.requestId),
+    configHash: randomBytes(32).toString("hex"),
+    nextJobId: 1,
+    launchRequestId: spec.requestId,
+    userName: spec.userName,
+  };
+  await writeClusterMeta(root, meta);
+  const record: SimCluster = {
+    name: clusterName,
+    nameOnCloud: noc,
+    status: "INIT",
+    zone: first.zone,
+    region: first.region,
+    spot: first.useSpot,
+    accelerator: first.accelerator,
+    instanceType: first.kind === "tpu7x" ? first.instanceType : null,
+    numNodes: spec.numNodes,
+    labels: first.labels,
+    launchedAt: Date.now(),
+    clusterHash,
+    slices: [],
+    headHostId: "",
+    jobs: [],
+    lastEvent: null,
+    autodown: spec.toDown,
+  };
+  await updateState(root, (s) => {
+    s.clusters[clusterName] = record;
+  });
+  if (first.useSpot) {
+    log(
+      "Launching a spot job that does not automatically recover from preemptions. To get automatic recovery, use managed job instead: sky jobs launch or sky.jobs.launch().",
+    );
+  }
+
+  for (;;) {
+    const failures: { cand: Candidate; reason: string }[] = [];
+    const blockedRegions = new Set<string>();
+    const blockedZones = new Set<string>();
+    for (const cand of spec.candidates) {
+      if (blockedRegions.has(cand.region) || blockedZones.has(cand.zone)) continue;
+      log(`⚙︎ Launching on GCP ${cand.region} (${cand.zone}).`);
+      await updateState(root, (s) => {
+        const c = s.clusters[clusterName];
+        if (c) {
+          c.zone = cand.zone;
+          c.region = cand.region;
+        }
+      });
+      const r = await tryZone(spec, cand, noc, pubKey, log);
+      if (r === null) {
+        await updateClusterMeta(root, clusterName, (m) => {
+          m.acceleratorsRepr = cand.acceleratorsRepr;
+          m.resourcesStr = cand.resourcesStr;
+          m.resourcesStrFull = cand.resourcesStrFull;
+          m.resourcesRepr = cand.launchableRepr;
+          m.runtimeVersion = cand.runtimeVersion;
+          m.everUp = true;
+          m.statusUpdatedAt = Date.now();
+        });
+        await updateState(root, (s) => {
+          const c = s.clusters[clusterName];
+          if (c) {
+            c.status = "UP";
+            c.launchedAt = Date.now();
+          }
+        });
+        log("└── Instances are up.");
+        return;
+      }
+      log(r.message);
+      failures.push({ cand, reason: `Failed to acquire resources in ${cand.zone} for {${cand.launchableRepr}}. ${r.message}` });
+      if (r.block === "region") blockedRegions.add(cand.region);
+      else blockedZones.add(cand.zone);
+    }
+    const table = renderTable(
+      ["INFRA", "RESOURCES", "REASON"],
+      failures.map((f) => [`GCP (${f.cand.zone})`, f.cand.shortRepr, f.reason]),
+    );
+    const message =
+      `Failed to provision all possible launchable resources. Relax the task's resource requirements: ${spec.numNodes}x ${spec.taskRepr}\n` +
+      "To keep retrying until the cluster is up, use the `--retry-until-up` flag.\n" +
+      "Reasons for provision failures (for details, please check the log above):\n" +
+      table;
+    log(`⨯ Failed to provision resources.  View logs: sky logs --provision ${clusterName}`);
+    if (!spec.retryUntilUp) {
+      await teardownCluster(root, clusterName);
+      rmSync(keyPath, { force: true });
+      rmSync(`${keyPath}.pub`, { force: true });
+      throw exc.resourcesUnavailable(message);
+    }
+    log(`sky.exceptions.ResourcesUnavailableError: ${message}`);
+    log(`↺ Retry after ${RETRY_GAP_MS / 1000}s  View logs: sky api logs ${spec.requestId.slice(0, 8)}`);
+    await new Promise((r) => setTimeout(r, RETRY_GAP_MS));
+  }
+}
+
+// One provisioning attempt in one zone; null on success.
+async function tryZone(spec: LaunchSpec, cand: Candidate, noc: string, pubKey: string, log: (line: string) => void): Promise<ProvisionFailure | null> {
+  const { root, clusterName } = spec;
+  const faults = (await readFaults(root)).sky ?? {};
+  if ((faults.provisionDelayMs ?? 0) > 0) await sleep(faults.provisionDelayMs ?? 0);
+  const gotCode = (code: string, msg: string) => `Got return code ${code} in ${cand.zone}: ${pyStr(msg.replace(/^\.+|\.+$/g, ""))}`;
+  if ((faults.capacityZones ?? []).includes(cand.zone)) {
+    if (cand.kind === "v6e") {
+      return new ProvisionFailure(
+        gotCode(
+          "8",
+          `There is no more capacity in the zone "${cand.zone}"; you can try in another zone where Cloud TPU Nodes are offered (see https://cloud.google.com/tpu/docs/regions) [EID: ${eid()}]`,
+        ),
+        "zone",
+      );
+    }
+    return new ProvisionFailure(
+      gotCode(
+        pyStr("ZONE_RESOURCE_POOL_EXHAUSTED"),
+        `The zone 'projects/${(await readState(root)).project}/zones/${cand.zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later`,
+      ),
+      "zone",
+    );
+  }
+  const quota = faults.quota;
+  if (quota && quota.zone === cand.zone) {
+    const perRegion = quota.scope === "region";
+    const metric =
+      cand.kind === "v6e"
+        ? `TPUV6E${cand.useSpot ? "Preemptible" : ""}PerProjectPer${perRegion ? "Region" : "Zone"}ForTPUAPI`
+        : `TPU7X${cand.useSpot ? "Preemptible" : ""}ChipsPerProjectPer${perRegion ? "Region" : "Zone"}`;
+    const where = perRegion ? `region ${cand.region}` : `zone ${cand.zone}`;
+    return new ProvisionFailure(gotCode(pyStr("type.googleapis.com/google.rpc.QuotaFailure"), `Quota '${metric}' exhausted. Limit 0 in ${where}`), perRegion ? "region" : "zone");
+  }
+  if ((faults.preemptDuringCreateZones ?? []).includes(cand.zone)) {
+    return new ProvisionFailure(gotCode("3", `Cloud TPU received a bad request. update is not supported while in state PREEMPTED [EID: ${eid()}]`), "zone");
+  }
+
+  const s = await readState(root);
+  const project = s.project;
+  const specs: HostSpec[] = [];
+  const nodes: { name: string | null; count: number }[] = [];
+  if (cand.kind === "v6e") {
+    for (let i = 0; i < spec.numNodes; i++) {
+      const id = tpuNodeId(noc, i === 0);
+      const full = `projects/${project}/locations/${cand.zone}/nodes/${id}`;
+      nodes.push({ name: full, count: cand.hostsPerNode });
+      const labels: Record<string, string> = {
+        ...cand.labels,
+        "ray-cluster-name": noc,
+        "skypilot-cluster-name": noc,
+        "ray-node-type": i === 0 ? "head" : "worker",
+        "skypilot-head-node": i === 0 ? "1" : "0",
+        "skypilot-user": spec.userName.toLowerCase().replace(/[^a-z0-9_-]/g, ""),
+        "use-managed-instance-group": "0",
+      };
+      await updateState(root, (st) => {
+        st.nodes[full] = {
+          name: full,
+          zone: cand.zone,
+          acceleratorType: (cand.accelerator ?? "").replace(/^tpu-/, ""),
+          runtimeVersion: cand.runtimeVersion ?? "",
+          state: "CREATING",
+          labels,
+          preemptible: cand.useSpot,
+          createTime: Date.now(),
+          id: String(randomInt(1, 2 ** 47)) + String(randomInt(100000, 999999)),
+          hostIds: [],
+        };
+      });
+      for (let w = 0; w < cand.hostsPerNode; w++) {
+        specs.push({ cluster: clusterName, nodeName: full, zone: cand.zone, workerId: w, authorizedKeys: [pubKey] });
+      }
+    }
+  } else {
+    nodes.push({ name: null, count: spec.numNodes });
+    for (let w = 0; w < spec.numNodes; w++) {
+      specs.push({ cluster: clusterName, nodeName: null, zone: cand.zone, workerId: w, authorizedKeys: [pubKey] });
+    }
+  }
+  const hosts = await createHosts(root, specs);
+  let k = 0;
+  const slices = nodes.map((n) => {
+    const ids = hosts.slice(k, k + n.count).map((h) => h.id);
+    k += n.count;
+    return { nodeName: n.name, hostIds: ids };
+  });
+  await updateState(root, (st) => {
+    for (const sl of slices) {
+      const node = sl.nodeName === null ? undefined : st.nodes[sl.nodeName];
+      if (node) node.hostIds = sl.hostIds;
+    }
+    const c = st.clusters[clusterName];
+    if (c) {
+      c.slices = slices;
+      c.headHostId = slices[0]?.hostIds[0] ?? "";
+    }
+  });
+  if (faults.hangProvision === true) {
+    log("└── Waiting for the instances to be ready.");
+    // Provisioning never completes; only `sky api cancel` ends this request.
+    await new Promise<void>(() => setInterval(() => undefined, 60_000));
+  }
+  await updateState(root, (st) => {
+    for (const sl of slices) {
+      const node = sl.nodeName === null ? undefined : st.nodes[sl.nodeName];
+      if (node) node.state = "READY";
+    }
+  });
+  return null;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve) => {
+    let data = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (d: string) => (data += d));
+    process.stdin.on("end", () => resolve(data));
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`launch worker failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);
