@@ -1,0 +1,61 @@
+"""faults.json (key "server") from the sim root; see test/sim/README.md. Missing file = no faults."""
+
+import json
+import os
+
+DEFAULTS = {
+    "loadDelayMs": 300,
+    "crash": None,
+    "neverReady": False,
+    "wedged": False,
+    "slowHealthGenerateMs": 0,
+    "ignoreSigtermRanks": [],
+    "jaxInitTimeoutMs": 300000,
+}
+
+
+class FaultsError(Exception):
+    pass
+
+
+def read_faults():
+    root = os.environ.get("TPD_SIM_ROOT")
+    out = dict(DEFAULTS)
+    if not root:
+        return out
+    path = os.path.join(root, "faults.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return out
+    except (OSError, ValueError) as err:
+        raise FaultsError(f"cannot read {path}: {err}") from err
+    server = data.get("server") if isinstance(data, dict) else None
+    if server is None:
+        return out
+    if not isinstance(server, dict):
+        raise FaultsError(f"{path}: \"server\" must be an object")
+    for key, value in server.items():
+        if key not in DEFAULTS:
+            raise FaultsError(f"{path}: unknown server fault {key!r} (known: {', '.join(DEFAULTS)})")
+        if value is not None:
+            out[key] = value
+    crash = out["crash"]
+    if crash is not None and not (
+        isinstance(crash, dict)
+        and isinstance(crash.get("rank"), int)
+        and crash.get("when") in ("before-rendezvous", "after-rendezvous")
+    ):
+        raise FaultsError(f"{path}: server.crash must be {{\"rank\": int, \"when\": \"before-rendezvous\"|\"after-rendezvous\"}}")
+    for key in ("loadDelayMs", "slowHealthGenerateMs", "jaxInitTimeoutMs"):
+        if not isinstance(out[key], (int, float)) or out[key] < 0:
+            raise FaultsError(f"{path}: server.{key} must be a non-negative number")
+    if not isinstance(out["ignoreSigtermRanks"], list):
+        raise FaultsError(f"{path}: server.ignoreSigtermRanks must be a list of ranks")
+    return out
+
+
+def crash_due(faults, rank, when):
+    crash = faults.get("crash")
+    return bool(crash) and crash["rank"] == rank and crash["when"] == when

@@ -1,0 +1,288 @@
+"""HTTP: rank 0's API server (the routes tpu-deploy touches) and the ranks ≥1 dummy health server."""
+
+import json
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from . import __version__
+from .faults import read_faults
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # uvicorn sets SO_REUSEADDR too
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hangs up is not the server's problem
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def make_server(host, port, app):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "uvicorn"
+        sys_version = ""
+
+        def log_message(self, *args):
+            pass
+
+        def version_string(self):
+            return "uvicorn"
+
+        def _dispatch(self):
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            try:
+                result = app.handle(self.command, parts.path, parse_qs(parts.query), self.headers, body)
+                status, ctype, payload = result
+                if callable(payload):  # server-sent events
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    payload(self.wfile)
+                    return
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                if data or ctype != "application/json":
+                    self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    cls = _Server6 if ":" in host else _Server
+    return cls((host, port), Handler)
+
+
+NOT_FOUND = (404, "application/json", {"detail": "Not Found"})
+NOT_ALLOWED = (405, "application/json", {"detail": "Method Not Allowed"})
+EMPTY_200 = (200, "application/json", b"")
+
+
+class DummyHealthApp:
+    """Ranks ≥1 (`launch_dummy_health_check_server`): /health and /health_generate, nothing else."""
+
+    def handle(self, method, path, query, headers, body):
+        if path in ("/health", "/health_generate"):
+            return EMPTY_200 if method == "GET" else NOT_ALLOWED
+        return NOT_FOUND
+
+
+class ApiApp:
+    """Rank 0."""
+
+    ROUTES = {
+        "/health": ("GET",),
+        "/health_generate": ("GET",),
+        "/get_model_info": ("GET",),
+        "/get_server_info": ("GET",),
+        "/v1/models": ("GET",),
+        "/v1/chat/completions": ("POST",),
+        "/v1/completions": ("POST",),
+        "/generate": ("POST", "PUT"),
+        "/metrics": ("GET",),
+    }
+
+    def __init__(self, ctx, world):
+        self.ctx = ctx
+        self.sa = ctx.sa
+        self.log = ctx.log
+        self.world = world
+        self.created = int(time.time())
+        self.context_length = self.sa.context_length or 40960
+
+    # --- request plumbing ------------------------------------------------------------------------
+    def handle(self, method, path, query, headers, body):
+        key = self.sa.api_key
+        if key and method != "OPTIONS" and not path.startswith("/health") and not path.startswith("/metrics"):
+            if headers.get("Authorization") != "Bearer " + key:
+                return 401, "application/json", {"error": "Unauthorized"}
+        methods = self.ROUTES.get(path)
+        if methods is None or (path == "/metrics" and not self.sa.enable_metrics):
+            return NOT_FOUND
+        if method not in methods:
+            return NOT_ALLOWED
+        name = path.strip("/").replace("/", "_").replace("v1_", "openai_")
+        return getattr(self, "r_" + name)(query, body)
+
+    @staticmethod
+    def _json_body(body):
+        try:
+            obj = json.loads(body or b"null")
+        except ValueError as err:
+            return None, (400, "application/json", {"object": "error", "message": f"invalid JSON body: {err}", "type": "BadRequestError", "code": 400})
+        if not isinstance(obj, dict):
+            return None, (400, "application/json", {"object": "error", "message": "the body must be a JSON object", "type": "BadRequestError", "code": 400})
+        return obj, None
+
+    def _engine_fault(self):
+        """Faults are re-read per request, so a test can wedge a running server."""
+        faults = read_faults()
+        delay = faults.get("slowHealthGenerateMs") or 0
+        if delay:
+            time.sleep(delay / 1000.0)
+        return bool(faults.get("wedged"))
+
+    def _reply_text(self):
+        return (
+            f"Hello from the sglang-jax test double serving {self.sa.served_model_name} "
+            f"on {self.sa.nnodes} node(s) with tp_size={self.sa.tp_size}."
+        )
+
+    def _wedged_reply(self):
+        return 503, "application/json", {"object": "error", "message": "the engine is not making progress (wedged)", "type": "ServiceUnavailable", "code": 503}
+
+    # --- routes ----------------------------------------------------------------------------------
+    def r_health(self, query, body):
+        return EMPTY_200
+
+    def r_health_generate(self, query, body):
+        if query.get("multimodal") == ["True"]:
+            return 200, "application/json", b"null"
+        if self._engine_fault():
+            tic = time.strftime("%H:%M:%S")
+            self.log.info(
+                "Health check failed. Server couldn't get a response from detokenizer for last 20 seconds. "
+                f"tic start time: {tic}. last_heartbeat time: {tic}"
+            )
+            return 503, "application/json", b""
+        return EMPTY_200
+
+    def r_get_model_info(self, query, body):
+        return 200, "application/json", {
+            "model_path": self.sa.model_path,
+            "tokenizer_path": self.sa.tokenizer_path,
+            "is_generation": True,
+            "preferred_sampling_params": self.sa.preferred_sampling_params,
+        }
+
+    def r_get_server_info(self, query, body):
+        info = self.sa.public_dict()
+        info.update({
+            "max_total_num_tokens": 262144,
+            "max_req_input_len": self.context_length - 1,
+            "internal_states": [{"last_gen_throughput": 0.0, "avg_spec_accept_length": None}],
+            "version": __version__,
+            "ranks_seen": sorted(self.world),
+            "peers": [
+                {
+                    "rank": r,
+                    "internal_ip": self.world[r]["internal_ip"],
+                    "worker_id": self.world[r]["worker_id"],
+                    "accelerator_type": self.world[r]["accelerator_type"],
+                    "slice_id": self.world[r]["slice_id"],
+                    "hostname": self.world[r]["hostname"],
+                }
+                for r in sorted(self.world)
+            ],
+        })
+        return 200, "application/json", info
+
+    def r_openai_models(self, query, body):
+        name = self.sa.served_model_name
+        return 200, "application/json", {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": self.created, "owned_by": "sglang", "root": name, "max_model_len": self.context_length}],
+        }
+
+    def r_metrics(self, query, body):
+        name = self.sa.served_model_name
+        text = (
+            "# HELP sglang:num_running_reqs The number of running requests.\n"
+            "# TYPE sglang:num_running_reqs gauge\n"
+            f'sglang:num_running_reqs{{model_name="{name}"}} 0.0\n'
+        )
+        return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
+
+    def r_openai_chat_completions(self, query, body):
+        req, err = self._json_body(body)
+        if err:
+            return err
+        messages = req.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return 400, "application/json", {"object": "error", "message": "messages: a non-empty list is required", "type": "BadRequestError", "code": 400}
+        if self._engine_fault():
+            return self._wedged_reply()
+        text = self._reply_text()
+        rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        usage = {"prompt_tokens": 8 * len(messages), "completion_tokens": len(text.split()), "total_tokens": 8 * len(messages) + len(text.split())}
+        if req.get("stream"):
+            def stream(out):
+                for delta, finish in (({"role": "assistant", "content": ""}, None), ({"content": text}, None), ({}, "stop")):
+                    chunk = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": self.sa.served_model_name,
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                out.write(b"data: [DONE]\n\n")
+            return 200, "text/event-stream", stream
+        return 200, "application/json", {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.sa.served_model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+
+    def r_openai_completions(self, query, body):
+        req, err = self._json_body(body)
+        if err:
+            return err
+        if "prompt" not in req:
+            return 400, "application/json", {"object": "error", "message": "prompt: field required", "type": "BadRequestError", "code": 400}
+        if self._engine_fault():
+            return self._wedged_reply()
+        text = self._reply_text()
+        return 200, "application/json", {
+            "id": "cmpl-" + uuid.uuid4().hex[:24],
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.sa.served_model_name,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 8, "completion_tokens": len(text.split()), "total_tokens": 8 + len(text.split())},
+        }
+
+    def r_generate(self, query, body):
+        req, err = self._json_body(body)
+        if err:
+            return err
+        if req.get("text") is None and req.get("input_ids") is None:
+            return 400, "application/json", {"object": "error", "message": "Either text or input_ids should be provided.", "type": "BadRequestError", "code": 400}
+        if self._engine_fault():
+            return self._wedged_reply()
+        prompts = req.get("text") if req.get("text") is not None else req.get("input_ids")
+        batch = isinstance(prompts, list) and (req.get("text") is not None or (prompts and isinstance(prompts[0], list)))
+        n = len(prompts) if batch else 1
+        text = self._reply_text()
+        outs = [
+            {"text": text, "meta_info": {"id": uuid.uuid4().hex, "finish_reason": {"type": "stop", "matched": None},
+                                         "prompt_tokens": 8, "completion_tokens": len(text.split()), "cached_tokens": 0,
+                                         "model": self.sa.served_model_name}}
+            for _ in range(n)
+        ]
+        if req.get("stream"):
+            def stream(out):
+                for o in outs:
+                    out.write(f"data: {json.dumps(o)}\n\n".encode())
+                out.write(b"data: [DONE]\n\n")
+            return 200, "text/event-stream", stream
+        return 200, "application/json", outs if batch else outs[0]
+
+
+def serve_in_thread(server):
+    t = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    t.start()
+    return t
