@@ -1,7 +1,8 @@
 // Cluster-level operations shared by the client commands, the request worker and the job driver:
 // SkyPilot's stable host order, status refresh against the simulated cloud, and teardown.
 import { killHosts } from "../hosts.js";
-import { pidAlive, readState, updateState, type SimCluster, type SimHost, type SimState } from "../state.js";
+import { readFileSync } from "node:fs";
+import { readState, updateState, type SimCluster, type SimHost, type SimState } from "../state.js";
 import {
   listJobMetas,
   listRequests,
@@ -26,9 +27,20 @@ export function allHostIds(c: SimCluster): string[] {
   return c.slices.flatMap((sl) => sl.hostIds);
 }
 
+// A detached executor that was killed may linger as a zombie until something reaps it.
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
 export function launchInFlight(root: string, cluster: string): boolean {
   return listRequests(root).some(
-    (r) => r.name === "sky.launch" && r.clusterName === cluster && (r.status === "RUNNING" || r.status === "PENDING") && r.pid !== null && pidAlive(r.pid),
+    (r) => r.name === "sky.launch" && r.clusterName === cluster && (r.status === "RUNNING" || r.status === "PENDING") && r.pid !== null && processAlive(r.pid),
   );
 }
 

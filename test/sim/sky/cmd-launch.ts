@@ -3,6 +3,7 @@
 import { stringify } from "yaml";
 import { readState, type SimCluster } from "../state.js";
 import { commandSpec, type Parsed } from "./click.js";
+import { refreshCluster } from "./cluster.js";
 import { requireRoot, syncUserHash, type Ctx } from "./context.js";
 import { exc } from "./errors.js";
 import { confirm, outln } from "./io.js";
@@ -103,6 +104,8 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   const cluster = p.str("cluster") ?? generateClusterName();
   checkClusterName(cluster);
   const config = effectiveConfig(ctx.home, ctx.env, task, built.cliConfig);
+  // A preempted spot cluster is found gone here and launched anew (_check_existing_cluster refreshes).
+  await refreshCluster(ctx.root, cluster, false);
   const existing = (await readState(ctx.root)).clusters[cluster];
   const reuse = existing !== undefined && existing.status === "UP";
   let candidates: LaunchSpec["candidates"] = [];

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { appendFileSync } from "node:fs";
 import { execOnHost } from "../hosts.js";
-import { readState, updateState, type SimHost } from "../state.js";
+import { readFaults, readState, updateState, type SimHost } from "../state.js";
 import { stableHosts, teardownCluster } from "./cluster.js";
 import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
 import { readClusterMeta, readJobMeta, writeJobMeta } from "./server-db.js";
@@ -82,13 +82,16 @@ async function main(): Promise<void> {
 
   if (spec.setup !== null) {
     await setStatus(spec, "SETTING_UP", { start: true });
+    // faults.json sky.setupFail: setup exits 1 on every host.
+    const failSetup = (await readFaults(spec.root)).sky?.setupFail === true;
+    const setupCmd = failSetup ? `echo "setup failed (simulated: faults.json sky.setupFail)" >&2\nexit 1\n${spec.setup}` : spec.setup;
     const codes = await runPhase(spec, hosts, write, (rank) => ({
       ...base,
       ...common,
       SKYPILOT_SETUP_NODE_RANK: String(rank),
       SKYPILOT_SETUP_NODE_IPS: ips,
       SKYPILOT_SETUP_NUM_GPUS_PER_NODE: String(spec.numGpusSetup),
-    }), spec.setup, (h, rank, pid) => (rank === 0 ? `(setup pid=${pid})` : `(setup pid=${pid}, ip=${h.internalIp})`));
+    }), setupCmd, (h, rank, pid) => (rank === 0 ? `(setup pid=${pid})` : `(setup pid=${pid}, ip=${h.internalIp})`));
     if (codes.some((x) => x !== 0)) {
       write(`ERROR: Job ${spec.jobId}'s setup failed with return code list: [${codes.join(", ")}]`);
       await setStatus(spec, "FAILED_SETUP", { end: true });

@@ -110,9 +110,14 @@ function candidatesFor(task: Task, r: Resources, config: Record<string, unknown>
     kind = "tpu7x";
     zones = TPU7X_ZONES;
     hostsPerNode = 1;
-  } else {
-    // The simulated cloud has TPU capacity only; anything else is absent from its catalog.
+  } else if (r.instanceType !== null) {
     throw catalogError(task, r);
+  } else {
+    // A real GCP would start a CPU VM here; the simulated cloud only has TPU capacity.
+    throw exc.notSupported(
+      `The simulated cloud offers only TPU v6e slices (accelerators: tpu-v6e-N) and TPU7x VMs (instance_type: ${TPU7X_INSTANCE_TYPE}); ` +
+        `the request ${task.numNodes}x ${resourcesRepr(r)} would need a CPU VM.`,
+    );
   }
   const filtered = zones.filter((z) => (r.region === null || regionOfZone(z) === r.region) && (r.zone === null || z === r.zone));
   if (filtered.length === 0) throw catalogError(task, r);

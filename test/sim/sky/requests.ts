@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { pidAlive } from "../state.js";
+import { processAlive } from "./cluster.js";
 import { Abort, SkyException } from "./errors.js";
 import { beginStreaming, endStreaming, wasInterrupted } from "./interrupt.js";
 import { out, outln } from "./io.js";
@@ -104,7 +104,7 @@ export async function streamRequest(root: string, env: NodeJS.ProcessEnv, id: st
         out(pending.slice(0, nl + 1));
         pending = pending.slice(nl + 1);
       }
-      const dead = r !== null && !TERMINAL.includes(r.status) && r.pid !== null && !pidAlive(r.pid);
+      const dead = r !== null && !TERMINAL.includes(r.status) && r.pid !== null && !processAlive(r.pid);
       if (r === null || TERMINAL.includes(r.status) || dead) {
         pending += readNew();
         if (pending !== "") out(pending.endsWith("\n") ? pending : pending + "\n");
