@@ -1,8 +1,8 @@
 // `sky status`, `sky down`, `sky stop`: cluster records, the SSH config that follows them, teardown.
 import { usageError, commandSpec, type Parsed } from "./click.js";
-import { teardownCluster } from "./cluster.js";
+import { launchInFlight, teardownCluster } from "./cluster.js";
 import { requireRoot, syncUserHash, type Ctx } from "./context.js";
-import { Abort, exc } from "./errors.js";
+import { Abort, exc, SkyException } from "./errors.js";
 import { confirm, outln } from "./io.js";
 import { globMatch, printStatusJson, printStatusTable, queryClusters, setSshConfig } from "./records.js";
 import { printAsyncSubmitted } from "./requests.js";
@@ -127,7 +127,7 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
   await syncUserHash(ctx);
   const { matched, missing } = await matchClusters(ctx, names, all);
   if (matched.length === 0) {
-    outln(all ? "Cluster(s) not found (tip: see `sky status`)." : "Cluster(s) not found (tip: see `sky status`).");
+    outln("Cluster(s) not found (tip: see `sky status`).");
     return 0;
   }
   if (missing) outln("Cluster(s) not found (tip: see `sky status`).");
@@ -135,20 +135,39 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
     await confirm(`Terminating ${matched.length} cluster${matched.length > 1 ? "s" : ""}: ${matched.join(", ")}. Proceed?`, true);
   }
   if (p.bool("async")) printAsyncSubmitted(ctx.env, "sky.down", newRequestId());
+  let failed = false;
   for (const name of matched) {
     try {
+      await waitForLaunchLock(ctx, name);
       await teardownCluster(ctx.root, name);
       removeCluster(ctx.home, name);
       outln(`Terminating cluster ${name}...done.`);
     } catch (e) {
+      failed = true;
       outln(`Terminating cluster ${name}...failed.`);
-      outln(`Reason: ${e instanceof Error ? e.message : String(e)}`);
-      outln(
-        "Cluster(s) failed. See details above. If you want to ignore the errors and remove the cluster(s) from the status table, use `sky down --purge`.",
-      );
+      const reason = e instanceof SkyException ? `${e.pyClass.replace(/^sky\.exceptions\./, "")}: ${e.message}` : e instanceof Error ? e.message : String(e);
+      outln(`Reason: ${reason}`);
     }
   }
+  if (failed) {
+    outln(
+      "Cluster(s) failed. See details above. If you want to ignore the errors and remove the cluster(s) from the status table, use `sky down --purge`.",
+    );
+  }
   return 0;
+}
+
+// The cluster lock of an in-flight launch: teardown waits for it, then gives up (cloud_vm_ray_backend).
+const TEARDOWN_LOCK_TIMEOUT_MS = 20_000;
+
+async function waitForLaunchLock(ctx: Ctx, name: string): Promise<void> {
+  const end = Date.now() + TEARDOWN_LOCK_TIMEOUT_MS;
+  while (launchInFlight(ctx.root, name)) {
+    if (Date.now() > end) {
+      throw exc.runtime(`Cluster '${name}' is locked by ${ctx.home}/.sky/locks/.${name}.lock. Check to see if it is still being launched`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 // TPU pods cannot be stopped: SkyPilot skips them and exits 0 (core.stop).

@@ -73,7 +73,8 @@ export async function cmdExec(ctx: Ctx, p: Parsed): Promise<number> {
     secrets: built.task.secrets,
     user: localUsername(),
     userHash,
-    resources: `${c.numNodes}x[${c.accelerator ?? "CPU"}:1]`,
+    resources: `${built.task.numNodes}x[${c.accelerator ?? "CPU"}:1]`,
+    numNodes: built.task.numNodes,
     env: ctx.env,
   });
   if (p.bool("async")) {
@@ -82,7 +83,7 @@ export async function cmdExec(ctx: Ctx, p: Parsed): Promise<number> {
   }
   outln(`⚙︎ Job submitted, ID: ${jobId}`);
   if (p.bool("detach_run")) return 0;
-  return await tailJobLog({ root: ctx.root, cluster, clusterHash: meta.clusterHash, jobId, follow: true, tail: 0, numNodes: numHosts(c), banner: true });
+  return await tailJobLog({ root: ctx.root, cluster, clusterHash: meta.clusterHash, jobId, follow: true, tail: 0, numNodes: built.task.numNodes, banner: true });
 }
 
 export async function cmdLogs(ctx: Ctx, p: Parsed): Promise<number> {

@@ -36,7 +36,7 @@ export function checkFit(task: Task, c: SimCluster, name: string, existingRepr: 
   const fits = task.resources.some(
     (r) =>
       (r.accelerator === null || r.accelerator === c.accelerator) &&
-      (r.instanceType === null || r.instanceType === "TPU-VM" ? c.accelerator !== null || r.instanceType === null : r.instanceType === c.instanceType) &&
+      (r.instanceType === null || (r.instanceType === "TPU-VM" ? c.accelerator !== null : r.instanceType === c.instanceType)) &&
       (!r.useSpotSpecified || r.useSpot === c.spot) &&
       (r.cloud === null || r.cloud === "gcp") &&
       (r.region === null || r.region === c.region) &&
@@ -108,6 +108,12 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   await refreshCluster(ctx.root, cluster, false);
   const existing = (await readState(ctx.root)).clusters[cluster];
   const reuse = existing !== undefined && existing.status === "UP";
+  const yes = p.bool("yes");
+  const dryrun = p.bool("dryrun");
+  // With a prompt the optimizer's table comes first (an `optimize` request); with -y the client says
+  // where it runs and the table arrives in the launch request's stream.
+  const prompt = !yes && !dryrun && existing === undefined;
+  if (!prompt) outln(`Running on cluster: ${cluster}`);
   let candidates: LaunchSpec["candidates"] = [];
   if (reuse) {
     checkFit(task, existing, cluster, readClusterMeta(ctx.root, cluster)?.resourcesRepr ?? "GCP()");
@@ -116,14 +122,7 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
     const first = candidates[0];
     if (first) outln(consideredTable(task.numNodes, first));
   }
-  const yes = p.bool("yes");
-  const dryrun = p.bool("dryrun");
-  let prompted = false;
-  if (!yes && !dryrun && existing === undefined) {
-    await confirm(`Launching a new cluster '${cluster}'. Proceed?`, true);
-    prompted = true;
-  }
-  if (!prompted) outln(`Running on cluster: ${cluster}`);
+  if (prompt) await confirm(`Launching a new cluster '${cluster}'. Proceed?`, true);
   if (dryrun) {
     outln("Dryrun finished.");
     return 0;
@@ -173,7 +172,7 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
         jobId,
         follow: true,
         tail: 0,
-        numNodes: c.slices.reduce((n, sl) => n + sl.hostIds.length, 0),
+        numNodes: task.numNodes,
         banner: true,
       });
     }

@@ -71,7 +71,11 @@ async function main(): Promise<void> {
     await setStatus(spec, "FAILED_DRIVER");
     return;
   }
-  const hosts = stableHosts(s, c);
+  // A task of fewer nodes than the cluster runs on the first ones (head node first); on TPU pods a
+  // node is a whole slice, so all of its hosts take part.
+  const slicesUsed = c.slices.slice(0, Math.max(1, Math.min(spec.numNodes, c.slices.length)));
+  const used = new Set(slicesUsed.flatMap((sl) => sl.hostIds));
+  const hosts = stableHosts(s, c).filter((h) => used.has(h.id));
   const ips = hosts.map((h) => h.internalIp).join("\n");
   const base: Record<string, string> = { ...spec.envs, ...spec.secrets };
   const common = {

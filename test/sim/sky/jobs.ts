@@ -34,6 +34,7 @@ export interface JobSpec {
   user: string;
   numGpusSetup: number;
   keyPath: string;
+  numNodes: number; // the task's num_nodes: the job runs on the hosts of that many nodes (slices)
 }
 
 export function jobLogPath(root: string, clusterHash: string, jobId: number): string {
@@ -58,6 +59,7 @@ export interface SubmitOptions {
   user: string;
   userHash: string;
   resources: string;
+  numNodes: number;
   env: NodeJS.ProcessEnv;
 }
 
@@ -110,6 +112,7 @@ export async function submitJob(o: SubmitOptions): Promise<number> {
     user: o.user,
     numGpusSetup: 1,
     keyPath: meta.keyPath,
+    numNodes: o.numNodes,
   };
   const driverJs = join(dirname(fileURLToPath(import.meta.url)), "job-driver.js");
   const logFd = openSync(join(dirname(logPath), "driver.log"), "a");

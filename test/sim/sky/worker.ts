@@ -90,7 +90,12 @@ async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<nu
         m.waitFor = spec.waitFor;
       }
     });
-    if (spec.toDown) await updateState(root, (s) => void (s.clusters[clusterName] && (s.clusters[clusterName].autodown = true)));
+    if (spec.toDown) {
+      await updateState(root, (s) => {
+        const c = s.clusters[clusterName];
+        if (c) c.autodown = true;
+      });
+    }
   } else {
     if (!first) throw exc.resourcesUnavailable("No launchable resource found.");
     // A half-made (INIT) cluster of an earlier launch is cleaned up and provisioned again.
@@ -112,7 +117,8 @@ async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<nu
     secrets: spec.task.secrets,
     user: spec.userName,
     userHash: spec.userHash,
-    resources: `${c?.numNodes ?? 1}x[${c?.accelerator ?? "CPU"}:1]`,
+    resources: `${spec.numNodes}x[${c?.accelerator ?? "CPU"}:1]`,
+    numNodes: spec.numNodes,
     env: spec.env,
   });
   if (setup !== null) log("✓ Setup detached.");
@@ -198,7 +204,14 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
           c.region = cand.region;
         }
       });
-      const r = await tryZone(spec, cand, noc, pubKey, log);
+      let r: ProvisionFailure | null;
+      try {
+        r = await tryZone(spec, cand, noc, pubKey, log);
+      } catch (e) {
+        // An unexpected failure (e.g. a host that never came up) must not leave half a cluster behind.
+        await teardownCluster(root, clusterName).catch(() => undefined);
+        throw e;
+      }
       if (r === null) {
         await updateClusterMeta(root, clusterName, (m) => {
           m.acceleratorsRepr = cand.acceleratorsRepr;
@@ -214,6 +227,10 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
           if (c) {
             c.status = "UP";
             c.launchedAt = Date.now();
+            c.spot = cand.useSpot;
+            c.accelerator = cand.accelerator;
+            c.instanceType = cand.kind === "tpu7x" ? cand.instanceType : null;
+            c.labels = cand.labels;
           }
         });
         log("└── Instances are up.");
