@@ -1,0 +1,204 @@
+// Spot relaunch decisions. Pure: what the evidence means (asking for one more probe until it is
+// conclusive), when the next attempt may run, which zones to try first, spot or on-demand, and the
+// attempt bookkeeping that survives between cron runs in the state file.
+import type { Phase, RelaunchState } from "./state.js";
+
+export type ProcessState = "running" | "dead" | "unreachable" | "not started";
+export type SkyView = { status: string } | "missing";
+
+export interface Evidence {
+  /** The Cloud TPU API serves this slice (v6e, a project, a known zone and cluster name on the cloud). */
+  apiServes: boolean;
+  spot: boolean;
+  phase: Phase;
+  /** Hosts recorded in the state (0 when the servers were never started on this cluster). */
+  hosts: number;
+  /** When the servers were last started (ISO): the "still coming up" window starts here. */
+  startedAt: string | undefined;
+  readyTimeoutMs: number;
+  now: Date;
+  // What the probes found; undefined = not asked yet.
+  tpuNodes?: { name: string; state: string }[] | "unavailable";
+  sky?: SkyView;
+  skyRefreshed?: SkyView;
+  health?: "ok" | "failing" | "unreachable";
+  processes?: ProcessState[];
+}
+
+export type Probe = "tpu-nodes" | "sky-status" | "sky-refresh" | "health" | "processes";
+export type VerdictKind = "healthy" | "starting" | "servers-down" | "preempted" | "gone" | "abnormal";
+export interface Verdict {
+  kind: VerdictKind;
+  reason: string;
+}
+export type Decision = { kind: "probe"; probe: Probe } | { kind: "verdict"; verdict: Verdict };
+export type Action = "none" | "wait" | "restart" | "relaunch";
+
+const LOST_NODE_STATES = new Set(["PREEMPTED", "TERMINATED"]);
+
+const probe = (p: Probe): Decision => ({ kind: "probe", probe: p });
+const verdict = (kind: VerdictKind, reason: string): Decision => ({ kind: "verdict", verdict: { kind, reason } });
+
+function shortNode(name: string): string {
+  return name.split("/").at(-1) ?? name;
+}
+
+/**
+ * The next probe to run, or the verdict once the evidence is conclusive. A healthy deployment costs one
+ * status read (TPU API where it serves the slice, else `sky status -v`) and one health probe; everything
+ * else is asked only when something already looks wrong.
+ */
+export function decide(ev: Evidence): Decision {
+  if (ev.apiServes && ev.tpuNodes === undefined) return probe("tpu-nodes");
+  const nodes = Array.isArray(ev.tpuNodes) ? ev.tpuNodes : undefined;
+  const lost = nodes?.find((n) => LOST_NODE_STATES.has(n.state));
+  if (lost) return verdict("preempted", `TPU node ${shortNode(lost.name)} is ${lost.state}`);
+  if (!nodes && ev.sky === undefined && ev.skyRefreshed === undefined) return probe("sky-status");
+  // SkyPilot's database lags the cloud only the other way: a cluster missing from it is gone.
+  if (ev.sky === "missing") return lostVerdict(ev.spot, "sky status");
+
+  const looksUp = nodes ? nodes.length > 0 && nodes.every((n) => n.state === "READY") : typeof ev.sky === "object" && ev.sky.status === "UP";
+  if (looksUp && ev.hosts > 0 && ev.health === undefined) return probe("health");
+  if (ev.health === "ok") return verdict("healthy", "rank 0 answers /health_generate with 200");
+
+  // Something is wrong: ask SkyPilot to look at the cloud now.
+  if (ev.skyRefreshed === undefined) return probe("sky-refresh");
+  const sky = ev.skyRefreshed;
+  if (sky === "missing") return lostVerdict(ev.spot, "sky status -r");
+  if (sky.status !== "UP") return verdict("abnormal", `the cluster is ${sky.status} in sky status -r (some hosts lost)`);
+  if (ev.hosts === 0) return verdict("servers-down", "the cluster is up but no servers were started on it");
+  if (ev.processes === undefined) return probe("processes");
+
+  const ranksWhere = (want: (p: ProcessState) => boolean) => ev.processes?.flatMap((p, rank) => (want(p) ? [rank] : [])) ?? [];
+  const dead = ranksWhere((p) => p === "dead" || p === "not started");
+  if (dead.length > 0) return verdict("servers-down", `the server of rank ${dead.join(", ")} is not running; the hosts are up`);
+  const unreachable = ranksWhere((p) => p === "unreachable");
+  if (unreachable.length > 0) return verdict("servers-down", `rank ${unreachable.join(", ")} cannot be reached over SSH while the cluster is UP`);
+  if (ev.phase === "starting" && withinStartWindow(ev)) {
+    return verdict("starting", "every rank is running and the start is within server.readyTimeout: still coming up");
+  }
+  return verdict("servers-down", ev.health === "failing" ? "rank 0 /health_generate fails (engine wedged)" : "every rank runs but rank 0 does not answer");
+}
+
+function lostVerdict(spot: boolean, where: string): Decision {
+  return spot
+    ? verdict("preempted", `the cluster is gone from ${where} (preempted, or deleted)`)
+    : verdict("gone", `the cluster is gone from ${where} (deleted outside tpu-deploy)`);
+}
+
+function withinStartWindow(ev: Evidence): boolean {
+  const started = ev.startedAt ? Date.parse(ev.startedAt) : Number.NaN;
+  return Number.isFinite(started) && ev.now.getTime() - started < ev.readyTimeoutMs;
+}
+
+export function actionFor(v: VerdictKind): Action {
+  switch (v) {
+    case "healthy":
+      return "none";
+    case "starting":
+      return "wait";
+    case "servers-down":
+      return "restart";
+    case "preempted":
+    case "gone":
+    case "abnormal":
+      return "relaunch";
+  }
+}
+
+export interface BackoffPolicy {
+  baseMs: number;
+  maxMs: number;
+  factor: number;
+  /** Fraction of the delay that jitter may take off (0 = none, 1 = full jitter). */
+  jitter: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 60_000, maxMs: 30 * 60_000, factor: 2, jitter: 0.5 };
+
+/** Delay after the n-th consecutive failure: exponential, capped, minus up to `jitter` of it (never above the cap). */
+export function backoffMs(failures: number, policy: BackoffPolicy, random: () => number): number {
+  const n = Math.max(1, failures);
+  const raw = Math.min(policy.maxMs, policy.baseMs * policy.factor ** (n - 1));
+  const r = Math.min(1, Math.max(0, random()));
+  return Math.round(raw * (1 - policy.jitter * r));
+}
+
+export type Gate = { kind: "go" } | { kind: "backoff"; until: string } | { kind: "gave-up"; attempts: number };
+
+export function gate(r: RelaunchState, now: Date): Gate {
+  if (r.gaveUp) return { kind: "gave-up", attempts: r.attempts };
+  if (r.nextAttemptAt && Date.parse(r.nextAttemptAt) > now.getTime()) return { kind: "backoff", until: r.nextAttemptAt };
+  return { kind: "go" };
+}
+
+/** Spot unless the config says on-demand, or `onDemandAfter` spot attempts failed in this episode. */
+export function chooseSpot(configSpot: boolean, spotFailures: number, onDemandAfter: number | undefined): boolean {
+  if (!configSpot) return false;
+  return onDemandAfter === undefined || spotFailures < onDemandAfter;
+}
+
+/** Zones whose clusters keep getting preempted young go last; otherwise the configured order. */
+export function orderZones(zones: readonly string[], churn: Readonly<Record<string, number>>): string[] {
+  return zones
+    .map((zone, i) => ({ zone, i, score: churn[zone] ?? 0 }))
+    .sort((a, b) => a.score - b.score || a.i - b.i)
+    .map((z) => z.zone);
+}
+
+export const YOUNG_MS = 60 * 60_000;
+
+/**
+ * Records the first sight of a preemption in this episode (later runs of the same episode change
+ * nothing). A cluster that served less than an hour raises its zone's churn; one that lived long lowers it.
+ */
+export function notePreemption(
+  r: RelaunchState,
+  seen: { zone: string | undefined; servedMs: number; now: Date },
+): { relaunch: RelaunchState; first: boolean; young: boolean } {
+  const young = seen.servedMs < YOUNG_MS;
+  if (r.preemptedAt) return { relaunch: r, first: false, young };
+  const churn = { ...r.churn };
+  if (seen.zone) {
+    const next = (churn[seen.zone] ?? 0) + (young ? 1 : -1);
+    if (next > 0) churn[seen.zone] = next;
+    else delete churn[seen.zone];
+  }
+  return { relaunch: { ...r, churn, preemptedAt: seen.now.toISOString() }, first: true, young };
+}
+
+export function beginAttempt(r: RelaunchState): RelaunchState {
+  return { ...r, attempts: r.attempts + 1, nextAttemptAt: undefined };
+}
+
+export function attemptFailed(
+  r: RelaunchState,
+  f: { spot: boolean; now: Date; maxAttempts: number; policy: BackoffPolicy; random: () => number },
+): RelaunchState {
+  const gaveUp = r.attempts >= f.maxAttempts;
+  return {
+    ...r,
+    spotFailures: r.spotFailures + (f.spot ? 1 : 0),
+    gaveUp,
+    nextAttemptAt: gaveUp ? undefined : new Date(f.now.getTime() + backoffMs(r.attempts, f.policy, f.random)).toISOString(),
+  };
+}
+
+/** An interrupted attempt (Ctrl-C, SIGTERM) is not a failure: the next run goes again at once. */
+export function attemptInterrupted(r: RelaunchState, attemptsBefore: number): RelaunchState {
+  return { ...r, attempts: attemptsBefore, nextAttemptAt: undefined };
+}
+
+export function attemptSucceeded(r: RelaunchState): RelaunchState {
+  return { ...r, attempts: 0, nextAttemptAt: undefined, gaveUp: false, spotFailures: 0, preemptedAt: undefined };
+}
+
+/** `relaunch --reset`: forget the attempts and the give-up; keep what was learnt about zones. */
+export function resetRelaunch(r: RelaunchState): RelaunchState {
+  return { ...r, attempts: 0, nextAttemptAt: undefined, gaveUp: false, spotFailures: 0 };
+}
+
+/** Whether the bookkeeping still says something went wrong (a healthy check then clears it). */
+export function needsClearing(r: RelaunchState): boolean {
+  return r.attempts > 0 || r.nextAttemptAt !== undefined || r.preemptedAt !== undefined || r.spotFailures > 0;
+}
