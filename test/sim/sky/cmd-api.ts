@@ -2,10 +2,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { commandSpec, usageError, type Parsed } from "./click.js";
 import { killProcessTree } from "./cluster.js";
-import { requireRoot, type Ctx } from "./context.js";
+import { requireRoot, syncUserHash, type Ctx } from "./context.js";
 import { out, outln } from "./io.js";
 import { pyJsonDumps, renderTable } from "./pyfmt.js";
-import { streamRequest } from "./requests.js";
+import { localUsername } from "./names.js";
+import { serverUrl, streamRequest } from "./requests.js";
+import { SKY_COMMIT, SKY_VERSION } from "./version.js";
 import { listRequests, requestLogPath, updateRequest } from "./server-db.js";
 
 const ACTIVE = ["PENDING", "RUNNING"];
@@ -108,5 +110,31 @@ export async function cmdCheck(_ctx: Ctx, p: Parsed): Promise<number> {
   outln("");
   outln("🎉 Enabled infra 🎉");
   outln("  GCP [compute, storage]");
+  return 0;
+}
+
+// The simulated API server is always up (it is the sim itself).
+export async function cmdApiInfo(ctx: Ctx, p: Parsed): Promise<number> {
+  requireRoot(ctx);
+  const userHash = await syncUserHash(ctx);
+  const url = serverUrl(ctx.env);
+  const user = localUsername();
+  if (p.str("output") === "json") {
+    outln(pyJsonDumps({ url, status: "healthy", api_version: "1", version: SKY_VERSION, commit: SKY_COMMIT, user: { name: user, id: userHash } }));
+    return 0;
+  }
+  outln(`Using SkyPilot API server and dashboard: ${url}`);
+  outln(`├── Status: healthy, commit: ${SKY_COMMIT}, version: ${SKY_VERSION}`);
+  outln(`└── User: ${user} (${userHash})`);
+  return 0;
+}
+
+export async function cmdApiStart(ctx: Ctx): Promise<number> {
+  outln(`SkyPilot API server is running at ${serverUrl(ctx.env)}.`);
+  return 0;
+}
+
+export async function cmdApiStop(): Promise<number> {
+  outln("SkyPilot API server stopped.");
   return 0;
 }

@@ -2,7 +2,7 @@
 // over the sim's state. Every invocation is logged to SIM_ROOT/calls/sky.jsonl with its exit code.
 import { appendCall } from "../state.js";
 import { commandSpec, parseCommand, usageError, type Parsed } from "./click.js";
-import { cmdApiCancel, cmdApiLogs, cmdApiStatus, cmdCheck } from "./cmd-api.js";
+import { cmdApiCancel, cmdApiInfo, cmdApiLogs, cmdApiStart, cmdApiStatus, cmdApiStop, cmdCheck } from "./cmd-api.js";
 import { cmdDown, cmdStatus, cmdStop } from "./cmd-cluster.js";
 import { cmdExec, cmdLogs, cmdQueue } from "./cmd-jobs.js";
 import { cmdLaunch } from "./cmd-launch.js";
@@ -13,9 +13,8 @@ import { installSignalHandlers } from "./interrupt.js";
 import { errln, out, outln } from "./io.js";
 import { getCloseMatches } from "./pyfmt.js";
 import { redactArgv } from "./task-options.js";
+import { SKY_COMMIT, SKY_VERSION } from "./version.js";
 
-const VERSION = "1.0.0-dev0";
-const COMMIT = "93a24d470288239271c9598abdb14b0e698eebef";
 
 type Handler = (ctx: Ctx, p: Parsed) => Promise<number>;
 
@@ -46,6 +45,9 @@ const HANDLERS: Record<string, Handler> = {
   "api cancel": cmdApiCancel,
   "api status": cmdApiStatus,
   "api logs": cmdApiLogs,
+  "api info": cmdApiInfo,
+  "api start": cmdApiStart,
+  "api stop": cmdApiStop,
 };
 
 function groupHelp(name: string): string {
@@ -84,11 +86,11 @@ async function dispatch(ctx: Ctx, argv: string[]): Promise<number> {
       return 0;
     }
     if (a === "-v" || a === "--version") {
-      outln(`skypilot, version ${VERSION}`);
+      outln(`skypilot, version ${SKY_VERSION}`);
       return 0;
     }
     if (a === "-c" || a === "--commit") {
-      outln(`skypilot, commit ${COMMIT}`);
+      outln(`skypilot, commit ${SKY_COMMIT}`);
       return 0;
     }
     const name = a.split("=")[0] ?? a;
