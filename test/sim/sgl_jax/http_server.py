@@ -51,7 +51,7 @@ def make_server(host, port, app):
                     self.close_connection = True
                     payload(self.wfile)
                     return
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
                 self.send_response(status)
                 if data or ctype != "application/json":
                     self.send_header("Content-Type", ctype)

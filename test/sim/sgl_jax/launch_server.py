@@ -12,7 +12,7 @@ from .faults import FaultsError, crash_due, read_faults
 from .http_server import ApiApp, DummyHealthApp, make_server, serve_in_thread
 from .lifecycle import Lifecycle
 from .log import Logger
-from .rendezvous import Publisher, Subscriber, report_failure
+from .rendezvous import Publisher, Subscriber, refuse_as_rank0, report_failure
 from .server_args import ArgsError, check_server_args, parse_dist_init_addr, parse_server_args
 from .topology import TopologyError, is_ipv4, network_of, read_identity, validate_world
 
@@ -77,7 +77,7 @@ def _rank0_address_problem(host, identity):
     if host != internal:
         if host == identity.get("external_ip"):
             why = "is this host's external (NAT) IP, which on GCE is on no local interface"
-        elif host.startswith("127."):
+        elif host.startswith("127.") and not internal.startswith("127."):
             why = "is a loopback address the other hosts cannot reach"
         else:
             why = "is not this host's internal IP"
@@ -176,6 +176,10 @@ def run(argv):
         if why:
             problem = (why, "sgl_jax.srt.managers.scheduler.SyncError: rank 0 unreachable")
     if problem is not None:
+        if addr is not None and rank != 0 and identity and addr[0] == identity["internal_ip"]:
+            log.error(problem[0], scheduler=True)
+            refuse_as_rank0(addr[0], addr[1], f"--dist-init-addr {addr[0]} is rank {rank}'s host, not rank 0's", sa.nnodes - 2)
+            life.scheduler_failure(problem[0], problem[1], where=SCHED_SRC, logged=True)
         if addr is not None and rank != 0 and is_ipv4(addr[0]) and addr[0] != "0.0.0.0":
             report_failure(addr[0], addr[1], info, problem[0])
         life.scheduler_failure(problem[0], problem[1], where=SCHED_SRC)

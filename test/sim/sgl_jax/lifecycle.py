@@ -41,11 +41,11 @@ class Lifecycle:
         with self._reg:
             self._notifiers.append(fn)
 
-    def scheduler_failure(self, detail, exc_line, where="sgl_jax/rendezvous.py"):
+    def scheduler_failure(self, detail, exc_line, where="sgl_jax/rendezvous.py", logged=False):
         if not self._dying.acquire(blocking=False):
             self._park()
         lines = detail if isinstance(detail, list) else [detail]
-        for line in lines:
+        for line in lines if not logged else ():
             self.log.error(line, scheduler=True)
         self.log.sched("Scheduler hit an exception: " + fake_traceback(where, exc_line))
         self._notify("; ".join(lines))

@@ -23,6 +23,7 @@ HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_TIMEOUT_S = 3.0
 FIRST_MESSAGE_TIMEOUT_S = 10.0
 REPORT_WINDOW_S = 15.0
+PROBLEM_GRACE_S = 5.0
 SAME_ARGS = ("nnodes", "tp_size", "dp_size", "model_path")
 JAX_TIMEOUT_EXC = (
     "jaxlib.xla_extension.XlaRuntimeError: DEADLINE_EXCEEDED: Barrier timed out. "
@@ -215,34 +216,51 @@ class Publisher:
             return f"rank {rank} joined twice: from {first.get('internal_ip')} (worker {first.get('worker_id')}) and {info.get('internal_ip')} (worker {info.get('worker_id')})"
         return None
 
-    def _fail_handshake(self, problems, extra=None):
-        if extra is not None:
+    def _fail_handshake(self, problems, extra=()):
+        for conn in extra:
             try:
-                extra.send({"type": "ERROR", "message": "; ".join(problems)}, timeout=1.0)
+                conn.send({"type": "ERROR", "message": "; ".join(problems)}, timeout=1.0)
             except OSError:
                 pass
         self.life.scheduler_failure(problems, "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers")
 
     def handshake(self):
         self.log.sched(f"[Publisher 0] Begins to synchronize, wait {self.n - 1} Subscribers")
+        # A bad arrival does not fail the job at once: rank 0 first waits (up to PROBLEM_GRACE_S) for
+        # the other ranks to connect too, so that every member hears why and exits.
+        problems, rejected, arrivals, first_problem = [], [], 0, None
         while True:
             with self.lock:
-                if len(self.pending) == self.n - 1:
-                    break
-            kind, info, message, conn = self.events.get()
+                complete = len(self.pending) == self.n - 1
+            if complete or (problems and arrivals >= self.n - 1):
+                break
+            wait = None if first_problem is None else first_problem + PROBLEM_GRACE_S - time.monotonic()
+            try:
+                kind, info, message, conn = self.events.get(timeout=None if wait is None else max(0.0, wait))
+            except queue.Empty:
+                break
+            problem = None
             if kind == "fail":
-                self._fail_handshake([f"{who(info)} failed to start: {message}"], conn)
+                arrivals += 1
+                problem = f"{who(info)} failed to start: {message}"
             elif kind == "gone":
-                self._fail_handshake([f"{who(info)} disconnected during the handshake (it died or was killed)"])
+                problem = f"{who(info)} disconnected during the handshake (it died or was killed)"
             else:
+                arrivals += 1
                 with self.lock:
                     problem = self._arrival_problem(info)
                     if problem is None:
                         self.pending[info["rank"]] = (info, conn)
                         count = len(self.pending)
-                if problem is not None:
-                    self._fail_handshake([problem], conn)
-                self.log.sched(f"[Publisher 0] receives {count} READY signal")
+                if problem is None:
+                    self.log.sched(f"[Publisher 0] receives {count} READY signal")
+                else:
+                    rejected.append(conn)
+            if problem is not None:
+                problems.append(problem)
+                first_problem = first_problem or time.monotonic()
+        if problems:
+            self._fail_handshake(problems, rejected)
         with self.lock:
             for rank, (info, _) in self.pending.items():
                 self.world[rank] = info
@@ -403,7 +421,7 @@ class Subscriber:
             )
         if reply.get("type") != "ACK":
             self.life.scheduler_failure(
-                f"rank 0 rejected the job: {reply.get('message', reply)}",
+                f"{reply.get('from', 'rank 0')} rejected the job: {reply.get('message', reply)}",
                 "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers",
             )
         conn.close()
@@ -485,3 +503,31 @@ def report_failure(host, port, info, message):
         conn.close()
         return True
     return False
+
+
+def refuse_as_rank0(host, port, message, expect):
+    """A rank ≥1 that --dist-init-addr points at answers the other ranks' READY with the reason (until
+    `expect` ranks were told, or for REPORT_WINDOW_S), so that they stop instead of waiting forever."""
+    try:
+        listener = socket.create_server((host, port + 6), reuse_port=False)
+    except OSError:
+        return
+    listener.settimeout(0.5)
+    deadline = time.monotonic() + REPORT_WINDOW_S
+    told = set()
+    while time.monotonic() < deadline and len(told) < expect:
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            continue
+        try:
+            conn = Conn(sock)
+            msg = conn.recv(2.0)
+            if msg is not None:
+                conn.send({"type": "ERROR", "from": f"the process at {host}", "message": message}, timeout=1.0)
+                info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
+                told.add(info.get("rank"))
+            conn.close()
+        except (OSError, ValueError):
+            pass
+    listener.close()

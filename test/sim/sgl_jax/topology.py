@@ -8,6 +8,7 @@ libtpu reads the worker number from GCE metadata; the double reads the same meta
 import fcntl
 import ipaddress
 import os
+import re
 import socket
 import struct
 import time
@@ -44,6 +45,19 @@ def slice_shape(accelerator_type):
     raise TopologyError(f"unknown accelerator type {accelerator_type!r} (expected v6e-1/4/8/16/.../256 or tpu7x-2/8/16/.../512)")
 
 
+_MACHINE_TYPE = re.compile(r"^(tpu7x|ct6e)-standard-(\d+)t$")
+
+
+def machine_shape(machine_type):
+    """JAX devices of one VM from a GCE TPU machine type (tpu7x-standard-4t: 4 chips, 8 devices). The slice
+    size is not in the name, so the caller gets None for it."""
+    m = _MACHINE_TYPE.match(machine_type)
+    if not m:
+        raise TopologyError(f"machine type {machine_type!r} is not a TPU machine type (tpu7x-standard-Nt or ct6e-standard-Nt)")
+    chips = int(m.group(2))
+    return None, chips * (2 if m.group(1) == "tpu7x" else 1)
+
+
 class Metadata:
     def __init__(self, host):
         self.host = host
@@ -76,7 +90,16 @@ def read_identity():
         worker_id = int(worker_s)
     except ValueError:
         raise TopologyError(f"metadata attributes/agent-worker-number is {worker_s!r}, not an integer") from None
-    accelerator_type = md.get("attributes/accelerator-type")
+    # TPU API VMs carry attributes/accelerator-type; TPU7x VMs are plain GCE VMs with only a machine type.
+    accelerator_type = md.get("attributes/accelerator-type", optional=True)
+    if accelerator_type:
+        vms, devices = slice_shape(accelerator_type)
+    else:
+        machine_path = md.get("machine-type", optional=True)
+        if not machine_path:
+            raise TopologyError("metadata has neither attributes/accelerator-type nor a machine-type: not a TPU VM")
+        accelerator_type = machine_path.rsplit("/", 1)[-1]
+        vms, devices = machine_shape(accelerator_type)
     internal_ip = md.get("network-interfaces/0/ip")
     external_ip = md.get("network-interfaces/0/access-configs/0/external-ip", optional=True) or None
     zone_path = md.get("zone", optional=True)
@@ -84,7 +107,6 @@ def read_identity():
     slice_id = md.get("attributes/slice-id", optional=True) or None
     if slice_id is None:
         slice_id = f"{accelerator_type}@{zone}" if zone else accelerator_type
-    vms, devices = slice_shape(accelerator_type)
     return {
         "worker_id": worker_id,
         "accelerator_type": accelerator_type,
@@ -161,7 +183,8 @@ def validate_world(world, tp_size, dp_size):
         types = {world[r]["accelerator_type"] for r in members}
         if len(types) > 1:
             problems.append(f"slice {slice_id} reports several accelerator types {sorted(types)}")
-        vms = world[members[0]]["slice_vms"]
+        # None: a GCE TPU VM that does not know its slice size; then the workers must at least be 0..k-1.
+        vms = world[members[0]]["slice_vms"] or len(members)
         workers = {}
         for r in members:
             workers.setdefault(world[r]["worker_id"], []).append(r)
@@ -170,8 +193,9 @@ def validate_world(world, tp_size, dp_size):
                 problems.append(f"ranks {rs} all run on TPU worker {w} of slice {slice_id}: one rank per VM")
         missing = sorted(set(range(vms)) - set(workers))
         if missing or len(members) != vms:
+            size = f"has {vms} VMs" if world[members[0]]["slice_vms"] else "needs workers 0..k-1"
             problems.append(
-                f"slice {slice_id} ({world[members[0]]['accelerator_type']}) has {vms} VMs but ranks {members} "
+                f"slice {slice_id} ({world[members[0]]['accelerator_type']}) {size} but ranks {members} "
                 f"(workers {sorted(workers)}) joined; missing workers {missing}: --nnodes must cover whole slices"
             )
     # rank = slice offset + TPU worker number, slices in the order of their lowest rank.
@@ -184,5 +208,5 @@ def validate_world(world, tp_size, dp_size):
                     f"{_who(world[r])} should be --node-rank {expected} (slice offset {offset} + worker "
                     f"{world[r]['worker_id']}): ranks of a slice must follow TPU worker order"
                 )
-        offset += world[members[0]]["slice_vms"]
+        offset += world[members[0]]["slice_vms"] or len(members)
     return problems

@@ -1,0 +1,547 @@
+// The sglang-jax double must be as strict as the real server and louder where the real one hangs:
+// argparse exits, the multi-host rendezvous (no HTTP listener before every rank joined and loaded),
+// rank/address/topology checks that stop every member, the API key, faults, and the death of a rank.
+// Every rank runs on loopback with its own 127.0.0.x "internal IP" and its own metadata stub.
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, request, type Server } from "node:http";
+import { createServer as createTcpServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+const SIM_DIR = fileURLToPath(new URL(".", import.meta.url));
+const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+const MODEL = "Qwen/Qwen3-8B";
+
+interface Identity {
+  worker: number;
+  ip: string;
+  accel?: string; // attributes/accelerator-type; absent on TPU7x GCE VMs
+  machineType?: string;
+  sliceId?: string;
+}
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+interface Rank {
+  proc: ChildProcess;
+  output: () => string;
+  exited: Promise<Exit>;
+  isRunning: () => boolean;
+}
+
+let simRoot = "";
+const cleanups: (() => Promise<void> | void)[] = [];
+
+beforeEach(async () => {
+  simRoot = await mkdtemp(join(tmpdir(), "tpd-sgl-double-"));
+});
+
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+  await rm(simRoot, { recursive: true, force: true });
+});
+
+async function setFaults(server: Record<string, unknown>): Promise<void> {
+  await writeFile(join(simRoot, "faults.json"), JSON.stringify({ server }));
+}
+
+async function startMetadata(id: Identity): Promise<string> {
+  const values: Record<string, string> = {
+    "attributes/agent-worker-number": String(id.worker),
+    "network-interfaces/0/ip": id.ip,
+    "network-interfaces/0/access-configs/0/external-ip": `198.18.7.${id.worker + 10}`,
+    zone: "projects/123456789012/zones/us-east5-b",
+  };
+  if (id.accel !== undefined) values["attributes/accelerator-type"] = id.accel;
+  if (id.machineType !== undefined) values["machine-type"] = `projects/123456789012/machineTypes/${id.machineType}`;
+  if (id.sliceId !== undefined) values["attributes/slice-id"] = id.sliceId;
+  const server: Server = createServer((req, res) => {
+    const prefix = "/computeMetadata/v1/instance/";
+    const path = (req.url ?? "").startsWith(prefix) ? (req.url ?? "").slice(prefix.length) : "";
+    const value = values[path];
+    if (req.headers["metadata-flavor"] !== "Google" || value === undefined) {
+      res.writeHead(404).end("not found");
+      return;
+    }
+    res.writeHead(200, { "Content-Type": "application/text", "Metadata-Flavor": "Google" }).end(value);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const addr = server.address();
+  if (addr === null || typeof addr === "string") throw new Error("metadata stub has no port");
+  return `127.0.0.1:${addr.port}`;
+}
+
+function spawnDouble(args: string[], metadataHost?: string): Rank {
+  const env: NodeJS.ProcessEnv = { ...process.env, TPD_SIM_ROOT: simRoot, PYTHONDONTWRITEBYTECODE: "1" };
+  delete env.GCE_METADATA_HOST;
+  delete env.JAX_PLATFORMS;
+  if (metadataHost !== undefined) env.GCE_METADATA_HOST = metadataHost;
+  const proc = spawn(PYTHON, ["-u", "-m", "sgl_jax.launch_server", ...args], {
+    cwd: SIM_DIR,
+    env,
+    detached: true, // its own process group, as tpu-deploy starts it under setsid
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  proc.stdout?.on("data", (b: Buffer) => (out += b.toString()));
+  proc.stderr?.on("data", (b: Buffer) => (out += b.toString()));
+  let running = true;
+  const exited = new Promise<Exit>((resolve) =>
+    proc.on("exit", (code, signal) => {
+      running = false;
+      resolve({ code, signal });
+    }),
+  );
+  cleanups.push(async () => {
+    if (running && proc.pid !== undefined) {
+      try {
+        process.kill(-proc.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      await exited;
+    }
+  });
+  return { proc, output: () => out, exited, isRunning: () => running };
+}
+
+async function startRank(id: Identity, args: string[]): Promise<Rank> {
+  return spawnDouble(args, await startMetadata(id));
+}
+
+async function canListen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createTcpServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
+  });
+}
+
+// A base port P with P, P+5, P+6 free on 127.0.0.1 and the HTTP port free on every rank's address.
+async function freePorts(hosts: string[]): Promise<{ dist: number; http: number }> {
+  for (;;) {
+    const dist = 20_000 + Math.floor(Math.random() * 35_000);
+    const http = dist + 10;
+    const checks = [dist, dist + 5, dist + 6].map((p) => canListen("127.0.0.1", p));
+    checks.push(...hosts.map((h) => canListen(h, http)));
+    if ((await Promise.all(checks)).every(Boolean)) return { dist, http };
+  }
+}
+
+interface HttpResult {
+  status: number;
+  body: string;
+}
+
+function httpGet(host: string, port: number, path: string, headers: Record<string, string> = {}): Promise<HttpResult | "refused"> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, headers, timeout: 10_000 }, (res) => {
+      let body = "";
+      res.on("data", (b: Buffer) => (body += b.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", (e: NodeJS.ErrnoException) => (e.code === "ECONNREFUSED" ? resolve("refused") : reject(e)));
+    req.end();
+  });
+}
+
+function httpPost(host: string, port: number, path: string, json: unknown): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(json);
+    const req = request(
+      { host, port, path, method: "POST", headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data) } },
+      (res) => {
+        let body = "";
+        res.on("data", (b: Buffer) => (body += b.toString()));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+async function waitFor(rank: Rank, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(rank.output())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; output:\n${rank.output()}`);
+    if (!rank.isRunning() && !pattern.test(rank.output())) throw new Error(`exited before ${pattern}; output:\n${rank.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function exitWithin(rank: Rank, ms: number): Promise<Exit> {
+  const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), ms));
+  const r = await Promise.race([rank.exited, timer]);
+  if (r === "timeout") throw new Error(`still running after ${ms} ms; output:\n${rank.output()}`);
+  return r;
+}
+
+function failed(e: Exit): boolean {
+  return e.signal !== null || (e.code !== null && e.code !== 0);
+}
+
+const v6e16 = (worker: number, sliceId?: string): Identity => ({ worker, ip: `127.0.0.${worker + 1}`, accel: "v6e-16", sliceId });
+
+function rankArgs(rank: number, ip: string, ports: { dist: number; http: number }, extra: string[] = []): string[] {
+  return ["--model-path", MODEL, "--node-rank", String(rank), "--host", ip, "--port", String(ports.http), ...extra];
+}
+
+describe("command line", () => {
+  it("rejects an unknown flag and a missing --model-path with argparse's exit 2", async () => {
+    const unknown = spawnDouble(["--model-path", MODEL, "--no-such-flag"]);
+    expect(await unknown.exited).toEqual({ code: 2, signal: null });
+    expect(unknown.output()).toContain("error: unrecognized arguments: --no-such-flag");
+
+    const missing = spawnDouble(["--tp-size", "4"]);
+    expect(await missing.exited).toEqual({ code: 2, signal: null });
+    expect(missing.output()).toContain("the following arguments are required: --model-path/--model");
+
+    const ambiguous = spawnDouble(["--model-path", MODEL, "--disaggregation", "x"]);
+    expect(await ambiguous.exited).toEqual({ code: 2, signal: null });
+    expect(ambiguous.output()).toContain("ambiguous option: --disaggregation");
+  });
+
+  it("fails argument checks in the main process like the real one (exit 1, message)", async () => {
+    const notDivisible = spawnDouble(["--model", MODEL, "--tp-size", "6", "--nnodes", "4", "--dist-init-addr", "127.0.0.1:20000"]);
+    expect(await notDivisible.exited).toEqual({ code: 1, signal: null });
+    expect(notDivisible.output()).toContain("ERROR --tp-size 6 is not divisible by --nnodes 4");
+    expect(notDivisible.output()).toContain("AssertionError: tp_size must be divisible by number of nodes");
+
+    const noAddr = spawnDouble(["--model", MODEL, "--tp-size", "16", "--nnodes", "4"]);
+    expect(await noAddr.exited).toEqual({ code: 1, signal: null });
+    expect(noAddr.output()).toContain("AttributeError: 'NoneType' object has no attribute 'split'");
+
+    for (const addr of ["[::1]:20000", "127.0.0.1", "127.0.0.1:port"]) {
+      const bad = spawnDouble(["--model", MODEL, "--tp-size", "16", "--nnodes", "4", "--dist-init-addr", addr]);
+      expect(await bad.exited).toEqual({ code: 1, signal: null });
+      expect(bad.output()).toMatch(/ValueError: (too many values|not enough values|invalid literal for int)/);
+    }
+  });
+});
+
+describe("single host", () => {
+  it("serves after the load delay, with canned replies naming the model and the API key enforced", async () => {
+    await setFaults({ loadDelayMs: 1500 });
+    const ports = await freePorts(["127.0.0.1"]);
+    const key = "sk-test-very-secret-123";
+    const r = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-4" }, [
+      ...rankArgs(0, "127.0.0.1", ports, ["--tp-size", "4", "--api-key", key, "--page-size=64", "--served-model-name", "qwen"]),
+    ]);
+    await waitFor(r, /\[Scheduler\] Begins to run worker precompile\./);
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toBe("refused");
+    await waitFor(r, /The server is fired up and ready to roll!/);
+    expect(r.output()).toContain(`Uvicorn running on http://127.0.0.1:${ports.http} (Press CTRL+C to quit)`);
+
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toEqual({ status: 200, body: "" });
+    expect(await httpGet("127.0.0.1", ports.http, "/health_generate")).toEqual({ status: 200, body: "" });
+    const denied = await httpGet("127.0.0.1", ports.http, "/v1/models");
+    expect(denied).toEqual({ status: 401, body: JSON.stringify({ error: "Unauthorized" }) });
+    expect(await httpGet("127.0.0.1", ports.http, "/v1/models", { Authorization: "Bearer wrong" })).toMatchObject({ status: 401 });
+    const auth = { Authorization: `Bearer ${key}` };
+    const models = await httpGet("127.0.0.1", ports.http, "/v1/models", auth);
+    if (models === "refused") throw new Error("refused");
+    expect(JSON.parse(models.body)).toMatchObject({ object: "list", data: [{ id: "qwen", object: "model", owned_by: "sglang" }] });
+    const info = await httpGet("127.0.0.1", ports.http, "/get_server_info", auth);
+    if (info === "refused") throw new Error("refused");
+    expect(JSON.parse(info.body)).toMatchObject({ nnodes: 1, node_rank: 0, tp_size: 4, page_size: 64, api_key: "***", ranks_seen: [0] });
+    // The key never reaches the log (tpu-deploy's tests grep logs for secrets).
+    expect(r.output()).not.toContain(key);
+    expect(r.output()).toContain("api_key='***'");
+  });
+
+  it("answers chat completions and /generate with the model name", async () => {
+    await setFaults({ loadDelayMs: 0 });
+    const ports = await freePorts(["127.0.0.1"]);
+    const r = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-8" }, rankArgs(0, "127.0.0.1", ports, ["--tp-size", "8"]));
+    await waitFor(r, /fired up and ready to roll/);
+    const chat = await httpPost("127.0.0.1", ports.http, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }] });
+    expect(chat.status).toBe(200);
+    expect(JSON.parse(chat.body)).toMatchObject({ object: "chat.completion", model: MODEL, choices: [{ message: { role: "assistant" } }] });
+    expect(chat.body).toContain(MODEL);
+    const gen = await httpPost("127.0.0.1", ports.http, "/generate", { text: "The capital of France is" });
+    expect(gen.status).toBe(200);
+    expect(gen.body).toContain(MODEL);
+    expect((await httpPost("127.0.0.1", ports.http, "/v1/chat/completions", { model: MODEL })).status).toBe(400);
+  });
+
+  it("refuses a tp-size other than the host's devices and a multi-VM slice with --nnodes 1", async () => {
+    const ports = await freePorts(["127.0.0.1"]);
+    const wrongTp = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-8" }, rankArgs(0, "127.0.0.1", ports, ["--tp-size", "4"]));
+    expect(failed(await exitWithin(wrongTp, 10_000))).toBe(true);
+    expect(wrongTp.output()).toContain("ERROR --tp-size 4 != global JAX device count 8");
+
+    const partial = await startRank(v6e16(0), rankArgs(0, "127.0.0.1", ports, ["--tp-size", "4"]));
+    expect(failed(await exitWithin(partial, 10_000))).toBe(true);
+    expect(partial.output()).toContain("has 4 VMs but ranks [0]");
+    expect(partial.output()).toContain("--nnodes must cover whole slices");
+
+    const rankTooBig = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-8" }, rankArgs(1, "127.0.0.1", ports, ["--tp-size", "8"]));
+    expect(failed(await exitWithin(rankTooBig, 10_000))).toBe(true);
+    expect(rankTooBig.output()).toContain("--node-rank 1 is out of range for --nnodes 1");
+  });
+
+  it("wedged: /health stays 200, /health_generate 503, no 'fired up' until it recovers", async () => {
+    await setFaults({ loadDelayMs: 0, wedged: true });
+    const ports = await freePorts(["127.0.0.1"]);
+    const r = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-4" }, rankArgs(0, "127.0.0.1", ports, ["--tp-size", "4"]));
+    await waitFor(r, /Uvicorn running/);
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toEqual({ status: 200, body: "" });
+    expect(await httpGet("127.0.0.1", ports.http, "/health_generate")).toMatchObject({ status: 503 });
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(r.output()).not.toContain("fired up");
+    await setFaults({ loadDelayMs: 0, wedged: false });
+    expect(await httpGet("127.0.0.1", ports.http, "/health_generate")).toEqual({ status: 200, body: "" });
+    await waitFor(r, /The server is fired up and ready to roll!/);
+  });
+
+  it("neverReady: the process stays up and never listens", async () => {
+    await setFaults({ loadDelayMs: 0, neverReady: true });
+    const ports = await freePorts(["127.0.0.1"]);
+    const r = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-4" }, rankArgs(0, "127.0.0.1", ports, ["--tp-size", "4"]));
+    await waitFor(r, /Completes worker precompile/);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(r.isRunning()).toBe(true);
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toBe("refused");
+  });
+});
+
+describe("multi-host rendezvous", () => {
+  it("2 TPU7x VMs (machine type only): serves after rank 1 joins, with ranks_seen and peer IPs", async () => {
+    await setFaults({ loadDelayMs: 1500 });
+    const hosts = ["127.0.0.1", "127.0.0.2"];
+    const ports = await freePorts(hosts);
+    const common = ["--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const tpu7x = (worker: number): Identity => ({ worker, ip: hosts[worker] ?? "", machineType: "tpu7x-standard-4t" });
+    const r0 = await startRank(tpu7x(0), rankArgs(0, "127.0.0.1", ports, ["--nnodes", "2", ...common]));
+    await waitFor(r0, /\[Publisher 0\] Begins to synchronize, wait 1 Subscribers/);
+    await new Promise((res) => setTimeout(res, 700));
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toBe("refused");
+    expect(r0.output()).not.toContain("READY signal");
+
+    // Unambiguous prefix, as argparse's allow_abbrev accepts it.
+    const r1 = await startRank(tpu7x(1), rankArgs(1, "127.0.0.2", ports, ["--nnode", "2", ...common]));
+    await waitFor(r0, /\[Publisher 0\] receives 1 READY signal/);
+    await waitFor(r0, /\[Publisher 0\] Succeeds to synchronize!/);
+    await waitFor(r1, /\[Subscriber 1\] Succeeds to synchronizes!/);
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toBe("refused"); // still loading
+    expect(await httpGet("127.0.0.2", ports.http, "/health")).toBe("refused");
+
+    await waitFor(r0, /The server is fired up and ready to roll!/);
+    await waitFor(r1, new RegExp(`Starting dummy health check server at 127\\.0\\.0\\.2:${ports.http}`));
+    const info = await httpGet("127.0.0.1", ports.http, "/get_server_info");
+    if (info === "refused") throw new Error("refused");
+    const body = JSON.parse(info.body) as Record<string, unknown>;
+    expect(body).toMatchObject({ nnodes: 2, node_rank: 0, tp_size: 16, dist_init_addr: `127.0.0.1:${ports.dist}`, ranks_seen: [0, 1] });
+    expect(body.peers).toMatchObject([
+      { rank: 0, internal_ip: "127.0.0.1", worker_id: 0 },
+      { rank: 1, internal_ip: "127.0.0.2", worker_id: 1 },
+    ]);
+    expect(await httpGet("127.0.0.2", ports.http, "/health")).toEqual({ status: 200, body: "" });
+    expect(await httpGet("127.0.0.2", ports.http, "/health_generate")).toEqual({ status: 200, body: "" });
+    expect(await httpGet("127.0.0.2", ports.http, "/v1/models")).toMatchObject({ status: 404 });
+    expect(r0.output()).toMatch(/\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d NP0\] \[Publisher 0\] Succeeds to synchronize!/);
+  });
+
+  it("4 ranks of a v6e-16: no listener until the last rank joined, then all four are seen", async () => {
+    await setFaults({ loadDelayMs: 300 });
+    const hosts = [0, 1, 2, 3].map((w) => `127.0.0.${w + 1}`);
+    const ports = await freePorts(hosts);
+    const common = ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const ranks: Rank[] = [];
+    for (const w of [2, 0, 1]) ranks[w] = await startRank(v6e16(w), rankArgs(w, hosts[w] ?? "", ports, common));
+    const r0 = ranks[0];
+    if (r0 === undefined) throw new Error("no rank 0");
+    await waitFor(r0, /receives 2 READY signal/);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(await httpGet("127.0.0.1", ports.http, "/health")).toBe("refused");
+    expect(r0.output()).not.toContain("Succeeds to synchronize");
+
+    ranks[3] = await startRank(v6e16(3), rankArgs(3, hosts[3] ?? "", ports, common));
+    await waitFor(r0, /The server is fired up and ready to roll!/);
+    const info = await httpGet("127.0.0.1", ports.http, "/get_server_info");
+    if (info === "refused") throw new Error("refused");
+    expect(JSON.parse(info.body)).toMatchObject({ ranks_seen: [0, 1, 2, 3], nnodes: 4, tp_size: 16 });
+    for (const h of hosts.slice(1)) expect(await httpGet(h, ports.http, "/health")).toEqual({ status: 200, body: "" });
+  });
+
+  // Starts ranks (all v6e-16 unless told), then expects every member to exit non-zero with `message`.
+  async function expectAllFail(
+    members: { rank: number; worker: number; args?: string[]; id?: Identity }[],
+    message: RegExp,
+    opts: { tp?: number; addrHost?: string } = {},
+  ): Promise<void> {
+    await setFaults({ loadDelayMs: 0 });
+    const hosts = members.map((m) => `127.0.0.${m.worker + 1}`);
+    const ports = await freePorts(hosts);
+    const ranks: Rank[] = [];
+    for (const m of members) {
+      const args = ["--nnodes", "4", "--tp-size", String(opts.tp ?? 16), "--dist-init-addr", `${opts.addrHost ?? "127.0.0.1"}:${ports.dist}`, ...(m.args ?? [])];
+      const id = m.id ?? v6e16(m.worker);
+      ranks.push(await startRank(id, rankArgs(m.rank, id.ip, ports, args)));
+    }
+    for (const r of ranks) {
+      const e = await exitWithin(r, 20_000);
+      expect(failed(e), r.output()).toBe(true);
+      expect(r.output()).toMatch(/ERROR /);
+      expect(r.output()).toMatch(message);
+    }
+  }
+
+  const inOrder = [0, 1, 2, 3].map((w) => ({ rank: w, worker: w }));
+
+  it("wrong --tp-size stops every member", async () => {
+    await expectAllFail(inOrder, /--tp-size 8 != global JAX device count 16/, { tp: 8 });
+  });
+
+  it("ranks out of TPU worker order stop every member", async () => {
+    const swapped = [
+      { rank: 0, worker: 0 },
+      { rank: 2, worker: 1 },
+      { rank: 1, worker: 2 },
+      { rank: 3, worker: 3 },
+    ];
+    await expectAllFail(swapped, /should be --node-rank 2 \(slice offset 0 \+ worker 2\): ranks of a slice must follow TPU worker order/);
+  });
+
+  it("a different model on one host stops every member", async () => {
+    const members = inOrder.map((m) => (m.rank === 3 ? { ...m, args: ["--model-path", "Qwen/Qwen3-32B"] } : m));
+    await expectAllFail(members, /--model-path Qwen\/Qwen3-32B but rank 0 with --model-path Qwen\/Qwen3-8B/);
+  });
+
+  it("an out-of-range rank stops every member", async () => {
+    const members = inOrder.map((m) => (m.rank === 3 ? { ...m, rank: 4 } : m));
+    await expectAllFail(members, /--node-rank 4 is out of range for --nnodes 4/);
+  });
+
+  it("a duplicate rank stops every member", async () => {
+    await setFaults({ loadDelayMs: 0 });
+    const hosts = [0, 1, 2, 3].map((w) => `127.0.0.${w + 1}`);
+    const ports = await freePorts(hosts);
+    const common = ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const ranks: Rank[] = [];
+    for (const w of [0, 1, 3]) ranks.push(await startRank(v6e16(w), rankArgs(w, hosts[w] ?? "", ports, common)));
+    const r0 = ranks[0];
+    if (r0 === undefined) throw new Error("no rank 0");
+    await waitFor(r0, /receives 2 READY signal/);
+    // Worker 2's host was given rank 1 a second time.
+    ranks.push(await startRank(v6e16(2), rankArgs(1, hosts[2] ?? "", ports, common)));
+    for (const r of ranks) {
+      expect(failed(await exitWithin(r, 15_000))).toBe(true);
+      expect(r.output()).toContain("rank 1 joined twice: from 127.0.0.2 (worker 1) and 127.0.0.3 (worker 2)");
+    }
+  });
+
+  for (const [host, message] of [
+    ["localhost", /host 'localhost' is not a numeric IP/],
+    ["0.0.0.0", /--dist-init-addr host 0\.0\.0\.0/],
+    ["10.99.0.7", /10\.99\.0\.7/],
+  ] as const) {
+    it(`--dist-init-addr ${host} stops every member`, async () => {
+      await expectAllFail(inOrder, message, { addrHost: host });
+    });
+  }
+
+  it("rank 0's bind refusals name the real ZMQ errors", async () => {
+    const ports = await freePorts(["127.0.0.1"]);
+    const id = v6e16(0);
+    const byName = await startRank(id, rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `localhost:${ports.dist}`]));
+    expect(failed(await exitWithin(byName, 10_000))).toBe(true);
+    expect(byName.output()).toContain("ZMQError: No such device");
+    const external = await startRank(id, rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `198.18.7.10:${ports.dist}`]));
+    expect(failed(await exitWithin(external, 10_000))).toBe(true);
+    expect(external.output()).toContain("ZMQError: Cannot assign requested address");
+    expect(external.output()).toContain("external (NAT) IP");
+  });
+
+  it("another worker's IP as --dist-init-addr stops every member", async () => {
+    await expectAllFail(inOrder, /127\.0\.0\.2/, { addrHost: "127.0.0.2" });
+  });
+
+  async function servingPair(): Promise<{ r0: Rank; r1: Rank }> {
+    await setFaults({ loadDelayMs: 0, ignoreSigtermRanks: [] });
+    const hosts = ["127.0.0.1", "127.0.0.2"];
+    const ports = await freePorts(hosts);
+    const common = ["--nnodes", "2", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const id = (w: number): Identity => ({ worker: w, ip: hosts[w] ?? "", accel: "tpu7x-16" });
+    const r0 = await startRank(id(0), rankArgs(0, "127.0.0.1", ports, common));
+    const r1 = await startRank(id(1), rankArgs(1, "127.0.0.2", ports, common));
+    await waitFor(r0, /fired up and ready to roll/);
+    await waitFor(r1, /Starting dummy health check server/);
+    return { r0, r1 };
+  }
+
+  it("the death of rank 0 takes the other ranks down within a few seconds", async () => {
+    const { r0, r1 } = await servingPair();
+    r0.proc.kill("SIGKILL");
+    const t0 = Date.now();
+    const e = await exitWithin(r1, 5_000);
+    expect(failed(e)).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(r1.output()).toContain("ERROR lost rank 0 (127.0.0.1)");
+  });
+
+  it("the death of a rank >= 1 makes rank 0 log 'Scheduler hit an exception' and exit 137-like", async () => {
+    const { r0, r1 } = await servingPair();
+    r1.proc.kill("SIGKILL");
+    const e = await exitWithin(r0, 5_000);
+    expect(e.signal).toBe("SIGKILL");
+    expect(r0.output()).toContain("Scheduler hit an exception");
+    expect(r0.output()).toContain("lost rank 1 (127.0.0.2, TPU worker 1)");
+  });
+});
+
+describe("faults", () => {
+  it("crash after the rendezvous kills that rank, and rank 0 follows", async () => {
+    await setFaults({ loadDelayMs: 500, crash: { rank: 1, when: "after-rendezvous" } });
+    const hosts = ["127.0.0.1", "127.0.0.2"];
+    const ports = await freePorts(hosts);
+    const common = ["--nnodes", "2", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const id = (w: number): Identity => ({ worker: w, ip: hosts[w] ?? "", accel: "tpu7x-16" });
+    const r0 = await startRank(id(0), rankArgs(0, "127.0.0.1", ports, common));
+    const r1 = await startRank(id(1), rankArgs(1, "127.0.0.2", ports, common));
+    expect(failed(await exitWithin(r1, 10_000))).toBe(true);
+    expect(r1.output()).toContain("Scheduler hit an exception");
+    expect(r1.output()).toContain("RuntimeError: injected crash");
+    expect(failed(await exitWithin(r0, 5_000))).toBe(true);
+    expect(r0.output()).toContain("lost rank 1");
+    expect(r0.output()).not.toContain("Uvicorn running");
+  });
+
+  it("ignoreSigtermRanks: SIGTERM is ignored and the rank outlives rank 0 until SIGKILL", async () => {
+    await setFaults({ loadDelayMs: 0, ignoreSigtermRanks: [1] });
+    const hosts = ["127.0.0.1", "127.0.0.2"];
+    const ports = await freePorts(hosts);
+    const common = ["--nnodes", "2", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const id = (w: number): Identity => ({ worker: w, ip: hosts[w] ?? "", accel: "tpu7x-16" });
+    const r0 = await startRank(id(0), rankArgs(0, "127.0.0.1", ports, common));
+    const r1 = await startRank(id(1), rankArgs(1, "127.0.0.2", ports, common));
+    await waitFor(r1, /Starting dummy health check server/);
+    await waitFor(r0, /fired up/);
+    const pgid = r1.proc.pid;
+    if (pgid === undefined) throw new Error("no pid");
+    process.kill(-pgid, "SIGTERM");
+    r0.proc.kill("SIGTERM");
+    expect(failed(await exitWithin(r0, 5_000))).toBe(true);
+    await waitFor(r1, /lost rank 0/);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(r1.isRunning()).toBe(true);
+    process.kill(-pgid, "SIGKILL");
+    expect(await exitWithin(r1, 5_000)).toEqual({ code: null, signal: "SIGKILL" });
+  });
+
+  it("a bad faults.json fails loudly instead of being ignored", async () => {
+    await writeFile(join(simRoot, "faults.json"), JSON.stringify({ server: { wedgd: true } }));
+    const r = spawnDouble(["--model-path", MODEL]);
+    expect(failed(await exitWithin(r, 10_000))).toBe(true);
+    expect(r.output()).toContain("unknown server fault 'wedgd'");
+  });
+});
