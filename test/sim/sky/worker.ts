@@ -90,12 +90,12 @@ async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<nu
         m.waitFor = spec.waitFor;
       }
     });
-    if (spec.toDown) {
-      await updateState(root, (s) => {
-        const c = s.clusters[clusterName];
-        if (c) c.autodown = true;
-      });
-    }
+    await updateState(root, (s) => {
+      const c = s.clusters[clusterName];
+      if (!c) return;
+      c.launchedAt = Date.now();
+      if (spec.toDown) c.autodown = true;
+    });
   } else {
     if (!first) throw exc.resourcesUnavailable("No launchable resource found.");
     // A half-made (INIT) cluster of an earlier launch is cleaned up and provisioned again.
@@ -191,12 +191,19 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
   }
 
   for (;;) {
+    let delayed = false;
     const failures: { cand: Candidate; reason: string }[] = [];
     const blockedRegions = new Set<string>();
     const blockedZones = new Set<string>();
     for (const cand of spec.candidates) {
       if (blockedRegions.has(cand.region) || blockedZones.has(cand.zone)) continue;
       log(`⚙︎ Launching on GCP ${cand.region} (${cand.zone}).`);
+      if (!delayed) {
+        // faults.json sky.provisionDelayMs: how long one launch's provisioning takes.
+        delayed = true;
+        const delay = (await readFaults(root)).sky?.provisionDelayMs ?? 0;
+        if (delay > 0) await sleep(delay);
+      }
       await updateState(root, (s) => {
         const c = s.clusters[clusterName];
         if (c) {
@@ -267,7 +274,6 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
 async function tryZone(spec: LaunchSpec, cand: Candidate, noc: string, pubKey: string, log: (line: string) => void): Promise<ProvisionFailure | null> {
   const { root, clusterName } = spec;
   const faults = (await readFaults(root)).sky ?? {};
-  if ((faults.provisionDelayMs ?? 0) > 0) await sleep(faults.provisionDelayMs ?? 0);
   const gotCode = (code: string, msg: string) => `Got return code ${code} in ${cand.zone}: ${pyStr(msg.replace(/^\.+|\.+$/g, ""))}`;
   if ((faults.capacityZones ?? []).includes(cand.zone)) {
     if (cand.kind === "v6e") {
