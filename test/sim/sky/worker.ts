@@ -7,13 +7,21 @@ import { appendFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createHosts, type HostSpec } from "../hosts.js";
 import { readFaults, readState, updateState, type SimCluster } from "../state.js";
-import { teardownCluster } from "./cluster.js";
+import { processAlive, teardownCluster } from "./cluster.js";
 import { SkyException, exc } from "./errors.js";
 import { submitJob } from "./jobs.js";
 import { nameOnCloud, tpuNodeId } from "./names.js";
 import type { Candidate } from "./optimizer.js";
 import { pyStr, renderTable } from "./pyfmt.js";
-import { readClusterMeta, requestLogPath, updateClusterMeta, updateRequest, writeClusterMeta, type ClusterMeta } from "./server-db.js";
+import {
+  listRequests,
+  readClusterMeta,
+  requestLogPath,
+  updateClusterMeta,
+  updateRequest,
+  writeClusterMeta,
+  type ClusterMeta,
+} from "./server-db.js";
 
 export interface LaunchSpec {
   root: string;
@@ -76,6 +84,8 @@ async function main(): Promise<void> {
 
 async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<number | null> {
   const { root, clusterName } = spec;
+  // The per-cluster lock: a second launch of the same cluster waits for the first to finish.
+  while (otherLaunchInFlight(root, clusterName, spec.requestId)) await sleep(200);
   const existing = (await readState(root)).clusters[clusterName];
   const first = spec.candidates[0];
   if (existing && existing.status === "UP" && readClusterMeta(root, clusterName)) {
@@ -379,6 +389,21 @@ async function tryZone(spec: LaunchSpec, cand: Candidate, noc: string, pubKey: s
     }
   });
   return null;
+}
+
+function otherLaunchInFlight(root: string, cluster: string, self: string): boolean {
+  const all = listRequests(root);
+  const mine = all.find((x) => x.requestId === self)?.createdAt ?? Infinity;
+  return all.some(
+    (r) =>
+      r.requestId !== self &&
+      r.name === "sky.launch" &&
+      r.clusterName === cluster &&
+      (r.status === "RUNNING" || r.status === "PENDING") &&
+      r.createdAt <= mine &&
+      r.pid !== null &&
+      processAlive(r.pid),
+  );
 }
 
 function sleep(ms: number): Promise<void> {
