@@ -81,6 +81,11 @@ describe("command line like click", () => {
     expect(cmd.code).toBe(2);
     expect(cmd.stderr).toContain("Error: No such command 'nosuchcmd'.");
     expect(sky(["launch", "--detach-setup"]).code).toBe(2);
+    // click raises a missing option value without context: no usage lines.
+    expect(sky(["launch", "-c"])).toMatchObject({ code: 2, stderr: "Error: Option '-c' requires an argument.\n" });
+    const unset = sky(["launch", "--secret", "NOT_SET_ANYWHERE", "echo hi"]);
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toContain("Error: NOT_SET_ANYWHERE is not set in local environment.");
   });
 
   it("prints the verbatim help texts", () => {

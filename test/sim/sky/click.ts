@@ -199,7 +199,8 @@ export function parseCommand(spec: CommandSpec, argv: string[], env: NodeJS.Proc
   const fail = (msg: string) => usageError(spec, msg);
   const takeValue = (name: string): string => {
     const v = rargs.shift();
-    if (v === undefined) throw fail(`Option ${pyStr(name)} requires an argument.`);
+    // click raises these BadOptionUsage errors without a context: no usage line, no hint.
+    if (v === undefined) throw new UsageError(`Option ${pyStr(name)} requires an argument.`, null, null);
     return v;
   };
   const matchLong = (opt: string, explicit: string | null): void => {
@@ -215,7 +216,7 @@ export function parseCommand(spec: CommandSpec, argv: string[], env: NodeJS.Proc
       if (explicit !== null) rargs.unshift(explicit);
       record(o, opt, takeValue(opt));
     } else if (explicit !== null) {
-      throw fail(`Option ${pyStr(opt)} does not take a value.`);
+      throw new UsageError(`Option ${pyStr(opt)} does not take a value.`, null, null);
     } else {
       record(o, opt, !o.secondary.includes(opt));
     }

@@ -153,9 +153,11 @@ async function dispatch(ctx: Ctx, argv: string[]): Promise<number> {
 function report(e: unknown): number {
   if (e instanceof Exit) return e.code;
   if (e instanceof UsageError) {
-    if (e.usage !== null) errln(e.usage);
-    if (e.helpHint !== null) errln(e.helpHint);
-    errln();
+    if (e.usage !== null) {
+      errln(e.usage);
+      if (e.helpHint !== null) errln(e.helpHint);
+      errln();
+    }
     errln(`Error: ${e.message}`);
     return 2;
   }
