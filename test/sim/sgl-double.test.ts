@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
-import { createServer as createTcpServer } from "node:net";
+import { connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -536,6 +536,29 @@ describe("faults", () => {
     expect(r1.isRunning()).toBe(true);
     process.kill(-pgid, "SIGKILL");
     expect(await exitWithin(r1, 5_000)).toEqual({ code: null, signal: "SIGKILL" });
+  });
+
+  it("jaxInitTimeoutMs bounds the JAX step: a rank that passed the handshake but never reaches port P fails rank 0", async () => {
+    await setFaults({ loadDelayMs: 0, jaxInitTimeoutMs: 1500 });
+    const ports = await freePorts(["127.0.0.1"]);
+    const common = ["--nnodes", "2", "--tp-size", "16", "--dist-init-addr", `127.0.0.1:${ports.dist}`];
+    const r0 = await startRank({ worker: 0, ip: "127.0.0.1", accel: "tpu7x-16" }, rankArgs(0, "127.0.0.1", ports, common));
+    await waitFor(r0, /\[Publisher 0\] Begins to synchronize/);
+    // A rank 1 that only gets through on P+6 (the double's own wire format), as if P and P+5 were firewalled.
+    const peer = connect(ports.dist + 6, "127.0.0.1");
+    cleanups.push(() => void peer.destroy());
+    const info = {
+      rank: 1, nnodes: 2, tp_size: 16, dp_size: 1, model_path: MODEL, worker_id: 1, accelerator_type: "tpu7x-16",
+      slice_id: "tpu7x-16@us-east5-b", slice_vms: 2, devices: 8, internal_ip: "127.0.0.2", hostname: "fake",
+    };
+    const reply = new Promise<string>((resolve) => peer.once("data", (b: Buffer) => resolve(b.toString())));
+    peer.write(JSON.stringify({ type: "READY", info }) + "\n");
+    expect(JSON.parse(await reply)).toMatchObject({ type: "ACK", ranks: [0, 1] });
+    const started = Date.now();
+    expect((await exitWithin(r0, 10_000)).signal).toBe("SIGKILL");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(r0.output()).toContain("jax.distributed.initialize timed out after 1.5 s: ranks [1] never reached the coordinator");
+    expect(r0.output()).toContain("DEADLINE_EXCEEDED");
   });
 
   it("a bad faults.json fails loudly instead of being ignored", async () => {

@@ -78,7 +78,7 @@ class DummyHealthApp:
 
     def handle(self, method, path, query, headers, body):
         if path in ("/health", "/health_generate"):
-            return EMPTY_200 if method == "GET" else NOT_ALLOWED
+            return EMPTY_200 if method in ("GET", "HEAD") else NOT_ALLOWED
         return NOT_FOUND
 
 
@@ -114,7 +114,7 @@ class ApiApp:
         methods = self.ROUTES.get(path)
         if methods is None or (path == "/metrics" and not self.sa.enable_metrics):
             return NOT_FOUND
-        if method not in methods:
+        if method not in methods and not (method == "HEAD" and "GET" in methods):  # Starlette adds HEAD to GET routes
             return NOT_ALLOWED
         name = path.strip("/").replace("/", "_").replace("v1_", "openai_")
         return getattr(self, "r_" + name)(query, body)

@@ -98,7 +98,7 @@ def _warmup_and_announce(ctx, url):
             # A wedged engine never answers the warmup request; the real one gives up after 600 s.
             if time.monotonic() - started > 600:
                 ctx.life.main_failure("Initialization failed. warmup error: the warmup /generate timed out after 600 s",
-                                      "requests.exceptions.ReadTimeout: Read timed out. (read timeout=600)")
+                                      "requests.exceptions.ReadTimeout: Read timed out. (read timeout=600)", kill=True)
             time.sleep(1)
         try:
             for path, data in (("/get_model_info", None), ("/generate", b'{"text": "The capital city of France is", "sampling_params": {"temperature": 0, "max_new_tokens": 2}}')):
@@ -106,8 +106,8 @@ def _warmup_and_announce(ctx, url):
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     resp.read()
         except OSError as err:
-            log.info(f"Initialization failed. warmup error: {err}")
-            ctx.life.main_failure(f"warmup request to {url} failed: {err}", f"AssertionError: {err}")
+            # The real one logs this and kill_process_tree()s itself (SIGKILL).
+            ctx.life.main_failure(f"Initialization failed. warmup error: request to {url} failed: {err}", f"AssertionError: {err}", kill=True)
     log.info("The server is fired up and ready to roll!")
 
 
@@ -171,16 +171,19 @@ def run(argv):
             f"--node-rank {rank} is out of range for --nnodes {sa.nnodes} (valid: 0..{sa.nnodes - 1})",
             "ValueError: process_id and num_processes must be nonnegative, with process_id < num_processes",
         )
+    bad_address = False
     if problem is None and addr is not None and rank != 0:
         why = _peer_address_problem(addr[0], identity)
         if why:
+            bad_address = True
             problem = (why, "sgl_jax.srt.managers.scheduler.SyncError: rank 0 unreachable")
     if problem is not None:
         if addr is not None and rank != 0 and identity and addr[0] == identity["internal_ip"]:
             log.error(problem[0], scheduler=True)
             refuse_as_rank0(addr[0], addr[1], f"--dist-init-addr {addr[0]} is rank {rank}'s host, not rank 0's", sa.nnodes - 2)
             life.scheduler_failure(problem[0], problem[1], where=SCHED_SRC, logged=True)
-        if addr is not None and rank != 0 and is_ipv4(addr[0]) and addr[0] != "0.0.0.0":
+        elif addr is not None and rank != 0 and not bad_address:
+            # Rank 0 is (probably) there: tell it, so that it does not wait for this rank forever.
             report_failure(addr[0], addr[1], info, problem[0])
         life.scheduler_failure(problem[0], problem[1], where=SCHED_SRC)
 

@@ -52,7 +52,7 @@ class Lifecycle:
         self.log.info("Received sigquit from a child process. It usually means the child failed.")
         self._end(kill=True)
 
-    def main_failure(self, detail, exc_line):
+    def main_failure(self, detail, exc_line, kill=False):
         if not self._dying.acquire(blocking=False):
             self._park()
         self.log.error(detail)
@@ -62,7 +62,7 @@ class Lifecycle:
             f"{exc_line}"
         )
         self._notify(detail)
-        self._end(kill=False, code=1)
+        self._end(kill=kill, code=1)
 
     def thread_crash(self, args):
         """threading.excepthook: a bug in the double must end the process loudly, never hang it."""

@@ -354,7 +354,7 @@ class Publisher:
             problems = []
             if jax_missing:
                 problems.append(
-                    f"jax.distributed.initialize timed out after {timeout_s:.0f} s: ranks {jax_missing} never reached "
+                    f"jax.distributed.initialize timed out after {timeout_s:g} s: ranks {jax_missing} never reached "
                     f"the coordinator {self.host}:{self.port} (is TCP port {self.port} open between the hosts?)"
                 )
             if sub_missing:
@@ -453,7 +453,7 @@ class Subscriber:
 
     def _timeout(self, timeout_s, port):
         self.life.scheduler_failure(
-            f"jax.distributed.initialize timed out after {timeout_s:.0f} s: cannot reach rank 0 at "
+            f"jax.distributed.initialize timed out after {timeout_s:g} s: cannot reach rank 0 at "
             f"{self.host}:{port} (is TCP port {port} open between the hosts?)",
             "jaxlib.xla_extension.XlaRuntimeError: DEADLINE_EXCEEDED: Barrier timed out",
         )
