@@ -75,7 +75,7 @@ export function startCommand(files: RemoteFiles): string {
     `setsid bash ${q(files.run)} > ${q(files.log)} 2>&1 < /dev/null &`,
     `for i in $(seq 1 100); do [ -s ${q(files.pid)} ] && break; sleep 0.05; done`,
     `cat ${q(files.pid)}`,
-  ].join("; ");
+  ].join("\n"); // not "; ": `cmd &;` is a syntax error in bash and sh
 }
 
 /**
