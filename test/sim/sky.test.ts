@@ -281,6 +281,15 @@ describe("a v6e-32 slice", () => {
       [2, expect.stringMatching(/SUCCEEDED|RUNNING|SETTING_UP|INIT/)],
       [1, "SUCCEEDED"],
     ]);
+    // One failing rank ends the job and SkyPilot kills the others (return code 137).
+    const t0 = Date.now();
+    const partial = sky(["exec", name, 'if [ "$SKYPILOT_NODE_RANK" = 1 ]; then exit 5; fi; sleep 60']);
+    expect(partial.code).toBe(100);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(partial.stdout).toContain(
+      "ERROR: Job 4 failed with return code list: [137, 5, 137, 137, 137, 137, 137, 137] (A Worker failed with return code 5, SkyPilot cleaned up the processes on other nodes with return code 137)",
+    );
+    for (const h of hosts) expect((await sim.execOnHost(h.id, "pgrep -x sleep || true")).stdout.trim()).toBe("");
   });
 
   it("tears down hosts, nodes and SSH config with sky down", async () => {

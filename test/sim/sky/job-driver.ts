@@ -59,6 +59,7 @@ interface HostRun {
   pid: number | null;
   child: ReturnType<typeof spawn> | null;
   code: number | null;
+  killed: boolean;
 }
 
 async function main(): Promise<void> {
@@ -140,13 +141,17 @@ async function runPhase(
   command: string,
   prefix: (h: SimHost, rank: number, pid: number | string) => string,
 ): Promise<number[]> {
-  const runs: HostRun[] = hosts.map((host, rank) => ({ host, rank, pid: null, child: null, code: null }));
+  const runs: HostRun[] = hosts.map((host, rank) => ({ host, rank, pid: null, child: null, code: null, killed: false }));
   let failed = false;
+  // Ray's cleanup of the other ranks: their processes are killed (reported as 137).
   const killOthers = async () => {
+    const victims = runs.filter((r) => r.code === null);
+    for (const r of victims) r.killed = true;
     await Promise.all(
-      runs
-        .filter((r) => r.code === null && r.pid !== null)
-        .map((r) => sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`)),
+      victims.map(async (r) => {
+        if (r.pid !== null) await sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`);
+        if (r.code === null) r.child?.kill("SIGKILL");
+      }),
     );
   };
   await Promise.all(
@@ -199,7 +204,7 @@ async function runPhase(
           child.on("close", (code, signal) => {
             for (const l of early) write(`${prefix(r.host, r.rank, "?")} ${l}`);
             early.length = 0;
-            r.code = code ?? (signal === "SIGKILL" ? 137 : 1);
+            r.code = r.killed ? 137 : (code ?? (signal === "SIGKILL" ? 137 : 1));
             if (r.code !== 0 && !failed) {
               // Like get_or_fail: the first failure cancels the other ranks.
               failed = true;
