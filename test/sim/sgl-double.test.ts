@@ -534,6 +534,7 @@ describe("faults", () => {
     await waitFor(r1, /lost rank 0/);
     await new Promise((res) => setTimeout(res, 1000));
     expect(r1.isRunning()).toBe(true);
+    expect(await httpGet("127.0.0.2", ports.http, "/health")).toBe("refused"); // its scheduler is gone
     process.kill(-pgid, "SIGKILL");
     expect(await exitWithin(r1, 5_000)).toEqual({ code: null, signal: "SIGKILL" });
   });

@@ -123,7 +123,15 @@ def _serve(ctx, world):
             f"[Errno {err.errno}] error while attempting to bind on address ({sa.host!r}, {sa.port}): {err.strerror}",
             f"OSError: [Errno {err.errno}] {err.strerror}",
         )
-    life.on_close(server.server_close)
+    serve_in_thread(server)
+
+    def stop_http():
+        # shutdown() waits for the serving loop, so it runs on its own thread; closing the socket under a
+        # running serve_forever() alone would make it spin.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.server_close()
+
+    life.on_close(stop_http)
     if sa.node_rank == 0:
         log.info(f"Started server process [{os.getpid()}]")
         log.info("Waiting for application startup.")
@@ -131,7 +139,7 @@ def _serve(ctx, world):
         log.info(f"Uvicorn running on http://{sa.host}:{sa.port} (Press CTRL+C to quit)")
         host = f"[{sa.host}]" if ":" in sa.host else sa.host
         threading.Thread(target=_warmup_and_announce, args=(ctx, f"http://{host}:{sa.port}"), name="warmup", daemon=True).start()
-    server.serve_forever()
+    threading.Event().wait()  # serve until killed
 
 
 def run(argv):
