@@ -106,7 +106,14 @@ def read_identity():
     zone = zone_path.rsplit("/", 1)[-1] if zone_path else None
     slice_id = md.get("attributes/slice-id", optional=True) or None
     if slice_id is None:
-        slice_id = f"{accelerator_type}@{zone}" if zone else accelerator_type
+        # Cloud TPU VMs are named t1v-n-<node id>-w-<worker>: the prefix names the slice (TPU node), so two
+        # separate slices of the same type in one zone stay apart.
+        name = md.get("name", optional=True) or ""
+        m = re.match(r"^(t1v-n-[0-9a-f]+)-w-\d+$", name)
+        if m:
+            slice_id = f"{m.group(1)}@{zone}" if zone else m.group(1)
+        else:
+            slice_id = f"{accelerator_type}@{zone}" if zone else accelerator_type
     return {
         "worker_id": worker_id,
         "accelerator_type": accelerator_type,
