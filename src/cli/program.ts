@@ -98,6 +98,31 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--all", "every deployment")
     .option("-y, --yes", "do not prompt");
 
+  define("relaunch [name]", "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)", () => import("./commands/relaunch.js"))
+    .option("--all", "every deployment")
+    .option("--reset", "forget failed attempts and a give-up, then check again")
+    .option("--timeout <duration>", "bound this attempt (it blocks until the deployment serves)")
+    .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
+    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
+
+  define("watch [name]", "the relaunch check in a loop in the foreground, until SIGTERM or Ctrl-C", () => import("./commands/watch.js"))
+    .option("--all", "every deployment")
+    .option("--interval <duration>", "time between checks (default 60s)")
+    .option("--timeout <duration>", "bound each attempt")
+    .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
+    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
+
+  define("schedule <name>", "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME", () => import("./commands/schedule.js"))
+    .option("--every <interval>", "how often: 1m…30m dividing an hour, 1h…24h dividing a day")
+    .option("--cron <expr>", "a 5-field cron expression instead of --every")
+    .option("--install <kind>", "install it: cron (crontab -l / crontab -) or systemd (user timer)")
+    .option("--systemd", "print the systemd service and timer units instead of the crontab line")
+    .option("--uninstall", "remove what --install installed for NAME");
+
+  define("gc", "find clusters, TPU nodes and state files of tpu-deploy that nobody owns; -y removes them", () => import("./commands/gc.js"))
+    .option("--dry-run", "only list them")
+    .option("-y, --yes", "remove without asking");
+
   return program;
 }
 

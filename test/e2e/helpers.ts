@@ -19,7 +19,10 @@ export interface E2E {
   sim: Sim;
   env: NodeJS.ProcessEnv;
   stateHome: string;
-  cli(argv: string[], opts?: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; now?: () => Date; cwd?: string }): Promise<CliResult>;
+  cli(
+    argv: string[],
+    opts?: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; now?: () => Date; cwd?: string; onStdout?: (text: string) => void },
+  ): Promise<CliResult>;
   spawnCli(argv: string[], opts?: { env?: NodeJS.ProcessEnv }): SpawnedCli;
   state(name: string): Record<string, unknown> | undefined;
   stop(): Promise<void>;
@@ -48,6 +51,7 @@ export async function startE2E(): Promise<E2E> {
       let stderr = "";
       out.on("data", (b: Buffer) => {
         stdout += b.toString();
+        opts.onStdout?.(stdout);
       });
       err.on("data", (b: Buffer) => {
         stderr += b.toString();

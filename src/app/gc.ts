@@ -1,0 +1,162 @@
+// `tpu-deploy gc`: what tpu-deploy made that nobody owns any more. SkyPilot clusters labelled as ours
+// with no state file, TPU nodes labelled as ours that are PREEMPTED or TERMINATED (they still hold
+// quota), and state files whose cluster is gone and that no relaunch will bring back. Each removal
+// runs under the deployment's lock, so gc never races an `up` or a `relaunch` of the same name.
+import { existsSync, readdirSync, rmdirSync } from "node:fs";
+import type { SkyClusterRecord } from "../adapters/sky.js";
+import type { Lock } from "../adapters/state-store.js";
+import { LABEL_KEY } from "../core/plan.js";
+import type { DeploymentState } from "../core/state.js";
+import { DEFAULT_ZONES } from "../core/topology.js";
+import { CloudApiError, OperationError } from "../errors.js";
+import { type AppContext, sleep } from "./context.js";
+
+export const MANAGED_BY = { key: "managed-by", value: "tpu-deploy" } as const;
+const DEAD_NODE_STATES = new Set(["PREEMPTED", "TERMINATED"]);
+
+export interface GcItem {
+  kind: "cluster" | "tpu-node" | "state";
+  /** Cluster name, full TPU node name, or deployment name. */
+  name: string;
+  /** The deployment it belonged to, when known. */
+  deployment: string | null;
+  why: string;
+  removed?: boolean;
+  error?: string;
+}
+
+export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
+  const states = new Map<string, DeploymentState>();
+  for (const n of ctx.store.list()) {
+    const s = ctx.store.read(n);
+    if (s) states.set(n, s);
+  }
+  const sky = await ctx.sky();
+  const records = await sky.status([], { verbose: true, env: ctx.env, signal: ctx.signal });
+  const byName = new Map(records.map((r) => [r.name, r]));
+  const items: GcItem[] = [];
+
+  for (const r of records) {
+    if (ours(r.labels) && !states.has(r.name)) {
+      items.push({ kind: "cluster", name: r.name, deployment: r.name, why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) with no tpu-deploy state` });
+    }
+  }
+
+  for (const n of await deadNodes(ctx, [...states.values()])) items.push(n);
+
+  for (const [name, s] of states) {
+    if (byName.has(name)) continue;
+    const awaiting = s.config.tpu.spot && !s.relaunch.gaveUp;
+    if (awaiting) continue; // a spot deployment whose cluster is gone is what relaunch brings back
+    items.push({
+      kind: "state",
+      name,
+      deployment: name,
+      why: s.relaunch.gaveUp ? `its cluster is gone and relaunch gave up (phase ${s.phase})` : `its cluster is gone and it is not spot, so nothing relaunches it (phase ${s.phase})`,
+    });
+  }
+  return items;
+}
+
+function ours(labels: Record<string, string> | null | undefined): boolean {
+  return labels?.[MANAGED_BY.key] === MANAGED_BY.value;
+}
+
+/** TPU nodes labelled as ours in PREEMPTED/TERMINATED, in every zone any deployment may use. */
+async function deadNodes(ctx: AppContext, states: DeploymentState[]): Promise<GcItem[]> {
+  const projects = new Set<string>();
+  const zones = new Set<string>();
+  for (const s of states) {
+    if (s.config.tpu.generation !== "v6e") continue;
+    if (s.config.tpu.project) projects.add(s.config.tpu.project);
+    for (const z of s.config.tpu.zones) zones.add(z);
+    if (s.zone) zones.add(s.zone);
+  }
+  if (ctx.env.GOOGLE_CLOUD_PROJECT) projects.add(ctx.env.GOOGLE_CLOUD_PROJECT);
+  if (projects.size === 0) return [];
+  // Nodes outlive the state that named their zones; the default zones catch those.
+  for (const z of DEFAULT_ZONES.v6e) zones.add(z);
+  const out: GcItem[] = [];
+  try {
+    const api = await ctx.tpuApi();
+    for (const p of projects) {
+      for (const z of zones) {
+        for (const n of await api.listNodes(p, z)) {
+          if (!ours(n.labels) || !DEAD_NODE_STATES.has(n.state)) continue;
+          out.push({ kind: "tpu-node", name: n.name, deployment: n.labels[LABEL_KEY] ?? null, why: `TPU node ${n.state} (${n.acceleratorType}) still holds quota` });
+        }
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof CloudApiError)) throw err;
+    ctx.report.warn(`could not list TPU nodes: ${err.message}`);
+  }
+  return out;
+}
+
+/** Removes each item under its deployment's lock; a busy deployment is skipped, not waited for. */
+export async function removeGarbage(ctx: AppContext, items: GcItem[]): Promise<GcItem[]> {
+  const done: GcItem[] = [];
+  for (const item of items) {
+    const owner = item.deployment ?? undefined;
+    let lock: Lock | undefined;
+    const dirExisted = owner ? existsSync(ctx.store.dir(owner)) : true;
+    try {
+      if (owner) lock = ctx.store.lock(owner, "tpu-deploy gc");
+      await removeOne(ctx, item);
+      done.push({ ...item, removed: true });
+      ctx.report.info(`removed ${item.kind} ${item.name}`);
+    } catch (err) {
+      const message = err instanceof OperationError && err.code === "locked" ? `skipped: ${err.message}` : (err as Error).message;
+      done.push({ ...item, removed: false, error: message });
+      ctx.report.warn(`${item.kind} ${item.name}: ${message}`);
+    } finally {
+      lock?.release();
+      if (owner && !dirExisted) removeIfEmpty(ctx.store.dir(owner));
+    }
+  }
+  return done;
+}
+
+async function removeOne(ctx: AppContext, item: GcItem): Promise<void> {
+  switch (item.kind) {
+    case "cluster": {
+      if (ctx.store.read(item.name)) throw new OperationError("locked", `${item.name} has a state file again (an up started meanwhile)`);
+      const sky = await ctx.sky();
+      await sky.down(item.name, { env: ctx.env, signal: ctx.signal, onLine: (l) => ctx.report.debug(`sky | ${l}`) });
+      await verifyGone(ctx, item.name);
+      return;
+    }
+    case "tpu-node": {
+      const api = await ctx.tpuApi();
+      await api.deleteNode(item.name, { signal: ctx.signal });
+      return;
+    }
+    case "state": {
+      const s = ctx.store.read(item.name);
+      if (!s) return;
+      const sky = await ctx.sky();
+      const rec: SkyClusterRecord | undefined = (await sky.status([item.name], { env: ctx.env, signal: ctx.signal })).find((r) => r.name === item.name);
+      if (rec) throw new OperationError("locked", `${item.name}'s cluster exists again (${rec.status}); kept`);
+      ctx.store.remove(item.name);
+      return;
+    }
+  }
+}
+
+async function verifyGone(ctx: AppContext, name: string): Promise<void> {
+  const sky = await ctx.sky();
+  for (let i = 0; i < 5; i++) {
+    if (!(await sky.status([name], { env: ctx.env, signal: ctx.signal })).some((r) => r.name === name)) return;
+    await sleep(1000, ctx.signal);
+  }
+  throw new OperationError("not_verified", `sky down ${name} did not remove the cluster`, { hint: `see sky status -v ${name}; sky down --purge ${name} as a last resort` });
+}
+
+function removeIfEmpty(dir: string): void {
+  try {
+    if (readdirSync(dir).length === 0) rmdirSync(dir);
+  } catch {
+    // gone or not empty
+  }
+}

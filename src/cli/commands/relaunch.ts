@@ -1,0 +1,76 @@
+import { makeContext } from "../../app/context.js";
+import { combinedCode, errorReport, type RelaunchOptions, type RelaunchReport, relaunchOne } from "../../app/relaunch.js";
+import { parseDuration } from "../../core/duration.js";
+import { DEFAULT_BACKOFF } from "../../core/relaunch.js";
+import { TpuDeployError, UsageError } from "../../errors.js";
+import type { Io, OutputFlags } from "../io.js";
+import type { CommandResult, RunContext } from "../program.js";
+
+export type RelaunchFlags = OutputFlags & { all?: boolean; reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string };
+
+export default async function relaunch(opts: RelaunchFlags, args: string[], run: RunContext): Promise<CommandResult> {
+  const one = targetName(opts, args, "relaunch");
+  const ropts = relaunchOptions(opts);
+  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  try {
+    if (one !== undefined) {
+      const r = await relaunchOne(ctx, one, ropts);
+      if (!opts.json) printReport(run.io, r);
+      return { code: r.code, json: r.code === 0 ? reportJson(r) : { ...r.error, ...reportJson(r) } };
+    }
+    const reports: RelaunchReport[] = [];
+    for (const name of ctx.store.list()) {
+      let r: RelaunchReport;
+      try {
+        r = await relaunchOne(ctx, name, ropts);
+      } catch (err) {
+        if (err instanceof TpuDeployError && err.code === "interrupted") throw err;
+        r = errorReport(name, err);
+      }
+      reports.push(r);
+      if (!opts.json) printReport(run.io, r);
+    }
+    if (reports.length === 0 && !opts.json) run.io.stdout.write("no deployments\n");
+    const code = combinedCode(reports);
+    const list = reports.map(reportJson);
+    if (code === 0) return { code, json: list };
+    const failed = reports.filter((r) => r.code !== 0).length;
+    return { code, json: { code: code === 3 ? "partial" : reports.find((r) => r.error)?.error?.code, message: `${failed} of ${reports.length} deployment(s) did not end well`, results: list } };
+  } finally {
+    await ctx.close();
+  }
+}
+
+export function targetName(opts: { all?: boolean }, args: string[], command: string): string | undefined {
+  const name = args[0];
+  if (opts.all && name) throw new UsageError(`name a deployment or pass --all, not both`);
+  if (!opts.all && !name) throw new UsageError(`name the deployment: tpu-deploy ${command} NAME (or --all)`, { hint: "tpu-deploy status lists them" });
+  if (args.length > 1) throw new UsageError(`one deployment at a time (got ${args.join(", ")}); --all takes every deployment`);
+  return opts.all ? undefined : name;
+}
+
+export function relaunchOptions(opts: { timeout?: string; backoff?: string; backoffMax?: string }): RelaunchOptions {
+  const ms = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const d = parseDuration(v);
+    if (!d) throw new UsageError(`${flag} '${v}' is not a duration (examples: 90s, 20m, 1h)`);
+    return d;
+  };
+  const timeoutMs = ms("--timeout", opts.timeout);
+  const baseMs = ms("--backoff", opts.backoff) ?? DEFAULT_BACKOFF.baseMs;
+  const maxMs = ms("--backoff-max", opts.backoffMax) ?? Math.max(DEFAULT_BACKOFF.maxMs, baseMs);
+  if (maxMs < baseMs) throw new UsageError(`--backoff-max (${opts.backoffMax}) is shorter than --backoff (${opts.backoff})`);
+  return { ...(timeoutMs ? { timeoutMs } : {}), policy: { ...DEFAULT_BACKOFF, baseMs, maxMs } };
+}
+
+export function reportJson(r: RelaunchReport): Record<string, unknown> {
+  return { name: r.name, verdict: r.verdict, action: r.action, attempt: r.attempt, zone: r.zone, nextAttemptAt: r.nextAttemptAt, message: r.message, ...(r.error ? { error: r.error } : {}) };
+}
+
+export function printReport(io: Io, r: RelaunchReport, prefix = ""): void {
+  io.stdout.write(`${prefix}${r.name}: ${r.message}\n`);
+  if (r.code !== 0 && r.error) {
+    if (r.error.message !== r.message && !r.message.includes(r.error.message)) io.stderr.write(`  ${r.error.message.split("\n").join("\n  ")}\n`);
+    if (r.error.hint) io.stderr.write(`  hint: ${r.error.hint}\n`);
+  }
+}

@@ -1,0 +1,246 @@
+// `tpu-deploy up` end to end on the simulated cloud: real sshd hosts in their own network namespaces, the
+// SkyPilot-faithful fake sky, the Cloud TPU API emulator and the strict sglang-jax double (which refuses to
+// serve unless every rank joined with the right rank, tp-size and dist-init address).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type E2E, serverInfo, startE2E } from "./helpers.js";
+
+interface UpJson {
+  name: string;
+  zone: string;
+  accelerator: string;
+  distInitAddr: string;
+  hosts: { rank: number; workerId: number; slice: number; internalIp: string; externalIp: string; sshHost: string }[];
+}
+
+let e2e: E2E;
+
+beforeAll(async () => {
+  e2e = await startE2E();
+});
+afterAll(async () => {
+  await e2e?.stop();
+});
+
+async function simHosts(cluster: string) {
+  const s = await e2e.sim.state();
+  return Object.values(s.hosts).filter((h) => h.cluster === cluster && h.alive);
+}
+
+async function up(args: string[], env: NodeJS.ProcessEnv = {}): Promise<UpJson> {
+  const r = await e2e.cli(["up", ...args, "--json"], { env });
+  if (r.code !== 0) throw new Error(`up failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
+  const doc = r.json as { version: number; command: string; ok: boolean; result: UpJson };
+  expect(doc).toMatchObject({ version: 1, command: "up", ok: true });
+  return doc.result;
+}
+
+/** What the double saw, asked on rank 0's own host (the internal address is unreachable from here). */
+async function doubleView(result: UpJson, apiKey?: string) {
+  const rank0 = result.hosts.find((h) => h.rank === 0);
+  if (!rank0) throw new Error("no rank 0");
+  const host = (await simHosts(result.name)).find((h) => h.internalIp === rank0.internalIp);
+  if (!host) throw new Error("rank 0 host not in the sim");
+  return serverInfo(e2e.sim, host.id, rank0.internalIp, 30000, apiKey);
+}
+
+/** Every rank's rank = its TPU worker number + slice offset, and the double agrees. */
+async function expectRanksFollowWorkers(result: UpJson, vmsPerSlice: number) {
+  const hosts = await simHosts(result.name);
+  const state = await e2e.sim.state();
+  // Slice 0 is the head's TPU node.
+  const head = state.clusters[result.name]?.headHostId;
+  const headHost = hosts.find((h) => h.id === head);
+  expect(headHost?.workerId).toBe(0);
+  const rank0 = result.hosts.find((h) => h.rank === 0);
+  expect(rank0?.internalIp).toBe(headHost?.internalIp);
+  expect(result.distInitAddr).toBe(`${headHost?.internalIp}:10011`);
+  for (const h of result.hosts) {
+    const sim = hosts.find((x) => x.internalIp === h.internalIp);
+    expect(sim, `host ${h.internalIp}`).toBeDefined();
+    expect(h.workerId).toBe(sim?.workerId);
+    expect(h.rank).toBe(h.slice * vmsPerSlice + (sim?.workerId ?? -1));
+    expect(h.externalIp).toBe(sim?.externalIp);
+  }
+  const info = await doubleView(result);
+  expect(info.nnodes).toBe(result.hosts.length);
+  // sglang-jax ignores --dist-init-addr on one host, and tpu-deploy does not pass it there.
+  expect(info.dist_init_addr).toBe(result.hosts.length > 1 ? result.distInitAddr : null);
+  expect([...(info.ranks_seen as number[])].sort((a, b) => a - b)).toEqual(result.hosts.map((h) => h.rank).sort((a, b) => a - b));
+}
+
+async function expectNothingLeft(name: string) {
+  expect(await simHosts(name)).toEqual([]);
+  const s = await e2e.sim.state();
+  expect(s.clusters[name]).toBeUndefined();
+  expect(Object.values(s.nodes).filter((n) => n.labels["tpu-deploy"] === name)).toEqual([]);
+  expect(e2e.state(name)).toBeUndefined();
+}
+
+describe("up on the simulated cloud", () => {
+  it("v6e-8 (one host): up, status, logs, proxy with a real request, restart, down", async () => {
+    let proxyRun: Promise<{ code: number; stdout: string }> | undefined;
+    const r = await up(["-n", "solo", "--nodes", "1"]);
+    expect(r.accelerator).toBe("v6e-8");
+    expect(r.hosts).toHaveLength(1);
+    await expectRanksFollowWorkers(r, 1);
+
+    const st = await e2e.cli(["status", "solo", "--json"]);
+    expect(st.code).toBe(0);
+    const dep = (st.json as { result: { deployments: { name: string; health: string; hosts: { process: string }[] }[] } }).result.deployments[0];
+    expect(dep).toMatchObject({ name: "solo", health: "serving" });
+    expect(dep?.hosts.map((h) => h.process)).toEqual(["running"]);
+
+    const logs = await e2e.cli(["logs", "solo", "--tail", "50"]);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout).toMatch(/^\[rank 0\] .*The server is fired up and ready to roll!/m);
+
+    const ac = new AbortController();
+    let url: string | undefined;
+    const gotUrl = new Promise<void>((resolve) => {
+      const proxyDone = e2e.cli(["proxy", "solo", "--local-port", "0"], {
+        signal: ac.signal,
+        onStdout: (text) => {
+          const m = /^(http:\/\/127\.0\.0\.1:\d+)\n/.exec(text);
+          if (m && !url) {
+            url = m[1];
+            resolve();
+          }
+        },
+      });
+      proxyRun = proxyDone;
+    });
+    await gotUrl;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "Qwen/Qwen3-8B", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { choices: unknown[]; model: string };
+    expect(body.choices.length).toBeGreaterThan(0);
+    ac.abort();
+    const pr = await (proxyRun as Promise<{ code: number; stdout: string }>);
+    expect(pr.code).toBe(0);
+    expect(pr.stdout.trim()).toBe(url);
+
+    const before = e2e.state("solo") as { hosts: { pgid: number }[] };
+    const rs = await e2e.cli(["restart", "solo", "--json"]);
+    expect(rs.code, rs.stderr).toBe(0);
+    const after = e2e.state("solo") as { hosts: { pgid: number }[] };
+    expect(after.hosts[0]?.pgid).not.toBe(before.hosts[0]?.pgid);
+    const launches = (await e2e.sim.skyCalls()).filter((c) => c.argv[0] === "launch" && c.argv.includes("solo"));
+    expect(launches).toHaveLength(1); // restart did not reprovision
+
+    const down = await e2e.cli(["down", "solo", "-y", "--json"]);
+    expect(down.code, down.stderr).toBe(0);
+    expect((down.json as { result: unknown }).result).toEqual({ name: "solo", verified: true });
+    await expectNothingLeft("solo");
+    // down of something already gone succeeds and says so
+    const again = await e2e.cli(["down", "solo", "-y"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/already gone/);
+  });
+
+  it("3 x v6e-4: three slices, rank = slice offset + worker", async () => {
+    const r = await up(["-n", "three", "--accelerator", "v6e-4", "--nodes", "3"]);
+    expect(r.hosts.map((h) => h.slice)).toEqual([0, 1, 2]);
+    await expectRanksFollowWorkers(r, 1);
+    expect((await e2e.cli(["down", "three", "-y"])).code).toBe(0);
+    await expectNothingLeft("three");
+  });
+
+  it("v6e-32: 8 hosts whose TPU worker order differs from SkyPilot's host order", async () => {
+    const r = await up(["-n", "pod32", "--accelerator", "v6e-32"]);
+    expect(r.hosts).toHaveLength(8);
+    await expectRanksFollowWorkers(r, 8);
+    // SkyPilot names hosts head, worker1.. by external IP sorted as a string: not the worker order.
+    const aliasIndex = (h: UpJson["hosts"][number]) => (h.sshHost === "pod32" ? 0 : Number(h.sshHost.replace("pod32-worker", "")));
+    expect(r.hosts.some((h) => aliasIndex(h) !== h.rank)).toBe(true);
+    expect((await e2e.cli(["down", "pod32", "-y"])).code).toBe(0);
+    await expectNothingLeft("pod32");
+  });
+
+  it("v6e-64: 16 hosts", async () => {
+    const r = await up(["-n", "pod64", "--nodes", "16"]);
+    expect(r.accelerator).toBe("v6e-64");
+    expect(r.hosts).toHaveLength(16);
+    await expectRanksFollowWorkers(r, 16);
+    expect((await e2e.cli(["down", "pod64", "-y"])).code).toBe(0);
+    await expectNothingLeft("pod64");
+  });
+
+  it("v7 2-VM slice: worker numbers from each host's metadata server (no TPU API)", async () => {
+    const r = await up(["-n", "iron", "--tpu", "v7", "--nodes", "2"]);
+    expect(r.accelerator).toBe("tpu7x-16");
+    const info = await doubleView(r);
+    expect(info.tp_size).toBe(16);
+    await expectRanksFollowWorkers(r, 2);
+    const tpuCalls = await import("node:fs").then((fs) => fs.readFileSync(`${e2e.sim.root}/calls/tpu.jsonl`, "utf8"));
+    expect(tpuCalls).not.toMatch(/iron/); // the API does not serve TPU7x: never asked about it
+    expect((await e2e.cli(["down", "iron", "-y"])).code).toBe(0);
+    await expectNothingLeft("iron");
+  });
+
+  it("hostile input stays inert, and secrets never leak", async () => {
+    const model = `Org/Mo"del'; echo pwned $(id) \`id\`\nsecond line`;
+    const served = `name with 'quotes' "and" $(touch /tmp/pwned) ; rm -rf ~\n;`;
+    const weird = `a"b'c $(id); d\ne \\ f`;
+    const hf = "hf_SECRETvalue_1234567890";
+    const apiKey = "sk-API-KEY-abcdef-0987654321";
+    const r = await up(
+      [
+        "-n", "hostile", "--nodes", "4", "--model", model, `--server-arg=--served-model-name=${served}`,
+        "--env", `WEIRD=${weird}`, "--secret", "HF_TOKEN", "--api-key-secret", "SGLANG_API_KEY",
+      ],
+      { HF_TOKEN: hf, SGLANG_API_KEY: apiKey },
+    );
+    const info = await doubleView(r, apiKey);
+    expect(info.model_path).toBe(model);
+    expect(info.served_model_name).toBe(served);
+    expect(info.api_key).not.toBe(apiKey);
+
+    const hosts = await simHosts("hostile");
+    const rank0 = hosts.find((h) => h.internalIp === r.hosts.find((x) => x.rank === 0)?.internalIp);
+    if (!rank0) throw new Error("no rank 0 host");
+    // The env value arrived byte for byte in the server's environment.
+    const st = e2e.state("hostile") as { hosts: { rank: number; pgid: number }[] };
+    const pid = st.hosts.find((h) => h.rank === 0)?.pgid;
+    const environ = await e2e.sim.execOnHost(rank0.id, `cat /proc/${pid}/environ | base64 -w0`);
+    const vars = Buffer.from(environ.stdout.trim(), "base64").toString("utf8").split("\0");
+    expect(vars).toContain(`WEIRD=${weird}`);
+    expect(vars).toContain(`HF_TOKEN=${hf}`);
+    expect((await e2e.sim.execOnHost(rank0.id, "ls /tmp/pwned 2>&1 || true")).stdout).toMatch(/No such file/);
+
+    // The API key is enforced, and it is sent by tpu-deploy's own health checks (up succeeded).
+    const noKey = await e2e.sim.execOnHost(rank0.id, `python3 -c "import urllib.request as u
+try: u.urlopen('http://${rank0.internalIp}:30000/v1/models', timeout=5)
+except Exception as e: print(e)"`);
+    expect(noKey.stdout).toMatch(/401/);
+
+    // No secret value in any argv on any host, while the servers run.
+    for (const h of hosts) {
+      const cmdlines = await e2e.sim.execOnHost(h.id, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '");
+      expect(cmdlines.stdout).toContain("sgl_jax");
+      expect(cmdlines.stdout).not.toContain(hf);
+      expect(cmdlines.stdout).not.toContain(apiKey);
+      const logs = await e2e.sim.execOnHost(h.id, "cat /home/gcpuser/.tpu-deploy/hostile/server.log");
+      expect(logs.stdout).not.toContain(hf);
+      expect(logs.stdout).not.toContain(apiKey);
+    }
+    // ... nor in the local state, the sky log, the task file, the sky calls or our output.
+    const { execSync } = await import("node:child_process");
+    const grep = (v: string) => execSync(`grep -rl -- ${JSON.stringify(v)} ${e2e.stateHome} ${e2e.sim.root}/calls || true`, { encoding: "utf8" }).trim();
+    expect(grep(hf)).toBe("");
+    expect(grep(apiKey)).toBe("");
+    const st2 = await e2e.cli(["status", "hostile", "--json"], { env: { HF_TOKEN: hf, SGLANG_API_KEY: apiKey } });
+    expect(st2.stdout).not.toContain(hf);
+    expect(st2.stdout).not.toContain(apiKey);
+    // The secret file on the host is 0600 and only gcpuser's.
+    const mode = await e2e.sim.execOnHost(rank0.id, "stat -c '%a %U' /home/gcpuser/.tpu-deploy/hostile/secrets.env");
+    expect(mode.stdout.trim()).toBe("600 gcpuser");
+
+    expect((await e2e.cli(["down", "hostile", "-y"])).code).toBe(0);
+    await expectNothingLeft("hostile");
+  });
+});
