@@ -143,16 +143,16 @@ async function runPhase(
 ): Promise<number[]> {
   const runs: HostRun[] = hosts.map((host, rank) => ({ host, rank, pid: null, child: null, code: null, killed: false }));
   let failed = false;
-  // Ray's cleanup of the other ranks: their processes are killed (reported as 137).
-  const killOthers = async () => {
-    const victims = runs.filter((r) => r.code === null);
-    for (const r of victims) r.killed = true;
-    await Promise.all(
-      victims.map(async (r) => {
-        if (r.pid !== null) await sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`);
-        if (r.code === null) r.child?.kill("SIGKILL");
-      }),
-    );
+  // Ray's cleanup of the other ranks: their process groups are killed (reported as 137). A rank whose
+  // script has not reported its pid yet is killed as soon as it does.
+  const killRemote = (r: HostRun) => {
+    if (r.pid !== null) void sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`);
+  };
+  const killOthers = () => {
+    for (const r of runs.filter((x) => x.code === null)) {
+      r.killed = true;
+      killRemote(r);
+    }
   };
   await Promise.all(
     runs.map(
@@ -170,6 +170,7 @@ async function runPhase(
               const m = new RegExp(`^${PID_MARK} (\\d+)$`).exec(line);
               if (m?.[1]) {
                 r.pid = Number(m[1]);
+                if (r.killed) killRemote(r);
                 for (const l of early) write(`${prefix(r.host, r.rank, r.pid)} ${l}`);
                 early.length = 0;
                 return;
@@ -208,7 +209,7 @@ async function runPhase(
             if (r.code !== 0 && !failed) {
               // Like get_or_fail: the first failure cancels the other ranks.
               failed = true;
-              void killOthers();
+              killOthers();
             }
             resolve();
           });
