@@ -71,6 +71,8 @@ export interface DeployOptions {
   lockHeld?: boolean;
   /** Relaunch keeps the deployment's record when it tears a half-made cluster down, so the next run retries. */
   keepState?: boolean;
+  /** restart: stop and start the servers even when they serve with these settings. */
+  forceRestart?: boolean;
 }
 
 export async function deploy(
@@ -110,12 +112,17 @@ export async function deploy(
         ctx.report.info(`model or server settings changed: restarting the servers only`);
       }
     }
+    const unchanged = state.phase === "serving" && serverKey(state.config) === serverKey(config) && resourcesKey(state.config) === resourcesKey(config);
     state = save({ ...state, config, spot: opts.spot ?? config.tpu.spot, lastError: undefined });
 
     // 1. Launch, unless the cluster from an earlier run is up and finished its launch.
     const record = state.phase !== "launching" ? await skyRecord(ctx, config.name) : undefined;
     if (record?.status === "UP" && state.zone) {
       phase(`cluster ${config.name} is up in ${state.zone}: reusing it`);
+      if (unchanged && !opts.forceRestart && (await stillServing(ctx, state))) {
+        phase("already serving with these settings: nothing to do");
+        return summarize(config, state);
+      }
     } else {
       phase("provisioning");
       state = save({ ...state, phase: "launching", hosts: [] });
@@ -237,6 +244,25 @@ async function onFailure(
     ctx.now(),
   );
   ctx.store.write(failed);
+}
+
+/** One health probe of rank 0 (/health_generate through SSH), for an up that may have nothing to do. */
+async function stillServing(ctx: AppContext, state: DeploymentState): Promise<boolean> {
+  const rank0 = state.hosts.find((h) => h.rank === 0);
+  if (!rank0) return false;
+  const { sessionsFor } = await import("./hosts.js");
+  const { httpViaSsh } = await import("../adapters/ssh.js");
+  const hs = await sessionsFor(ctx, [rank0], 15_000);
+  try {
+    const s = hs.sessions.get(rank0.sshAlias);
+    if (!s) return false;
+    const r = await httpViaSsh(s, rank0.internalIp, state.config.server.port, { path: "/health_generate", timeoutMs: 60_000 });
+    return r.status === 200;
+  } catch {
+    return false;
+  } finally {
+    await hs.close();
+  }
 }
 
 async function stopQuietly(ctx: AppContext, state: DeploymentState): Promise<void> {

@@ -124,6 +124,19 @@ describe("up on the simulated cloud", () => {
     expect(pr.code).toBe(0);
     expect(pr.stdout.trim()).toBe(url);
 
+    // up again with the same spec: nothing to do; with another model: only the servers restart;
+    // with other resources: refused without --recreate.
+    const pgid = () => (e2e.state("solo") as { hosts: { pgid: number }[] }).hosts[0]?.pgid;
+    const first = pgid();
+    await up(["-n", "solo", "--nodes", "1"]);
+    expect(pgid()).toBe(first);
+    const other = await up(["-n", "solo", "--nodes", "1", "--model", "Qwen/Qwen3-4B"]);
+    expect(pgid()).not.toBe(first);
+    expect((await doubleView(other)).model_path).toBe("Qwen/Qwen3-4B");
+    const bigger = await e2e.cli(["up", "-n", "solo", "--nodes", "4"]);
+    expect(bigger.code).toBe(2);
+    expect(bigger.stderr).toMatch(/--recreate/);
+
     const before = e2e.state("solo") as { hosts: { pgid: number }[] };
     const rs = await e2e.cli(["restart", "solo", "--json"]);
     expect(rs.code, rs.stderr).toBe(0);

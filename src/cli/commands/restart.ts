@@ -21,7 +21,7 @@ export default async function restart(opts: OutputFlags, args: string[], run: Ru
         hint: `tpu-deploy relaunch ${name} brings a preempted or deleted cluster back`,
       });
     }
-    const summary = await deploy(ctx, state.config, loadTemplate(state.config), secrets, { recreate: false, keepOnFailure: true });
+    const summary = await deploy(ctx, state.config, loadTemplate(state.config), secrets, { recreate: false, keepOnFailure: true, forceRestart: true });
     if (!opts.json) run.io.stdout.write(`${name} restarted: serving again (rank 0 ${summary.distInitAddr.split(":")[0]})\n`);
     return { code: 0, json: summary };
   } finally {
