@@ -56,7 +56,7 @@ export interface RelaunchReport {
   nextAttemptAt: string | null;
   code: number;
   message: string;
-  error?: { code: string; message: string; hint?: string };
+  error?: { code: string; message: string; hint?: string; lastError?: { code: string; message: string } };
 }
 
 export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchOptions = {}): Promise<RelaunchReport> {
@@ -215,7 +215,8 @@ async function attempt(
     if (relaunch.gaveUp) {
       await postWebhook(ctx, webhook, { event: "gave_up", name, attempt: n, zone: s.zone ?? null, error });
       const g = gaveUpError(name, n);
-      return { ...report, nextAttemptAt: null, code: g.exitCode, message: `attempt ${n} failed (${e.code}); ${g.message}`, error: { ...errorJson(e), ...(g.hint ? { hint: g.hint } : {}) } };
+      const message = `attempt ${n} failed (${e.code}); ${g.message}`;
+      return { ...report, nextAttemptAt: null, code: g.exitCode, message, error: { ...errorJson(g), message, lastError: error } };
     }
     return {
       ...report,

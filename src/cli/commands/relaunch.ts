@@ -16,7 +16,7 @@ export default async function relaunch(opts: RelaunchFlags, args: string[], run:
     if (one !== undefined) {
       const r = await relaunchOne(ctx, one, ropts);
       if (!opts.json) printReport(run.io, r);
-      return { code: r.code, json: r.code === 0 ? reportJson(r) : { ...r.error, ...reportJson(r) } };
+      return { code: r.code, json: r.code === 0 ? reportJson(r) : failureJson(r) };
     }
     const reports: RelaunchReport[] = [];
     for (const name of ctx.store.list()) {
@@ -49,7 +49,7 @@ export function targetName(opts: { all?: boolean }, args: string[], command: str
   return opts.all ? undefined : name;
 }
 
-export function relaunchOptions(opts: { timeout?: string; backoff?: string; backoffMax?: string }): RelaunchOptions {
+export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string }): RelaunchOptions {
   const ms = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
     const d = parseDuration(v);
@@ -60,11 +60,17 @@ export function relaunchOptions(opts: { timeout?: string; backoff?: string; back
   const baseMs = ms("--backoff", opts.backoff) ?? DEFAULT_BACKOFF.baseMs;
   const maxMs = ms("--backoff-max", opts.backoffMax) ?? Math.max(DEFAULT_BACKOFF.maxMs, baseMs);
   if (maxMs < baseMs) throw new UsageError(`--backoff-max (${opts.backoffMax}) is shorter than --backoff (${opts.backoff})`);
-  return { ...(timeoutMs ? { timeoutMs } : {}), policy: { ...DEFAULT_BACKOFF, baseMs, maxMs } };
+  return { reset: Boolean(opts.reset), ...(timeoutMs ? { timeoutMs } : {}), policy: { ...DEFAULT_BACKOFF, baseMs, maxMs } };
 }
 
 export function reportJson(r: RelaunchReport): Record<string, unknown> {
   return { name: r.name, verdict: r.verdict, action: r.action, attempt: r.attempt, zone: r.zone, nextAttemptAt: r.nextAttemptAt, message: r.message, ...(r.error ? { error: r.error } : {}) };
+}
+
+/** The `error` of the --json document: the usual {code, message, hint} plus where the relaunch stands. */
+function failureJson(r: RelaunchReport): Record<string, unknown> {
+  const { error, message: _m, ...rest } = reportJson(r);
+  return { ...(error as object), ...rest };
 }
 
 export function printReport(io: Io, r: RelaunchReport, prefix = ""): void {
