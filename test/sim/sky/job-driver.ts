@@ -11,6 +11,7 @@ import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
 import { readClusterMeta, readJobMeta, writeJobMeta } from "./server-db.js";
 
 const SSH_USER = "gcpuser";
+const AUTODOWN_MIN_IDLE_MS = 5000;
 
 export function shQuote(s: string): string {
   if (s === "") return "''";
@@ -263,7 +264,9 @@ async function maybeAutodown(spec: JobSpec): Promise<void> {
       }
       if (sshActive) idleSince = null;
       else idleSince ??= Date.now();
-      if (idleSince !== null && Date.now() - idleSince >= Math.max(0, meta.autostopMinutes) * 60_000) {
+      // skylet checks idleness periodically (every minute on a real cluster): never at the same instant
+      // the job ends, so a client tailing the job still sees it finish.
+      if (idleSince !== null && Date.now() - idleSince >= Math.max(AUTODOWN_MIN_IDLE_MS, meta.autostopMinutes * 60_000)) {
         if (c.jobs.some((j) => j.id > spec.jobId)) return;
         await teardownCluster(spec.root, spec.cluster);
         return;

@@ -177,8 +177,11 @@ export async function tailJobLog(o: TailOptions): Promise<number> {
     if (lines[lines.length - 1] === "") lines.pop();
     pending = lines.slice(-o.tail).join("\n") + (lines.length > 0 ? "\n" : "");
   }
+  let lastSeen: string | null = null;
   for (;;) {
-    const status = await jobStatus(o.root, o.cluster, o.jobId);
+    // An autodowned cluster takes its job table with it: keep the last status seen.
+    const status: string | null = (await jobStatus(o.root, o.cluster, o.jobId)) ?? lastSeen;
+    lastSeen = status;
     pending += readNew();
     const nl = pending.lastIndexOf("\n");
     if (nl >= 0) {
