@@ -2,9 +2,8 @@
 // on every host of the cluster in parallel over real SSH, with SkyPilot's environment variables and log
 // prefixes, records the job's statuses, and autodowns an idle cluster when asked to.
 // Started detached by jobs.ts with the job spec (including secrets) on stdin.
-import { spawn } from "node:child_process";
-import { appendFileSync } from "node:fs";
-import { execOnHost } from "../hosts.js";
+import { spawn, spawnSync } from "node:child_process";
+import { appendFileSync, readFileSync } from "node:fs";
 import { readFaults, readState, updateState, type SimHost } from "../state.js";
 import { stableHosts, teardownCluster } from "./cluster.js";
 import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
@@ -258,10 +257,8 @@ async function maybeAutodown(spec: JobSpec): Promise<void> {
       idleSince = null;
     } else {
       let sshActive = false;
-      if (meta.waitFor === "jobs_and_ssh" && s.hosts[c.headHostId]?.alive) {
-        const r = await execOnHost(spec.root, c.headHostId, "pgrep -f '^sshd: gcpuser' >/dev/null && echo yes || true", 10_000).catch(() => null);
-        sshActive = r?.stdout.includes("yes") ?? false;
-      }
+      const head = s.hosts[c.headHostId];
+      if (meta.waitFor === "jobs_and_ssh" && head?.alive) sshActive = sshSessionsIn(head.netns) > 0;
       if (sshActive) idleSince = null;
       else idleSince ??= Date.now();
       // skylet checks idleness periodically (every minute on a real cluster): never at the same instant
@@ -274,6 +271,21 @@ async function maybeAutodown(spec: JobSpec): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 2000));
   }
+}
+
+// SSH sessions of the user on one host: sshd's per-session processes inside the host's namespace
+// (a pgrep run there would see the whole machine, since hosts share the pid namespace).
+function sshSessionsIn(netns: string): number {
+  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" }).stdout.split("\n").filter((x) => x !== "");
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith(`sshd: ${SSH_USER}`)) n++;
+    } catch {
+      // gone
+    }
+  }
+  return n;
 }
 
 function readStdin(): Promise<string> {
