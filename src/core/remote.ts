@@ -107,13 +107,21 @@ export function stopFromPidFileCommand(files: RemoteFiles, graceSeconds = 10): s
   );
 }
 
+/**
+ * The process runs: it exists and is not a zombie. The server is orphaned once its SSH channel closes, and
+ * an init that reaps late (containers; ~2 s seen) leaves an exited server answering `kill -0` meanwhile.
+ */
+function runningTest(pid: number): string {
+  return `kill -0 ${pid} 2>/dev/null && [ "$(sed 's/.*) //' /proc/${pid}/stat 2>/dev/null | cut -c1)" != Z ]`;
+}
+
 /** Exits when the process dies; prints its state every 250 ms so a closed channel ends the loop (EPIPE). */
 export function watchCommand(pid: number): string {
-  return `while kill -0 ${pid} 2>/dev/null; do echo . || exit 0; sleep 0.25; done; echo exited`;
+  return `while ${runningTest(pid)}; do echo . || exit 0; sleep 0.25; done; echo exited`;
 }
 
 export function aliveCommand(pid: number): string {
-  return `kill -0 ${pid} 2>/dev/null && echo alive || echo dead`;
+  return `${runningTest(pid)} && echo alive || echo dead`;
 }
 
 export function tailCommand(files: RemoteFiles, lines: number, follow: boolean): string {
