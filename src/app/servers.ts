@@ -73,14 +73,26 @@ export async function checkPorts(ctx: AppContext, sessions: Map<string, HostSess
   const stopListener = new AbortController();
   const onAbort = () => stopListener.abort();
   ctx.signal.addEventListener("abort", onAbort, { once: true });
+  // Connect only once every port is bound: a port tried before then is refused, and would be reported
+  // as closed while a later one (tried after a dropped port's timeout) already answers.
+  let heard = "";
+  let markListening: () => void = () => undefined;
+  const listening = new Promise<void>((resolve) => {
+    markListening = resolve;
+  });
   const listener = session(sessions, rank0).exec(portListenCommand(rank0.internalIp, ports, listenSeconds, others.length), {
     timeoutMs: (listenSeconds + 10) * 1000,
     signal: stopListener.signal,
+    onStdout: (text) => {
+      heard += text;
+      if (/^listening$/m.test(heard)) markListening();
+    },
   });
   let listenerDone = false;
   const listenerResult = listener.finally(() => {
     listenerDone = true;
   });
+  await Promise.race([listening, listenerResult.catch(() => undefined)]);
   // Connectors retry while the listener starts; a port that times out is filtered, one refused is closed.
   const failures: string[] = [];
   const connectResults = await mapLimit(others, CONCURRENCY, async (h) => {
@@ -196,20 +208,19 @@ export async function waitReady(
   ctx.signal.addEventListener("abort", stopWatch, { once: true });
 
   // One long-lived exec per rank that returns only when the server process exits.
-  const died = new Promise<HostRecord>((resolve) => {
+  const deaths: HostRecord[] = [];
+  const died = new Promise<void>((resolve) => {
     for (const h of hosts) {
       if (!h.pgid) continue;
       session(sessions, h)
         .exec(watchCommand(h.pgid), { timeoutMs: opts.timeoutMs + 60_000, signal: watchAbort.signal })
         .then((r) => {
-          if (!watchAbort.signal.aborted && /exited/.test(r.stdout)) resolve(h);
+          if (watchAbort.signal.aborted || !/exited/.test(r.stdout)) return;
+          deaths.push(h);
+          resolve();
         })
         .catch(() => undefined);
     }
-  });
-  let dead: HostRecord | undefined;
-  void died.then((h) => {
-    dead = h;
   });
 
   const s0 = session(sessions, rank0);
@@ -222,7 +233,7 @@ export async function waitReady(
     let healthy = false;
     let lastRendezvousCheck = 0;
     while (true) {
-      if (dead) break;
+      if (deaths.length > 0) break;
       if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
       if (Date.now() > deadline) {
         const log = await lastLogLines(sessions, config.name, rank0, 20);
@@ -255,12 +266,25 @@ export async function waitReady(
       }
       await Promise.race([sleep(250), died]);
     }
-    if (dead) {
-      const d = dead as HostRecord;
-      const log = await lastLogLines(sessions, config.name, d, 30);
-      throw new OperationError("server_crashed", `rank ${d.rank} (${d.sshAlias}) exited during start; its last log lines:\n${indent(log)}`, {
-        hint: `see everything with \`tpu-deploy logs ${config.name} --rank ${d.rank}\``,
-      });
+    if (deaths.length > 0) {
+      // When one rank fails the others stop within moments, and any of them may be noticed first: wait a
+      // little for the rest, then show every rank that exited, so the one that failed is always among them.
+      await sleep(1000);
+      const dead = [...deaths].sort((a, b) => a.rank - b.rank);
+      const only = dead.length === 1 ? dead[0] : undefined;
+      if (only) {
+        const log = await lastLogLines(sessions, config.name, only, 30);
+        throw new OperationError("server_crashed", `rank ${only.rank} (${only.sshAlias}) exited during start; its last log lines:\n${indent(log)}`, {
+          hint: `see everything with \`tpu-deploy logs ${config.name} --rank ${only.rank}\``,
+        });
+      }
+      const logs = await Promise.all(dead.map((d) => lastLogLines(sessions, config.name, d, 15)));
+      const shown = dead.map((d, i) => `rank ${d.rank} (${d.sshAlias}):\n${indent(logs[i] ?? "")}`).join("\n");
+      throw new OperationError(
+        "server_crashed",
+        `ranks ${dead.map((d) => d.rank).join(", ")} exited during start (when one fails, the others stop with it); their last log lines:\n${indent(shown)}`,
+        { hint: `see everything with \`tpu-deploy logs ${config.name} --rank all\`` },
+      );
     }
     const info = await get("/get_server_info", 30_000);
     const serverInfo = JSON.parse(info.body || "{}") as Record<string, unknown>;
