@@ -40,6 +40,17 @@ export async function checkClusterAvailable(ctx: Ctx, name: string, operation: s
   return { cluster: r.cluster, meta };
 }
 
+// Job submission and log tailing run over SSH on the head node; a dead head (not yet noticed by a
+// refresh) fails there with ssh's 255.
+async function requireHeadReachable(ctx: Ctx, c: SimCluster): Promise<void> {
+  const head = (await readState(ctx.root)).hosts[c.headHostId];
+  if (!head?.alive) {
+    throw exc.command(
+      `Command failed with return code 255.\nFailed to run a command on the head node of cluster '${c.name}' (${head?.externalIp ?? "?"}): ssh: connect to host ${head?.externalIp ?? "?"} port 22: No route to host`,
+    );
+  }
+}
+
 function numHosts(c: SimCluster): number {
   return c.slices.reduce((n, sl) => n + sl.hostIds.length, 0);
 }
@@ -63,6 +74,7 @@ export async function cmdExec(ctx: Ctx, p: Parsed): Promise<number> {
   outln(`Submitting job to cluster: ${cluster}`);
   const { cluster: c, meta } = await checkClusterAvailable(ctx, cluster, "executing task");
   checkFit(built.task, c, cluster, meta.resourcesRepr);
+  await requireHeadReachable(ctx, c);
   const jobId = await submitJob({
     root: ctx.root,
     cluster,
@@ -105,6 +117,7 @@ export async function cmdLogs(ctx: Ctx, p: Parsed): Promise<number> {
     return 0;
   }
   const { cluster: c, meta } = await checkClusterAvailable(ctx, cluster, "tailing logs");
+  await requireHeadReachable(ctx, c);
   const jobId = jobIds.length > 0 ? Number(jobIds[0]) : (c.jobs[c.jobs.length - 1]?.id ?? null);
   const job = jobId === null ? undefined : c.jobs.find((j) => j.id === jobId);
   if (p.bool("status")) {
