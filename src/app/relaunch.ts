@@ -171,6 +171,8 @@ async function attempt(
       spot,
       lockHeld: true,
       keepState: true,
+      // The verdict already says the servers do not serve: restart even if a probe inside deploy() would pass.
+      forceRestart: !relaunching,
     });
     const now = ctx.now();
     let s = ctx.store.read(name) ?? state;
