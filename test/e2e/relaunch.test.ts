@@ -2,12 +2,13 @@
 // removed, a new slice with new addresses and a new worker order, ranks reassigned, serving again; zone
 // failover on capacity and quota; giving up; one actor under the lock; cron's bare environment.
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeploymentState } from "../../src/core/state.js";
+import { updateState } from "../sim/state.js";
 import { type CliResult, type E2E, serverInfo, startE2E } from "./helpers.js";
 
 let e: E2E;
@@ -364,6 +365,57 @@ describe("spot v6e-16 through its life", () => {
     expect(log).toMatch(/relaunched in us-/);
     await assertServesWithWorkerRanks("s16");
     ok(await e.cli(["down", "s16", "-y", "-q"]));
+  });
+});
+
+describe("gc", () => {
+  it("finds what nobody owns, refuses without -y on a non-TTY, removes it with -y, and keeps what relaunch will bring back", async () => {
+    const one = (name: string, spot: boolean) =>
+      `name: ${name}\ntpu: {accelerator: v6e-8, spot: ${spot}, zones: [us-east1-d]}\nserver: {readyTimeout: 5m}\nlaunch: {timeout: 5m}\n`;
+    for (const [name, spot] of [["orphan", false], ["gone1", false], ["waits", true]] as const) {
+      writeConfig(`${name}.yaml`, one(name, spot));
+      ok(await e.cli(["up", "-c", `${name}.yaml`, "-q"]));
+    }
+    // orphan: its state file lost. gone1: its cluster deleted behind tpu-deploy's back. waits: spot, preempted, awaiting relaunch.
+    rmSync(join(e.stateHome, "deployments", "orphan"), { recursive: true });
+    await new Promise<void>((resolve) => spawn("sky", ["down", "-y", "gone1"], { env: e.env, stdio: "ignore" }).on("exit", () => resolve()));
+    await e.sim.preempt("waits");
+    // A PREEMPTED node SkyPilot has forgotten (its termination failed): only the API still shows it.
+    const leaked = await updateState(e.sim.root, (st) => {
+      const node = Object.values(st.nodes).find((n) => n.labels["tpu-deploy"] === "waits");
+      if (!node) throw new Error("no node of waits");
+      const name = node.name.replace(/nodes\/.*$/, "nodes/leaked-1");
+      st.nodes[name] = { ...node, name, hostIds: [], labels: { ...node.labels, "tpu-deploy": "old-gone", "skypilot-cluster-name": "old-gone-1234" } };
+      return name;
+    });
+
+    const dry = await e.cli(["gc", "--dry-run", "--json"]);
+    expect(dry.code, dry.stdout).toBe(0);
+    const found = (dry.json as { result: { found: { kind: string; name: string }[] } }).result.found;
+    expect(found.map((i) => [i.kind, i.name]).sort()).toEqual([
+      ["cluster", "orphan"],
+      ["state", "gone1"],
+      ["tpu-node", leaked],
+    ]);
+
+    const m = await mark();
+    const refused = await e.cli(["gc"]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("-y");
+    expect((await since(m)).sky.filter((a) => a[0] === "down")).toEqual([]);
+
+    const r = await e.cli(["gc", "-y"]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const sim = await e.sim.state();
+    expect(sim.clusters.orphan).toBeUndefined();
+    expect(sim.nodes[leaked]).toBeUndefined();
+    expect(e.state("gone1")).toBeUndefined();
+    expect(e.state("waits")).toBeDefined();
+    expect(readdirSync(join(e.stateHome, "deployments")).sort()).toEqual(["waits"]);
+
+    const again = await e.cli(["gc", "--dry-run"]);
+    expect(again.stdout).toContain("nothing to clean up");
+    ok(await e.cli(["down", "waits", "-y", "-q"]));
   });
 });
 
