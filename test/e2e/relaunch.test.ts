@@ -197,6 +197,21 @@ describe("spot v6e-16 through its life", () => {
     expect(readFileSync(join(e.stateHome, "deployments", "s16", "state.json"), "utf8")).toBe(before);
   });
 
+  it("a secret that resolves nowhere: exit 2 before anything is asked or touched", async () => {
+    const file = join(e.sim.home, "secrets.env");
+    const text = readFileSync(file, "utf8");
+    writeFileSync(file, "OTHER=1\n", { mode: 0o600 });
+    try {
+      const m = await mark();
+      const r = await e.cli(["relaunch", "s16", "--json"], { env: NO_ENV_SECRET });
+      expect(r.code).toBe(2);
+      expect((r.json as { error: { code: string } }).error.code).toBe("secret_missing");
+      expect(await since(m)).toEqual({ sky: [], tpu: [] });
+    } finally {
+      writeFileSync(file, text, { mode: 0o600 });
+    }
+  });
+
   it("servers crashed with hosts alive: restarts them on the same hosts, no reprovisioning", async () => {
     const before = state("s16");
     for (const h of before.hosts.filter((x) => x.rank === 0 || x.rank === 2)) {
@@ -263,6 +278,26 @@ describe("spot v6e-16 through its life", () => {
     expect(Date.parse(state("s16").relaunch.blocked["us-east5"] ?? "")).toBeGreaterThan(Date.now());
     await assertServesWithWorkerRanks("s16");
     await e.sim.setFaults({});
+  });
+
+  it("--timeout bounds an attempt: provisioning that hangs is cancelled and cleaned up, the attempt counts, and the next run finishes", async () => {
+    servedForHours("s16");
+    await e.sim.setFaults({ sky: { hangProvision: true } });
+    await e.sim.preempt("s16");
+    const r = await e.cli(["relaunch", "s16", "--timeout", "4s", "--json"], { env: NO_ENV_SECRET });
+    expect(r.code, r.stdout).toBe(1);
+    expect(r.json).toMatchObject({ ok: false, error: { code: "readiness_timeout", verdict: "preempted", action: "relaunch", attempt: 1 } });
+    const s = state("s16");
+    expect(s.relaunch.attempts).toBe(1);
+    expect(Date.parse(s.relaunch.nextAttemptAt ?? "")).toBeGreaterThan(Date.now());
+    expect(s.hosts).toEqual([]);
+    await waitFor(async () => !Object.values((await e.sim.state()).clusters).some((c) => c.name === "s16"), 30_000);
+    await e.sim.setFaults({});
+    // --reset: a person decides not to wait out the backoff.
+    const next = await e.cli(["relaunch", "s16", "--reset", "--json"], { env: NO_ENV_SECRET });
+    expect(next.code, next.stdout).toBe(0);
+    expect(relaunchJson(next)).toMatchObject({ verdict: "preempted", action: "relaunch", attempt: 1 });
+    await assertServesWithWorkerRanks("s16");
   });
 
   it("relaunch beside watch: one acts; watch stopped by SIGTERM mid-relaunch leaves a consistent state, and the next run finishes", async () => {
