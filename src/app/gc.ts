@@ -48,6 +48,7 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     if (byName.has(name)) continue;
     const awaiting = s.config.tpu.spot && !s.relaunch.gaveUp;
     if (awaiting) continue; // a spot deployment whose cluster is gone is what relaunch brings back
+    if (busy(ctx, name)) continue; // an up or relaunch is making its cluster right now
     items.push({
       kind: "state",
       name,
@@ -56,6 +57,16 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     });
   }
   return items;
+}
+
+function busy(ctx: AppContext, name: string): boolean {
+  try {
+    ctx.store.lock(name, "tpu-deploy gc").release();
+    return false;
+  } catch (err) {
+    if (err instanceof OperationError && err.code === "locked") return true;
+    throw err;
+  }
 }
 
 function ours(labels: Record<string, string> | null | undefined): boolean {

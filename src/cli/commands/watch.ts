@@ -20,7 +20,8 @@ export default async function watchCommand(opts: RelaunchFlags & { interval?: st
       names: one === undefined ? "all" : [one],
       intervalMs,
       onReport: (r, changed) => {
-        if (!opts.json && (changed || r.action !== "none")) printReport(run.io, r, `[${ctx.now().toISOString()}] `);
+        // Every action taken, and otherwise only changes: a healthy or busy deployment is one line, not one a minute.
+        if (!opts.json && (changed || r.action === "restart" || r.action === "relaunch")) printReport(run.io, r, `[${ctx.now().toISOString()}] `);
       },
     });
     const json = end.reports.map(reportJson);
