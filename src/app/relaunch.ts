@@ -110,7 +110,7 @@ function write(ctx: AppContext, s: DeploymentState): DeploymentState {
 }
 
 function gaveUpError(name: string, attempts: number): TpuDeployError {
-  return new GaveUpError(`${name}: gave up after ${attempts} failed relaunch attempt(s); nothing is done until a person acts`, {
+  return new GaveUpError(`gave up after ${attempts} failed relaunch attempt(s); nothing is done until a person acts`, {
     hint: `find the cause (tpu-deploy status ${name}), then tpu-deploy up, or tpu-deploy relaunch ${name} --reset to try again`,
   });
 }

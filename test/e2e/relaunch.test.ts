@@ -2,12 +2,14 @@
 // removed, a new slice with new addresses and a new worker order, ranks reassigned, serving again; zone
 // failover on capacity and quota; giving up; one actor under the lock; cron's bare environment.
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { DeploymentState } from "../../src/core/state.js";
+import { flagName, flagsToConfig } from "../../src/cli/config-flags.js";
+import { resolveConfig } from "../../src/core/config.js";
+import { type DeploymentState, newState } from "../../src/core/state.js";
 import { updateState } from "../sim/state.js";
 import { type CliResult, type E2E, serverInfo, startE2E } from "./helpers.js";
 
@@ -454,6 +456,35 @@ describe("gc", () => {
   });
 });
 
+describe("relaunch --all", () => {
+  it("reports a list; mixed results are exit 3, agreeing ones keep their code", async () => {
+    const make = (name: string, secret: string) => {
+      const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig({ name, nodes: 4, spot: true, secret: [secret] }) }], e.env);
+      if (!r.ok) throw new Error(JSON.stringify(r.issues));
+      return newState(r.config);
+    };
+    const gaveUp = make("all-a", "HF_TOKEN");
+    writeState({ ...gaveUp, relaunch: { ...gaveUp.relaunch, attempts: 3, gaveUp: true } });
+    writeState(make("all-b", "NOT_SET_ANYWHERE"));
+    const m = await mark();
+    const mixed = await e.cli(["relaunch", "--all", "--json"], { env: { HF_TOKEN: "x" } });
+    expect(mixed.code).toBe(3);
+    const doc = mixed.json as { ok: false; error: { code: string; results: RelaunchJson[] } };
+    expect(doc.error.code).toBe("partial");
+    expect(doc.error.results.map((x) => [x.name, x.action])).toEqual([
+      ["all-a", "gave-up"],
+      ["all-b", "none"],
+    ]);
+    expect(await since(m)).toEqual({ sky: [], tpu: [] });
+
+    rmSync(join(e.stateHome, "deployments", "all-b"), { recursive: true });
+    const one = await e.cli(["relaunch", "--all"], { env: { HF_TOKEN: "x" } });
+    expect(one.code).toBe(4);
+    expect(one.stdout).toContain("all-a: gave up after 3 failed relaunch attempt(s)");
+    rmSync(join(e.stateHome, "deployments", "all-a"), { recursive: true });
+  });
+});
+
 /** As if the cluster had served for hours with no churn anywhere: a preemption then keeps the zone order. */
 function servedForHours(name: string): void {
   const s = state(name);
@@ -461,6 +492,7 @@ function servedForHours(name: string): void {
 }
 
 function writeState(s: DeploymentState): void {
+  mkdirSync(join(e.stateHome, "deployments", s.name), { recursive: true });
   writeFileSync(join(e.stateHome, "deployments", s.name, "state.json"), `${JSON.stringify(s, null, 2)}\n`);
 }
 
