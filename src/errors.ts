@@ -34,6 +34,7 @@ export const ERROR_CODES = [
   "not_verified", // teardown could not be verified
   "partial", // some targets failed
   "gave_up", // relaunch attempts exhausted
+  "checks_failed", // doctor found problems
   "interrupted", // Ctrl-C or SIGTERM
   "internal", // a bug in tpu-deploy
 ] as const;

@@ -50,7 +50,7 @@ export async function runUp(
   const ctx = makeContext(run.io, signal, opts, run.now);
   const secrets = resolveSecrets(config, ctx.env); // exit 2 before anything is launched
   try {
-    const summary = await deploy(ctx, config, template, secrets, { recreate: Boolean(opts.recreate), keepOnFailure: Boolean(opts.keepOnFailure) });
+    const summary = await deploy(ctx, config, template, secrets, { recreate: Boolean(opts.recreate), keepOnFailure: Boolean(opts.keepOnFailure), yes: Boolean(opts.yes) });
     if (!opts.json) printSummary(ctx, summary);
     return { code: 0, json: summary };
   } catch (err) {
@@ -73,6 +73,8 @@ export interface DeployOptions {
   keepState?: boolean;
   /** restart: stop and start the servers even when they serve with these settings. */
   forceRestart?: boolean;
+  /** -y: --recreate may tear the old cluster down without asking. */
+  yes?: boolean;
 }
 
 export async function deploy(
@@ -104,6 +106,8 @@ export async function deploy(
             hint: `run again with --recreate to tear it down and launch the new one, or tpu-deploy down ${config.name} first`,
           });
         }
+        const { confirm } = await import("../cli/prompt.js");
+        await confirm(ctx.io, `Tear down ${config.name} (${state.config.topology.slices} x ${state.config.tpu.accelerator}) to launch ${config.topology.slices} x ${config.tpu.accelerator}?`, Boolean(opts.yes));
         phase(`recreating: tearing down the old cluster`);
         await stopQuietly(ctx, state);
         await teardownCluster(ctx, state.config, { nameOnCloud: state.nameOnCloud, zone: state.zone });

@@ -11,6 +11,7 @@ export interface RunContext {
   now?: () => Date;
 }
 
+/** A command's outcome. With a non-zero code, `json` is the error document: {code, message, hint?, ...details}. */
 export type CommandResult = { code: number; json?: unknown };
 
 type Handler = (opts: Record<string, unknown>, args: string[], ctx: RunContext) => Promise<CommandResult>;

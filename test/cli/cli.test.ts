@@ -107,8 +107,10 @@ describe("up --nodes 2 --dry-run with no config file", () => {
       [1, 1, 0],
     ]);
     for (const r of doc.result.ranks) expect(bashWords(r.command)).toEqual(r.argv);
-    // Nothing for people on stdout: no progress, no warnings mixed into the document.
-    expect(res.stdout).not.toContain("warning");
+    // Warnings travel inside the document (a machine reads them there), never as text around it.
+    expect((doc.result as unknown as { warnings: string[] }).warnings).toEqual([expect.stringMatching(/^2 separate v6e-4 slices/)]);
+    expect(res.stdout.trimEnd().endsWith("}")).toBe(true);
+    expect(res.stdout).not.toMatch(/^warning:/m);
   });
 });
 

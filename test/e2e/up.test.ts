@@ -145,6 +145,14 @@ describe("up on the simulated cloud", () => {
     const launches = (await e2e.sim.skyCalls()).filter((c) => c.argv[0] === "launch" && c.argv.includes("solo"));
     expect(launches).toHaveLength(1); // restart did not reprovision
 
+    // --recreate tears the old cluster down first: it asks, so without a terminal it needs -y.
+    const noYes = await e2e.cli(["up", "-n", "solo", "--nodes", "4", "--recreate"]);
+    expect(noYes.code).toBe(2);
+    expect(noYes.stderr).toMatch(/-y/);
+    const recreated = await up(["-n", "solo", "--nodes", "4", "--recreate", "-y"]);
+    expect(recreated.accelerator).toBe("v6e-16");
+    await expectRanksFollowWorkers(recreated, 4);
+
     const down = await e2e.cli(["down", "solo", "-y", "--json"]);
     expect(down.code, down.stderr).toBe(0);
     expect((down.json as { result: unknown }).result).toEqual({ name: "solo", verified: true });

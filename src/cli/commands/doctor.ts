@@ -74,7 +74,12 @@ export default async function doctor(opts: SpecFlags & OutputFlags, args: string
       add("state directory", false, `${home}: ${(err as Error).message}; set TPU_DEPLOY_HOME to a writable directory`);
     }
     const ok = checks.every((c) => c.ok);
-    return { code: ok ? 0 : 1, json: { ok, checks } };
+    if (ok) return { code: 0, json: { ok, checks } };
+    const failed = checks.filter((c) => !c.ok).map((c) => c.check);
+    return {
+      code: 1,
+      json: { code: "checks_failed", message: `${failed.length} check(s) failed: ${failed.join(", ")}`, hint: "each failed line says what to do", ok, checks },
+    };
   } finally {
     await ctx.close();
   }

@@ -32,7 +32,9 @@ export default async function down(opts: OutputFlags & { all?: boolean; yes?: bo
     }
     const failed = results.filter((r) => "error" in r);
     if (opts.all && failed.length > 0) {
-      if (failed.length === results.length) return { code: 1, json: results };
+      if (failed.length === results.length) {
+        return { code: 1, json: { code: "not_verified", message: `none of the ${results.length} deployments was torn down`, results } };
+      }
       throw new PartialFailureError(`${failed.length} of ${results.length} deployments were not torn down`, results.map((r) => ({ target: r.name, ok: !("error" in r) })));
     }
     const one = results[0];

@@ -1,0 +1,85 @@
+// doctor, logs -f and down --all on the simulated cloud.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type E2E, startE2E } from "./helpers.js";
+
+let e2e: E2E;
+beforeAll(async () => {
+  e2e = await startE2E();
+});
+afterAll(async () => {
+  await e2e?.stop();
+});
+
+interface Doctor {
+  ok: boolean;
+  checks: { check: string; ok: boolean; detail: string }[];
+}
+
+describe("operations", () => {
+  it("doctor: sky answers, the accelerator is offered per zone (catalog and TPU API), secrets, state dir", async () => {
+    const good = await e2e.cli(["doctor", "--nodes", "4", "--zone", "us-east5-a", "--json"]);
+    expect(good.code, good.stderr).toBe(0);
+    const g = (good.json as { result: Doctor }).result;
+    expect(g.ok).toBe(true);
+    expect(g.checks.map((c) => c.check)).toEqual(["sky", "v6e-16 in us-east5-a", "secrets", "state directory"]);
+    expect(g.checks[1]?.detail).toMatch(/Cloud TPU API offers it/);
+
+    const bad = await e2e.cli(["doctor", "--nodes", "4", "--zone", "europe-north1-a", "--secret", "HF_TOKEN", "--json"]);
+    expect(bad.code).toBe(1);
+    const b = (bad.json as { ok: boolean; error: Doctor & { code: string } }).error;
+    expect(b.code).toBe("checks_failed");
+    const byName = Object.fromEntries(b.checks.map((c) => [c.check, c]));
+    expect(byName["v6e-16 in europe-north1-a"]).toMatchObject({ ok: false });
+    expect(byName["v6e-16 in europe-north1-a"]?.detail).toMatch(/not in SkyPilot's catalog/);
+    expect(byName.secrets).toMatchObject({ ok: false });
+    expect(byName.secrets?.detail).toMatch(/HF_TOKEN/);
+    expect(byName.sky).toMatchObject({ ok: true });
+
+    const noSky = await e2e.cli(["doctor", "--nodes", "1", "--json"], { env: { TPU_DEPLOY_SKY: "/nonexistent/sky" } });
+    expect(noSky.code).toBe(1);
+    const n = (noSky.json as { error: Doctor }).error;
+    expect(n.checks[0]).toMatchObject({ check: "sky", ok: false });
+  });
+
+  it("logs -f follows new lines with rank prefixes until interrupted; down --all takes everything down", async () => {
+    for (const name of ["fa", "fb"]) {
+      const r = await e2e.cli(["up", "-n", name, "--nodes", "2"]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const ac = new AbortController();
+    let seen = "";
+    const follow = e2e.cli(["logs", "fa", "-f", "--tail", "5"], { signal: ac.signal, onStdout: (t) => (seen = t) });
+    const until = async (re: RegExp) => {
+      const t0 = Date.now();
+      while (!re.test(seen) && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 100));
+      expect(seen).toMatch(re);
+    };
+    await until(/^\[rank 0\] /m);
+    await until(/^\[rank 1\] /m);
+    // A new line on rank 1's host shows up while following.
+    const hosts = Object.values((await e2e.sim.state()).hosts).filter((h) => h.cluster === "fa" && h.alive);
+    const st = e2e.state("fa") as { hosts: { rank: number; internalIp: string }[] };
+    const rank1 = hosts.find((h) => h.internalIp === st.hosts.find((x) => x.rank === 1)?.internalIp);
+    await e2e.sim.execOnHost(rank1?.id ?? "", "echo 'marker line from the test' >> /home/gcpuser/.tpu-deploy/fa/server.log");
+    await until(/^\[rank 1\] marker line from the test$/m);
+    ac.abort();
+    expect((await follow).code).toBe(0);
+
+    const down = await e2e.cli(["down", "--all", "-y", "--json"]);
+    expect(down.code, down.stderr).toBe(0);
+    const results = (down.json as { result: { name: string; verified: boolean }[] }).result;
+    expect(results.map((r) => [r.name, r.verified])).toEqual([
+      ["fa", true],
+      ["fb", true],
+    ]);
+    const s = await e2e.sim.state();
+    expect(Object.keys(s.clusters)).toEqual([]);
+    expect(Object.values(s.hosts).filter((h) => h.alive)).toEqual([]);
+  });
+
+  it("destructive commands refuse to run without -y when there is no terminal", async () => {
+    const r = await e2e.cli(["down", "ghost"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/-y/);
+  });
+});
