@@ -238,6 +238,28 @@ describe("up on the simulated cloud", () => {
 try: u.urlopen('http://${rank0.internalIp}:30000/v1/models', timeout=5)
 except Exception as e: print(e)"`);
     expect(noKey.stdout).toMatch(/401/);
+    // ... and `tpu-deploy proxy` sends it for the client.
+    const ac = new AbortController();
+    let proxyUrl: string | undefined;
+    let proxyRun: Promise<{ code: number }> | undefined;
+    await new Promise<void>((resolve) => {
+      proxyRun = e2e.cli(["proxy", "hostile"], {
+        signal: ac.signal,
+        env: { SGLANG_API_KEY: apiKey },
+        onStdout: (text) => {
+          const m = /^(http:\/\/127\.0\.0\.1:\d+)\n/.exec(text);
+          if (m && !proxyUrl) {
+            proxyUrl = m[1];
+            resolve();
+          }
+        },
+      });
+    });
+    const models = await fetch(`${proxyUrl}/v1/models`);
+    expect(models.status).toBe(200);
+    expect(((await models.json()) as { data: { id: string }[] }).data[0]?.id).toBe(served);
+    ac.abort();
+    expect((await (proxyRun as Promise<{ code: number }>)).code).toBe(0);
 
     // No secret value in any argv on any host, while the servers run.
     for (const h of hosts) {

@@ -1,6 +1,7 @@
 import { makeContext } from "../../app/context.js";
 import { requireHosts, requireState, sessionsFor } from "../../app/hosts.js";
-import { startLocalForward } from "../../adapters/ssh.js";
+import { startHttpProxy, startLocalForward } from "../../adapters/ssh.js";
+import { resolveSecrets } from "../../adapters/secrets.js";
 import { OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -18,7 +19,18 @@ export default async function proxy(opts: OutputFlags & { localPort?: string }, 
   try {
     const session = hs.sessions.get(rank0.sshAlias);
     if (!session) throw new OperationError("ssh_failed", `cannot reach rank 0 (${rank0.sshAlias}): ${hs.unreachable[0]?.message ?? ""}`);
-    const fwd = await startLocalForward({ session, destHost: rank0.internalIp, destPort: state.config.server.port, localPort, bindHost: "127.0.0.1" });
+    // With an API key, an HTTP proxy adds `Authorization: Bearer <key>` to requests that lack it.
+    const keyName = state.config.server.apiKeySecret;
+    let apiKey: string | undefined;
+    if (keyName) {
+      try {
+        apiKey = resolveSecrets({ ...state.config, server: { ...state.config.server, secrets: [keyName] } }, ctx.env).get(keyName);
+      } catch {
+        ctx.report.warn(`${keyName} has no value here: requests through the proxy must send their own Authorization header`);
+      }
+    }
+    const target = { session, destHost: rank0.internalIp, destPort: state.config.server.port, localPort, bindHost: "127.0.0.1" };
+    const fwd = apiKey ? await startHttpProxy({ ...target, headers: { authorization: `Bearer ${apiKey}` } }) : await startLocalForward(target);
     const url = `http://127.0.0.1:${fwd.port}`;
     // The URL is the result: stdout, once the listener is bound (scripts wait for this line).
     if (opts.json) run.io.stdout.write(`${JSON.stringify({ version: 1, command: "proxy", ok: true, result: { url, name } })}\n`);
