@@ -20,6 +20,8 @@ export interface LaunchRequest {
   /** zone or region → until when it is blocked (ISO); respected and extended. */
   blocked: Record<string, string>;
   launchTimeoutMs: number;
+  /** Called once per attempt when the hosts exist and SkyPilot starts the task's setup. */
+  onSetup?: (zone: string) => void;
 }
 
 export interface ZoneAttempt {
@@ -68,6 +70,7 @@ export async function launchWithFailover(
     ctx.report.info(`launching ${config.name} (${config.topology.slices} x ${config.tpu.accelerator}${req.spot ? ", spot" : ""}) in ${zone}`);
     appendFileSync(logFile, `\n$ sky ${argv.join(" ")}\n`);
     state = save(addEvent({ ...state, zone }, { event: "launch-attempt", zone }, ctx.now()));
+    let inSetup = false;
     const res = await sky.launch(argv, zone, {
       env,
       signal: ctx.signal,
@@ -75,6 +78,11 @@ export async function launchWithFailover(
       onLine: (line) => {
         appendFileSync(logFile, `${line}\n`);
         ctx.report.info(`  sky | ${line}`);
+        // SkyPilot's markers (skypilot.md §2): the cluster is up and the setup job was submitted.
+        if (!inSetup && /Setup detached|Job submitted, ID:/.test(line)) {
+          inSetup = true;
+          req.onSetup?.(zone);
+        }
       },
     });
     const o = res.outcome;

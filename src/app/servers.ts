@@ -286,7 +286,16 @@ export async function waitReady(
         { hint: `see everything with \`tpu-deploy logs ${config.name} --rank all\`` },
       );
     }
-    const info = await get("/get_server_info", 30_000);
+    // Retried briefly: a single refused channel right after the first 200 is not worth failing a cold start for.
+    let info: Awaited<ReturnType<typeof get>> | undefined;
+    for (let attempt = 0; !info; attempt++) {
+      try {
+        info = await get("/get_server_info", 30_000);
+      } catch (err) {
+        if (!(err instanceof SshError) || attempt >= 4 || ctx.signal.aborted) throw err;
+        await sleep(500, ctx.signal);
+      }
+    }
     const serverInfo = JSON.parse(info.body || "{}") as Record<string, unknown>;
     const mismatches: string[] = [];
     if (Number(serverInfo.nnodes) !== config.topology.hosts) mismatches.push(`nnodes ${String(serverInfo.nnodes)} ≠ ${config.topology.hosts}`);

@@ -134,7 +134,15 @@ export async function deploy(
       const t0 = Date.now();
       const { result, state: s2 } = await launchWithFailover(
         ctx,
-        { config, template, secrets, spot: state.spot, blocked: state.relaunch.blocked, launchTimeoutMs: config.launch.timeoutMs },
+        {
+          config,
+          template,
+          secrets,
+          spot: state.spot,
+          blocked: state.relaunch.blocked,
+          launchTimeoutMs: config.launch.timeoutMs,
+          onSetup: (zone) => phase(`setup: installing sglang-jax ${config.sglang.ref} on every host (${zone})`),
+        },
         state,
         save,
       );
