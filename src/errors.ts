@@ -90,11 +90,7 @@ export class SkyError extends TpuDeployError {
   readonly argv: readonly string[];
   readonly skyExitCode: number | undefined;
   readonly outputTail: string;
-  constructor(
-    code: ErrorCode,
-    message: string,
-    info: { argv: readonly string[]; exitCode?: number; outputTail?: string } & ErrorDetails,
-  ) {
+  constructor(code: ErrorCode, message: string, info: { argv: readonly string[]; exitCode?: number; outputTail?: string } & ErrorDetails) {
     super(code, EXIT.failed, message, info);
     this.argv = info.argv;
     this.skyExitCode = info.exitCode;

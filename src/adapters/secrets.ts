@@ -33,7 +33,10 @@ export function resolveSecrets(config: Config, env: NodeJS.ProcessEnv): Map<stri
     try {
       const mode = statSync(path).mode & 0o777;
       if ((mode & 0o077) !== 0) {
-        problems.push({ path: "server.secretsFile", message: `${path} is mode ${mode.toString(8).padStart(4, "0")}; secrets files must be 0600 (chmod 600 ${path})` });
+        problems.push({
+          path: "server.secretsFile",
+          message: `${path} is mode ${mode.toString(8).padStart(4, "0")}; secrets files must be 0600 (chmod 600 ${path})`,
+        });
         file = new Map();
         return file;
       }

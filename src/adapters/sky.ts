@@ -31,8 +31,14 @@ export interface SkyLaunchResult {
 
 export interface Sky {
   launch(argv: string[], zone: string, opts: SkyRunOptions): Promise<SkyLaunchResult>;
-  status(names: string[], opts: { verbose?: boolean; refresh?: boolean; env: NodeJS.ProcessEnv; signal?: AbortSignal }): Promise<SkyClusterRecord[]>;
-  down(name: string, opts: { env: NodeJS.ProcessEnv; signal?: AbortSignal; onLine?: (l: string) => void }): Promise<{ exitCode: number; output: string }>;
+  status(
+    names: string[],
+    opts: { verbose?: boolean; refresh?: boolean; env: NodeJS.ProcessEnv; signal?: AbortSignal },
+  ): Promise<SkyClusterRecord[]>;
+  down(
+    name: string,
+    opts: { env: NodeJS.ProcessEnv; signal?: AbortSignal; onLine?: (l: string) => void },
+  ): Promise<{ exitCode: number; output: string }>;
   cancelRequest(id: string, opts: { env: NodeJS.ProcessEnv }): Promise<{ exitCode: number; output: string }>;
   version(opts: { env: NodeJS.ProcessEnv }): Promise<{ ok: boolean; output: string }>;
 }
@@ -72,7 +78,12 @@ export async function createSky(): Promise<Sky> {
         hint: "install SkyPilot (pip install 'skypilot[gcp]') or point TPU_DEPLOY_SKY at the sky executable",
       });
     }
-    return { exitCode: r.exitCode ?? (r.isCanceled ? 130 : 1), output: String(r.all ?? ""), stdout: String(r.stdout ?? ""), canceled: r.isCanceled };
+    return {
+      exitCode: r.exitCode ?? (r.isCanceled ? 130 : 1),
+      output: String(r.all ?? ""),
+      stdout: String(r.stdout ?? ""),
+      canceled: r.isCanceled,
+    };
   }
 
   return {

@@ -21,10 +21,15 @@ export class SshError extends TpuDeployError {
   readonly reason: SshFailure | undefined;
 
   constructor(init: { host: string; stage: SshStage; message: string; hint: string; reason?: SshFailure; cause?: unknown }) {
-    super(init.reason === "cancelled" ? "interrupted" : "ssh_failed", init.reason === "cancelled" ? EXIT.interrupted : EXIT.failed, `${init.host}: ${init.message}`, {
-      hint: init.hint,
-      cause: init.cause,
-    });
+    super(
+      init.reason === "cancelled" ? "interrupted" : "ssh_failed",
+      init.reason === "cancelled" ? EXIT.interrupted : EXIT.failed,
+      `${init.host}: ${init.message}`,
+      {
+        hint: init.hint,
+        cause: init.cause,
+      },
+    );
     this.name = "SshError";
     this.host = init.host;
     this.stage = init.stage;
@@ -123,7 +128,9 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
     privateKey = await readFile(target.identityFile);
   } catch (cause) {
     throw new SshError({
-      host, stage: "auth", cause,
+      host,
+      stage: "auth",
+      cause,
       message: `cannot read the SSH key ${target.identityFile}`,
       hint: "SkyPilot writes the cluster's key on `sky status`; run it, or fix the IdentityFile line in ~/.sky/generated/ssh/<cluster>.",
     });
@@ -138,11 +145,15 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
       client.once("ready", () => step.resolve());
       session.onConnectError = (err) => step.reject(connectError(target, err, timeoutMs));
       session.onConnectClose = () =>
-        step.reject(new SshError({
-          host, stage: "connect", reason: "lost",
-          message: `${where} closed the connection during the SSH handshake`,
-          hint: "sshd on the host may be restarting or refusing connections (MaxStartups); retry in a moment.",
-        }));
+        step.reject(
+          new SshError({
+            host,
+            stage: "connect",
+            reason: "lost",
+            message: `${where} closed the connection during the SSH handshake`,
+            hint: "sshd on the host may be restarting or refusing connections (MaxStartups); retry in a moment.",
+          }),
+        );
       const config: ConnectConfig = {
         host: target.hostName,
         port: target.port,
@@ -184,11 +195,16 @@ export async function connectAll(
       try {
         results[i] = { kind: "ok", host: target.alias, session: await connectHost(target, opts) };
       } catch (err) {
-        const error = err instanceof SshError ? err : new SshError({
-          host: target.alias, stage: "connect", cause: err,
-          message: `unexpected failure while connecting: ${errorMessage(err)}`,
-          hint: "This looks like a bug in tpu-deploy; rerun with --verbose and report it.",
-        });
+        const error =
+          err instanceof SshError
+            ? err
+            : new SshError({
+                host: target.alias,
+                stage: "connect",
+                cause: err,
+                message: `unexpected failure while connecting: ${errorMessage(err)}`,
+                hint: "This looks like a bug in tpu-deploy; rerun with --verbose and report it.",
+              });
         results[i] = { kind: "error", host: target.alias, stage: error.stage, error };
       }
     }
@@ -217,11 +233,15 @@ export async function httpViaSsh(
     const remaining = Math.max(1, timeoutMs - (Date.now() - started));
     return await runStep<HttpViaSshResponse>(session.host, "forward", what, { timeoutMs: remaining, signal: req.signal }, (step) => {
       const fail = (cause: Error): void =>
-        step.reject(new SshError({
-          host: session.host, stage: "forward", cause,
-          message: `${what} failed: ${cause.message}`,
-          hint: "The server closed the connection or answered with something that is not HTTP/1.1; check its log.",
-        }));
+        step.reject(
+          new SshError({
+            host: session.host,
+            stage: "forward",
+            cause,
+            message: `${what} failed: ${cause.message}`,
+            hint: "The server closed the connection or answered with something that is not HTTP/1.1; check its log.",
+          }),
+        );
       const request = httpRequest({
         method,
         path: req.path,
@@ -290,11 +310,15 @@ export async function startLocalForward(opts: LocalForwardOptions): Promise<Loca
   try {
     await runStep<void>(session.host, "forward", `listening on ${bindHost}:${opts.localPort}`, { signal: opts.signal }, (step) => {
       server.once("error", (cause: Error) =>
-        step.reject(new SshError({
-          host: session.host, stage: "forward", cause,
-          message: `cannot listen on ${bindHost}:${opts.localPort}: ${cause.message}`,
-          hint: "Another program may use that port; pick another local port (0 picks a free one).",
-        })),
+        step.reject(
+          new SshError({
+            host: session.host,
+            stage: "forward",
+            cause,
+            message: `cannot listen on ${bindHost}:${opts.localPort}: ${cause.message}`,
+            hint: "Another program may use that port; pick another local port (0 picks a free one).",
+          }),
+        ),
       );
       server.listen(opts.localPort, bindHost, () => step.resolve());
     });
@@ -315,7 +339,10 @@ class Ssh2HostSession implements HostSession {
   private socketClosed = false;
   private lastError: Error | undefined;
 
-  constructor(readonly target: SshTarget, private readonly client: Client) {
+  constructor(
+    readonly target: SshTarget,
+    private readonly client: Client,
+  ) {
     this.host = target.alias;
     // Without a listener, an 'error' (keepalive timeout, reset) would crash the process.
     client.on("error", (err: Error) => {
@@ -376,7 +403,9 @@ class Ssh2HostSession implements HostSession {
               step.reject(this.lost("while a command was running"));
               return;
             }
-            const errText = Buffer.concat(stderr).toString("utf8").replace(new RegExp(`${marker}\\d+\n`), "");
+            const errText = Buffer.concat(stderr)
+              .toString("utf8")
+              .replace(new RegExp(`${marker}\\d+\n`), "");
             step.resolve({ ...exit, stdout: Buffer.concat(stdout).toString("utf8"), stderr: errText });
           });
           // stdin may carry secrets: it is written to the channel and nowhere else.
@@ -437,7 +466,10 @@ class Ssh2HostSession implements HostSession {
 
   private lost(when: string, stage: SshStage = "exec"): SshError {
     return new SshError({
-      host: this.host, stage, reason: "lost", cause: this.lastError,
+      host: this.host,
+      stage,
+      reason: "lost",
+      cause: this.lastError,
       message: `the SSH connection to ${this.target.hostName} is gone (${when})${this.lastError ? `: ${this.lastError.message}` : ""}`,
       hint: "The host may have been preempted or rebooted; run `sky status --refresh` and retry.",
     });
@@ -446,7 +478,10 @@ class Ssh2HostSession implements HostSession {
   private channelError(stage: SshStage, what: string, err: Error): SshError {
     if (this.socketClosed) return this.lost(`${what}`, stage);
     return new SshError({
-      host: this.host, stage, cause: err, reason: openFailureReason(err),
+      host: this.host,
+      stage,
+      cause: err,
+      reason: openFailureReason(err),
       message: `${what}: ${err.message}`,
       hint: "sshd may have hit its MaxSessions limit or be shutting down; retry with fewer parallel commands.",
     });
@@ -456,12 +491,18 @@ class Ssh2HostSession implements HostSession {
     if (this.socketClosed) return this.lost(`while opening a forward to ${destHost}:${destPort}`, "forward");
     const reason = openFailureReason(err);
     const hint =
-      reason === "refused" ? `Nothing listens on ${destHost}:${destPort} as seen from ${this.host}; the server may still be starting, or it died (check its log).`
-      : reason === "prohibited" ? `sshd on ${this.host} does not allow TCP forwarding (AllowTcpForwarding).`
-      : reason === "unreachable" ? `${this.host} cannot reach ${destHost}; check the address (it must be one the host itself can reach, e.g. its internal IP).`
-      : `Check that ${destHost}:${destPort} is reachable from ${this.host}.`;
+      reason === "refused"
+        ? `Nothing listens on ${destHost}:${destPort} as seen from ${this.host}; the server may still be starting, or it died (check its log).`
+        : reason === "prohibited"
+          ? `sshd on ${this.host} does not allow TCP forwarding (AllowTcpForwarding).`
+          : reason === "unreachable"
+            ? `${this.host} cannot reach ${destHost}; check the address (it must be one the host itself can reach, e.g. its internal IP).`
+            : `Check that ${destHost}:${destPort} is reachable from ${this.host}.`;
     return new SshError({
-      host: this.host, stage: "forward", cause: err, ...(reason === undefined ? {} : { reason }),
+      host: this.host,
+      stage: "forward",
+      cause: err,
+      ...(reason === undefined ? {} : { reason }),
       message: `cannot open a connection to ${destHost}:${destPort} through SSH: ${err.message}`,
       hint,
     });
@@ -524,11 +565,17 @@ function runStep<T>(
       timer = setTimeout(
         () =>
           finish(() =>
-            reject(new SshError({
-              host, stage: "timeout",
-              message: `${what} timed out after ${ms} ms`,
-              hint: stage === "exec" ? "The command was killed on the host; raise the timeout if it needs longer." : "The host or the network is slow or drops packets; retry, or raise the timeout.",
-            })),
+            reject(
+              new SshError({
+                host,
+                stage: "timeout",
+                message: `${what} timed out after ${ms} ms`,
+                hint:
+                  stage === "exec"
+                    ? "The command was killed on the host; raise the timeout if it needs longer."
+                    : "The host or the network is slow or drops packets; retry, or raise the timeout.",
+              }),
+            ),
           ),
         ms,
       );
@@ -536,11 +583,17 @@ function runStep<T>(
     try {
       body(step);
     } catch (err) {
-      step.reject(err instanceof SshError ? err : new SshError({
-        host, stage, cause: err,
-        message: `${what} failed: ${errorMessage(err)}`,
-        hint: "Retry; if it keeps failing, rerun with --verbose.",
-      }));
+      step.reject(
+        err instanceof SshError
+          ? err
+          : new SshError({
+              host,
+              stage,
+              cause: err,
+              message: `${what} failed: ${errorMessage(err)}`,
+              hint: "Retry; if it keeps failing, rerun with --verbose.",
+            }),
+      );
     }
   });
 }
@@ -564,36 +617,45 @@ function connectError(target: SshTarget, err: Error, timeoutMs: number): SshErro
   const code = (err as Error & { code?: string }).code;
   if (level === "client-authentication") {
     return new SshError({
-      host, stage: "auth", cause: err,
+      host,
+      stage: "auth",
+      cause: err,
       message: `${where} refused the key ${target.identityFile} for user ${target.user}`,
       hint: "Run `sky status` so SkyPilot rewrites the cluster's key and SSH config, and check that the cluster is yours.",
     });
   }
   if (level === "client-timeout") {
     return new SshError({
-      host, stage: "timeout", cause: err,
+      host,
+      stage: "timeout",
+      cause: err,
       message: `no SSH handshake with ${where} within ${timeoutMs} ms`,
       hint: "The host may be booting, overloaded, or behind a firewall that drops packets; retry, or raise the timeout.",
     });
   }
   if (level === undefined && /privateKey|private key|key format|passphrase/i.test(err.message)) {
     return new SshError({
-      host, stage: "auth", cause: err,
+      host,
+      stage: "auth",
+      cause: err,
       message: `cannot use the SSH key ${target.identityFile}: ${err.message}`,
       hint: "IdentityFile must be an unencrypted private key (SkyPilot's own key is); run `sky status` to rewrite it.",
     });
   }
   const reason: SshFailure | undefined =
-    code === "ECONNREFUSED" ? "refused"
-    : code === "EHOSTUNREACH" || code === "ENETUNREACH" ? "unreachable"
-    : undefined;
+    code === "ECONNREFUSED" ? "refused" : code === "EHOSTUNREACH" || code === "ENETUNREACH" ? "unreachable" : undefined;
   return new SshError({
-    host, stage: "connect", cause: err, ...(reason === undefined ? {} : { reason }),
+    host,
+    stage: "connect",
+    cause: err,
+    ...(reason === undefined ? {} : { reason }),
     message: `cannot connect to ${where}: ${err.message}`,
     hint:
-      reason === "refused" ? "Nothing accepts SSH there: the host may be rebooting or preempted. Run `sky status --refresh`."
-      : reason === "unreachable" ? "This machine has no route to the host; check your network, or whether the cluster uses internal IPs."
-      : "Check that the host is up (`sky status --refresh`) and reachable on its SSH port.",
+      reason === "refused"
+        ? "Nothing accepts SSH there: the host may be rebooting or preempted. Run `sky status --refresh`."
+        : reason === "unreachable"
+          ? "This machine has no route to the host; check your network, or whether the cluster uses internal IPs."
+          : "Check that the host is up (`sky status --refresh`) and reachable on its SSH port.",
   });
 }
 

@@ -1,6 +1,19 @@
 // Deployment state under TPU_DEPLOY_HOME: one directory per deployment with state.json (written
 // atomically: temp file, fsync, rename, fsync of the directory) and a lock file held by one run at a time.
-import { closeSync, constants, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { deploymentDir, stateHome } from "../core/paths.js";
@@ -146,9 +159,13 @@ export class StateStore {
         holder = undefined; // being written right now, or torn: treat a torn lock as stale below
       }
       if (holder && (holder.host !== hostname() || pidAlive(holder.pid))) {
-        throw new OperationError("locked", `deployment ${name} is busy: ${holder.command} (pid ${holder.pid} on ${holder.host}) holds its lock since ${holder.startedAt}`, {
-          hint: "wait for it to finish; if that process is gone, run the command again",
-        });
+        throw new OperationError(
+          "locked",
+          `deployment ${name} is busy: ${holder.command} (pid ${holder.pid} on ${holder.host}) holds its lock since ${holder.startedAt}`,
+          {
+            hint: "wait for it to finish; if that process is gone, run the command again",
+          },
+        );
       }
       // The holder died: take over. A second file serialises takeovers, so two contenders can never
       // both remove the stale lock and both believe they hold the new one.

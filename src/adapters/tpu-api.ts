@@ -6,11 +6,39 @@ import type { CallOptions, ClientOptions } from "google-gax";
 import { CloudApiError } from "../errors.js";
 
 export type TpuNodeState =
-  | "STATE_UNSPECIFIED" | "CREATING" | "READY" | "RESTARTING" | "REIMAGING" | "DELETING" | "REPAIRING" | "STOPPED"
-  | "STOPPING" | "STARTING" | "PREEMPTED" | "TERMINATED" | "HIDING" | "HIDDEN" | "UNHIDING" | "UNKNOWN";
+  | "STATE_UNSPECIFIED"
+  | "CREATING"
+  | "READY"
+  | "RESTARTING"
+  | "REIMAGING"
+  | "DELETING"
+  | "REPAIRING"
+  | "STOPPED"
+  | "STOPPING"
+  | "STARTING"
+  | "PREEMPTED"
+  | "TERMINATED"
+  | "HIDING"
+  | "HIDDEN"
+  | "UNHIDING"
+  | "UNKNOWN";
 const NODE_STATES: ReadonlySet<string> = new Set<TpuNodeState>([
-  "STATE_UNSPECIFIED", "CREATING", "READY", "RESTARTING", "REIMAGING", "DELETING", "REPAIRING", "STOPPED",
-  "STOPPING", "STARTING", "PREEMPTED", "TERMINATED", "HIDING", "HIDDEN", "UNHIDING", "UNKNOWN",
+  "STATE_UNSPECIFIED",
+  "CREATING",
+  "READY",
+  "RESTARTING",
+  "REIMAGING",
+  "DELETING",
+  "REPAIRING",
+  "STOPPED",
+  "STOPPING",
+  "STARTING",
+  "PREEMPTED",
+  "TERMINATED",
+  "HIDING",
+  "HIDDEN",
+  "UNHIDING",
+  "UNKNOWN",
 ]);
 
 export interface TpuEndpoint {
@@ -56,9 +84,23 @@ export interface TpuApiOptions {
 
 // gRPC status names by code; the REST transport reports socket errors by their errno string instead (P6).
 const STATUS_NAMES = [
-  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-  "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
 ] as const;
 const SOCKET_ERRNOS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "ETIMEDOUT", "EAI_AGAIN"]);
 
@@ -167,7 +209,9 @@ export async function createTpuApi(env: NodeJS.ProcessEnv, opts: TpuApiOptions =
   return {
     async listNodes(project, zone) {
       const parent = `projects/${project}/locations/${zone}`;
-      const nodes = await listAll<TpuProtos.google.cloud.tpu.v2.IListNodesRequest, INode>("listNodes", parent, { parent, pageSize }, (r) => client.listNodes(r, callOpts()));
+      const nodes = await listAll<TpuProtos.google.cloud.tpu.v2.IListNodesRequest, INode>("listNodes", parent, { parent, pageSize }, (r) =>
+        client.listNodes(r, callOpts()),
+      );
       return nodes.map(toNode);
     },
     async getNode(name) {
@@ -180,27 +224,28 @@ export async function createTpuApi(env: NodeJS.ProcessEnv, opts: TpuApiOptions =
       }
     },
     async deleteNode(name, { signal } = {}) {
-      let op;
-      try {
-        [op] = await rpc(
-          "deleteNode",
-          name,
-          () =>
-            client.deleteNode(
-              { name },
-              {
-                timeout: callTimeoutMs,
-                // Poll from 250 ms up to every 5 s; the default has no total timeout (tpu.md §5).
-                longrunning: gax.createBackoffSettings(250, 1.5, 5000, null, null, null, deleteTimeoutMs),
-              },
-            ),
-          signal,
-        );
-      } catch (err) {
-        if (err instanceof TpuApiError && err.status === "NOT_FOUND") return;
-        throw err;
-      }
-      const lro = op;
+      // NOT_FOUND: already gone, which is what the caller wants.
+      const lro = await rpc(
+        "deleteNode",
+        name,
+        () =>
+          client.deleteNode(
+            { name },
+            {
+              timeout: callTimeoutMs,
+              // Poll from 250 ms up to every 5 s; the default has no total timeout (tpu.md §5).
+              longrunning: gax.createBackoffSettings(250, 1.5, 5000, null, null, null, deleteTimeoutMs),
+            },
+          ),
+        signal,
+      ).then(
+        ([op]) => op,
+        (err: unknown) => {
+          if (err instanceof TpuApiError && err.status === "NOT_FOUND") return undefined;
+          throw err;
+        },
+      );
+      if (!lro) return;
       await new Promise<void>((resolve, reject) => {
         const stop = (): void => {
           // Removing the 'complete' listener stops gax's polling loop; the deletion itself goes on.
@@ -226,9 +271,10 @@ export async function createTpuApi(env: NodeJS.ProcessEnv, opts: TpuApiOptions =
     },
     async listAcceleratorTypes(project, zone) {
       const parent = `projects/${project}/locations/${zone}`;
-      const types = await listAll<TpuProtos.google.cloud.tpu.v2.IListAcceleratorTypesRequest, TpuProtos.google.cloud.tpu.v2.IAcceleratorType>("listAcceleratorTypes", parent, { parent, pageSize }, (r) =>
-        client.listAcceleratorTypes(r, callOpts()),
-      );
+      const types = await listAll<
+        TpuProtos.google.cloud.tpu.v2.IListAcceleratorTypesRequest,
+        TpuProtos.google.cloud.tpu.v2.IAcceleratorType
+      >("listAcceleratorTypes", parent, { parent, pageSize }, (r) => client.listAcceleratorTypes(r, callOpts()));
       return types.map((t) => t.type ?? "").filter((t) => t !== "");
     },
     async close() {

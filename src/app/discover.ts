@@ -40,7 +40,10 @@ export function readSshTargets(ctx: AppContext, cluster: string): SshTarget[] {
   }
   const parsed = parseSshConfig(text, cluster);
   if (parsed.kind !== "ok") {
-    throw new OperationError("hosts_mismatch", `cannot read ${path}: ${parsed.problems.map((p) => `line ${p.line}: ${p.message}`).join("; ")}`);
+    throw new OperationError(
+      "hosts_mismatch",
+      `cannot read ${path}: ${parsed.problems.map((p) => `line ${p.line}: ${p.message}`).join("; ")}`,
+    );
   }
   const hosts = clusterHosts(parsed.entries, cluster);
   if (hosts.kind !== "ok") throw new OperationError("hosts_mismatch", `${path}: ${hosts.message}`);
@@ -64,9 +67,13 @@ export async function connectSessions(ctx: AppContext, targets: SshTarget[]): Pr
   }
   if (failures.length > 0) {
     await closeSessions([...sessions.values()]);
-    throw new OperationError("ssh_failed", `cannot reach ${failures.length} of ${targets.length} host(s) over SSH:\n  ${failures.join("\n  ")}`, {
-      hint: "check the hosts are up (sky status) and port 22 is open to you",
-    });
+    throw new OperationError(
+      "ssh_failed",
+      `cannot reach ${failures.length} of ${targets.length} host(s) over SSH:\n  ${failures.join("\n  ")}`,
+      {
+        hint: "check the hosts are up (sky status) and port 22 is open to you",
+      },
+    );
   }
   return sessions;
 }
@@ -134,9 +141,13 @@ export async function discoverCluster(ctx: AppContext, config: Config, zone: str
   try {
     if (!identities) {
       if (expected.slices > 1) {
-        throw new OperationError("hosts_mismatch", `${expected.slices} separate slices need the Cloud TPU API to tell which host belongs to which slice`, {
-          hint: "set tpu.project (or GOOGLE_CLOUD_PROJECT) and give your credentials tpu.nodes.list",
-        });
+        throw new OperationError(
+          "hosts_mismatch",
+          `${expected.slices} separate slices need the Cloud TPU API to tell which host belongs to which slice`,
+          {
+            hint: "set tpu.project (or GOOGLE_CLOUD_PROJECT) and give your credentials tpu.nodes.list",
+          },
+        );
       }
       identities = await identitiesFromMetadata(ctx, sessions);
     }

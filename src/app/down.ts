@@ -32,7 +32,7 @@ export async function downDeployment(ctx: AppContext, name: string, fallbackConf
         hint: `it may not be ours: sky down ${name} removes it`,
       });
     }
-    if (state && state.hosts.some((h) => h.pgid !== undefined)) {
+    if (state?.hosts.some((h) => h.pgid !== undefined)) {
       ctx.report.info(`stopping the servers on ${state.hosts.length} host(s)`);
       const hs = await sessionsFor(ctx, state.hosts, 10_000);
       try {
@@ -49,7 +49,9 @@ export async function downDeployment(ctx: AppContext, name: string, fallbackConf
       name,
       verified: r.verified,
       existed: r.existed,
-      message: r.existed ? `${name} is down (verified: gone from sky status and the Cloud TPU API)` : `${name} was already gone; state removed`,
+      message: r.existed
+        ? `${name} is down (verified: gone from sky status and the Cloud TPU API)`
+        : `${name} was already gone; state removed`,
     };
   } finally {
     lock.release();

@@ -38,7 +38,12 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
 
   for (const r of records) {
     if (ours(r.labels) && !states.has(r.name)) {
-      items.push({ kind: "cluster", name: r.name, deployment: r.name, why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) with no tpu-deploy state` });
+      items.push({
+        kind: "cluster",
+        name: r.name,
+        deployment: r.name,
+        why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) with no tpu-deploy state`,
+      });
     }
   }
 
@@ -53,7 +58,9 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
       kind: "state",
       name,
       deployment: name,
-      why: s.relaunch.gaveUp ? `its cluster is gone and relaunch gave up (phase ${s.phase})` : `its cluster is gone and it is not spot, so nothing relaunches it (phase ${s.phase})`,
+      why: s.relaunch.gaveUp
+        ? `its cluster is gone and relaunch gave up (phase ${s.phase})`
+        : `its cluster is gone and it is not spot, so nothing relaunches it (phase ${s.phase})`,
     });
   }
   return items;
@@ -94,7 +101,12 @@ async function deadNodes(ctx: AppContext, states: DeploymentState[]): Promise<Gc
       for (const z of zones) {
         for (const n of await api.listNodes(p, z)) {
           if (!ours(n.labels) || !DEAD_NODE_STATES.has(n.state)) continue;
-          out.push({ kind: "tpu-node", name: n.name, deployment: n.labels[LABEL_KEY] ?? null, why: `TPU node ${n.state} (${n.acceleratorType}) still holds quota` });
+          out.push({
+            kind: "tpu-node",
+            name: n.name,
+            deployment: n.labels[LABEL_KEY] ?? null,
+            why: `TPU node ${n.state} (${n.acceleratorType}) still holds quota`,
+          });
         }
       }
     }
@@ -147,7 +159,9 @@ async function removeOne(ctx: AppContext, item: GcItem): Promise<void> {
       const s = ctx.store.read(item.name);
       if (!s) return;
       const sky = await ctx.sky();
-      const rec: SkyClusterRecord | undefined = (await sky.status([item.name], { env: ctx.env, signal: ctx.signal })).find((r) => r.name === item.name);
+      const rec: SkyClusterRecord | undefined = (await sky.status([item.name], { env: ctx.env, signal: ctx.signal })).find(
+        (r) => r.name === item.name,
+      );
       if (rec) throw new OperationError("locked", `${item.name}'s cluster exists again (${rec.status}); kept`);
       ctx.store.remove(item.name);
       return;
@@ -161,7 +175,9 @@ async function verifyGone(ctx: AppContext, name: string): Promise<void> {
     if (!(await sky.status([name], { env: ctx.env, signal: ctx.signal })).some((r) => r.name === name)) return;
     await sleep(1000, ctx.signal);
   }
-  throw new OperationError("not_verified", `sky down ${name} did not remove the cluster`, { hint: `see sky status -v ${name}; sky down --purge ${name} as a last resort` });
+  throw new OperationError("not_verified", `sky down ${name} did not remove the cluster`, {
+    hint: `see sky status -v ${name}; sky down --purge ${name} as a last resort`,
+  });
 }
 
 function removeIfEmpty(dir: string): void {

@@ -67,7 +67,9 @@ export async function launchWithFailover(
     if (!rendered.ok) throw new ConfigError(rendered.errors.map((message) => ({ path: "template", message })));
     writeFileAtomic(taskFile, rendered.yaml, 0o600);
     const argv = skyLaunchArgv(config, taskFile, zone, req.spot);
-    ctx.report.info(`launching ${config.name} (${config.topology.slices} x ${config.tpu.accelerator}${req.spot ? ", spot" : ""}) in ${zone}`);
+    ctx.report.info(
+      `launching ${config.name} (${config.topology.slices} x ${config.tpu.accelerator}${req.spot ? ", spot" : ""}) in ${zone}`,
+    );
     appendFileSync(logFile, `\n$ sky ${argv.join(" ")}\n`);
     state = save(addEvent({ ...state, zone }, { event: "launch-attempt", zone }, ctx.now()));
     let inSetup = false;
@@ -95,12 +97,16 @@ export async function launchWithFailover(
       // Ctrl-C or timeout: the API server keeps provisioning until the request is cancelled.
       if (o.requestId) await sky.cancelRequest(o.requestId, { env: ctx.env }).catch(() => undefined);
       if (o.reason === "interrupted") throw interruptedFrom(ctx.signal);
-      throw new OperationError("launch_timeout", `sky launch in ${zone} did not finish within ${Math.round(req.launchTimeoutMs / 60000)} min`, {
-        hint:
-          config.topology.slices > 1
-            ? "several single-host slices in one SkyPilot task can stay PENDING forever (skypilot.md: num_ips_per_node); try --nodes 4/8/16 for one multi-host slice, or raise launch.timeout"
-            : "provisioning is slow in this zone; raise launch.timeout (--launch-timeout) or try another zone",
-      });
+      throw new OperationError(
+        "launch_timeout",
+        `sky launch in ${zone} did not finish within ${Math.round(req.launchTimeoutMs / 60000)} min`,
+        {
+          hint:
+            config.topology.slices > 1
+              ? "several single-host slices in one SkyPilot task can stay PENDING forever (skypilot.md: num_ips_per_node); try --nodes 4/8/16 for one multi-host slice, or raise launch.timeout"
+              : "provisioning is slow in this zone; raise launch.timeout (--launch-timeout) or try another zone",
+        },
+      );
     }
     if (o.kind === "capacity" || o.kind === "preempted-creating" || o.kind === "quota") {
       if (o.kind === "quota") {
@@ -134,5 +140,8 @@ export async function launchWithFailover(
       hint: `the full output is in ${logFile}`,
     });
   }
-  return { result: { ok: false, attempts, kind: sawQuota && attempts.every((a) => a.outcome !== "capacity") ? "quota" : "capacity" }, state };
+  return {
+    result: { ok: false, attempts, kind: sawQuota && attempts.every((a) => a.outcome !== "capacity") ? "quota" : "capacity" },
+    state,
+  };
 }

@@ -66,11 +66,23 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
     lock = ctx.store.lock(name, "tpu-deploy relaunch");
   } catch (err) {
     if (err instanceof OperationError && err.code === "locked") {
-      return { name, verdict: null, action: "busy", attempt: 0, zone: null, nextAttemptAt: null, code: 0, message: `another run is in progress (${err.message}); nothing to do` };
+      return {
+        name,
+        verdict: null,
+        action: "busy",
+        attempt: 0,
+        zone: null,
+        nextAttemptAt: null,
+        code: 0,
+        message: `another run is in progress (${err.message}); nothing to do`,
+      };
     }
     throw err;
   }
-  if (lock.tookOverFrom) ctx.report.warn(`took over the lock of ${name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`);
+  if (lock.tookOverFrom)
+    ctx.report.warn(
+      `took over the lock of ${name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
+    );
   try {
     let state = requireState(ctx, name);
     if (opts.reset) {
@@ -80,7 +92,15 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
     const base = { name, attempt: state.relaunch.attempts, zone: state.zone ?? null };
     if (state.relaunch.gaveUp) {
       const err = gaveUpError(name, state.relaunch.attempts);
-      return { ...base, verdict: null, action: "gave-up", nextAttemptAt: null, code: err.exitCode, message: err.message, error: errorJson(err) };
+      return {
+        ...base,
+        verdict: null,
+        action: "gave-up",
+        nextAttemptAt: null,
+        code: err.exitCode,
+        message: err.message,
+        error: errorJson(err),
+      };
     }
     const secrets = resolveSecrets(state.config, ctx.env); // exit 2 before anything is touched
     const verdict = await assess(ctx, state);
@@ -96,7 +116,13 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
     const g = gate(state.relaunch, ctx.now());
     if (g.kind === "backoff") {
       const inMs = Date.parse(g.until) - ctx.now().getTime();
-      return { ...seen, action: "backoff", nextAttemptAt: g.until, code: 0, message: `${verdict.reason}; backing off after ${state.relaunch.attempts} failed attempt(s): next attempt at ${g.until} (in ${formatDuration(inMs)})` };
+      return {
+        ...seen,
+        action: "backoff",
+        nextAttemptAt: g.until,
+        code: 0,
+        message: `${verdict.reason}; backing off after ${state.relaunch.attempts} failed attempt(s): next attempt at ${g.until} (in ${formatDuration(inMs)})`,
+      };
     }
     return await attempt(ctx, state, verdict, action, secrets, opts);
   } finally {
@@ -178,27 +204,65 @@ async function attempt(
     let s = ctx.store.read(name) ?? state;
     const preemptedAt = s.relaunch.preemptedAt ? Date.parse(s.relaunch.preemptedAt) : Number.NaN;
     const backMs = Number.isFinite(preemptedAt) ? now.getTime() - preemptedAt : Date.now() - started;
-    s = addEvent({ ...s, config, relaunch: attemptSucceeded(s.relaunch) }, { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: relaunching ? "ok: relaunched" : "ok: servers restarted" }, now);
-    s = addEvent(s, relaunching ? { event: "relaunched", zone: s.zone, attempt: n, durationMs: backMs } : { event: "restarted", zone: s.zone, attempt: n, durationMs: Date.now() - started }, now);
+    s = addEvent(
+      { ...s, config, relaunch: attemptSucceeded(s.relaunch) },
+      { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: relaunching ? "ok: relaunched" : "ok: servers restarted" },
+      now,
+    );
+    s = addEvent(
+      s,
+      relaunching
+        ? { event: "relaunched", zone: s.zone, attempt: n, durationMs: backMs }
+        : { event: "restarted", zone: s.zone, attempt: n, durationMs: Date.now() - started },
+      now,
+    );
     write(ctx, s);
     await postWebhook(ctx, webhook, { event: "succeeded", name, attempt: n, zone: s.zone ?? null });
-    const what = relaunching ? `relaunched in ${s.zone}${s.spot ? " (spot)" : " (on-demand)"}: serving again ${formatDuration(backMs)} after the loss was seen` : `servers restarted: serving again`;
-    return { name, verdict: verdict.kind, action, attempt: n, zone: s.zone ?? null, nextAttemptAt: null, code: 0, message: `${verdict.reason}; ${what}` };
+    const what = relaunching
+      ? `relaunched in ${s.zone}${s.spot ? " (spot)" : " (on-demand)"}: serving again ${formatDuration(backMs)} after the loss was seen`
+      : `servers restarted: serving again`;
+    return {
+      name,
+      verdict: verdict.kind,
+      action,
+      attempt: n,
+      zone: s.zone ?? null,
+      nextAttemptAt: null,
+      code: 0,
+      message: `${verdict.reason}; ${what}`,
+    };
   } catch (err) {
     const interrupted = ctx.signal.aborted;
     let e = interrupted ? interruptedFrom(ctx.signal) : toTpuDeployError(err);
     if (!interrupted && timeout?.aborted) {
-      e = new OperationError("readiness_timeout", `the ${relaunching ? "relaunch" : "restart"} did not serve within --timeout ${formatDuration(opts.timeoutMs ?? 0)}`, {
-        hint: "the next run tries again; raise --timeout if a cold start needs longer",
-        cause: err,
-      });
+      e = new OperationError(
+        "readiness_timeout",
+        `the ${relaunching ? "relaunch" : "restart"} did not serve within --timeout ${formatDuration(opts.timeoutMs ?? 0)}`,
+        {
+          hint: "the next run tries again; raise --timeout if a cold start needs longer",
+          cause: err,
+        },
+      );
     }
     let s = ctx.store.read(name) ?? state;
     s = { ...s, config };
     const now = ctx.now();
     if (interrupted) {
-      write(ctx, addEvent({ ...s, relaunch: attemptInterrupted(s.relaunch, before) }, { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: "interrupted" }, now));
-      await postWebhook(ctx, webhook, { event: "failed", name, attempt: n, zone: s.zone ?? null, error: { code: e.code, message: e.message } });
+      write(
+        ctx,
+        addEvent(
+          { ...s, relaunch: attemptInterrupted(s.relaunch, before) },
+          { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: "interrupted" },
+          now,
+        ),
+      );
+      await postWebhook(ctx, webhook, {
+        event: "failed",
+        name,
+        attempt: n,
+        zone: s.zone ?? null,
+        error: { code: e.code, message: e.message },
+      });
       throw e;
     }
     const relaunch = attemptFailed(s.relaunch, {
@@ -208,7 +272,11 @@ async function attempt(
       policy: opts.policy ?? DEFAULT_BACKOFF,
       random: opts.random ?? Math.random,
     });
-    s = addEvent({ ...s, relaunch }, { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: `failed (${e.code}): ${e.message.split("\n")[0]}` }, now);
+    s = addEvent(
+      { ...s, relaunch },
+      { event: "relaunch-attempt", zone: s.zone, attempt: n, detail: `failed (${e.code}): ${e.message.split("\n")[0]}` },
+      now,
+    );
     if (relaunch.gaveUp) s = addEvent(s, { event: "gave-up", attempt: n, detail: `after ${n} failed attempt(s)` }, now);
     write(ctx, s);
     const error = { code: e.code, message: e.message };
@@ -290,7 +358,11 @@ async function probeHealth(ctx: AppContext, state: DeploymentState): Promise<Evi
   try {
     const s = hs.sessions.get(rank0.sshAlias);
     if (!s) return "unreachable";
-    const r = await httpViaSsh(s, rank0.internalIp, state.config.server.port, { path: "/health_generate", timeoutMs: 30_000, signal: ctx.signal });
+    const r = await httpViaSsh(s, rank0.internalIp, state.config.server.port, {
+      path: "/health_generate",
+      timeoutMs: 30_000,
+      signal: ctx.signal,
+    });
     return r.status === 200 ? "ok" : "failing";
   } catch (err) {
     if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
@@ -323,7 +395,17 @@ async function probeProcesses(ctx: AppContext, state: DeploymentState): Promise<
 /** A target that failed before any verdict (no state, a missing secret, a cloud API error). */
 export function errorReport(name: string, err: unknown): RelaunchReport {
   const e = toTpuDeployError(err);
-  return { name, verdict: null, action: "none", attempt: 0, zone: null, nextAttemptAt: null, code: e.exitCode, message: e.message, error: errorJson(e) };
+  return {
+    name,
+    verdict: null,
+    action: "none",
+    attempt: 0,
+    zone: null,
+    nextAttemptAt: null,
+    code: e.exitCode,
+    message: e.message,
+    error: errorJson(e),
+  };
 }
 
 /** The exit code of several targets: theirs when they agree, else 3 (mixed results). */
@@ -345,7 +427,10 @@ export interface WatchOptions extends RelaunchOptions {
  * an attempt under way cleans up through deploy()'s own interrupt path and records the attempt as
  * interrupted, so the next run (cron, or watch again) finishes the job. Returns the last reports.
  */
-export async function watch(ctx: AppContext, opts: WatchOptions): Promise<{ reports: RelaunchReport[]; stopped: "signal" | "gave-up" | "gone" }> {
+export async function watch(
+  ctx: AppContext,
+  opts: WatchOptions,
+): Promise<{ reports: RelaunchReport[]; stopped: "signal" | "gave-up" | "gone" }> {
   const last = new Map<string, string>();
   let reports: RelaunchReport[] = [];
   for (let pass = 0; ; pass++) {

@@ -40,7 +40,7 @@ export function cronFromEvery(every: string): string {
     if (hours === 24) return "0 0 * * *";
   }
   throw new UsageError(`--every '${every}' is not an interval cron can keep`, {
-    hint: "use 1m, 2m, 3m, 4m, 5m, 6m, 10m, 12m, 15m, 20m, 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h or 24h, or --cron \"EXPR\"",
+    hint: 'use 1m, 2m, 3m, 4m, 5m, 6m, 10m, 12m, 15m, 20m, 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h or 24h, or --cron "EXPR"',
   });
 }
 
@@ -88,11 +88,15 @@ export function onCalendarFromCron(expr: string): string {
   });
   const [minute, hour, dom, month, dow] = values;
   if (dom && dow) {
-    throw new UsageError(`--cron '${expr}' restricts both the day of month and the day of week: cron runs on either, systemd only on both`, {
-      hint: "restrict one of them, or use --install cron",
-    });
+    throw new UsageError(
+      `--cron '${expr}' restricts both the day of month and the day of week: cron runs on either, systemd only on both`,
+      {
+        hint: "restrict one of them, or use --install cron",
+      },
+    );
   }
-  const list = (v: number[] | undefined, pad: boolean) => (v ? v.map((n) => (pad ? String(n).padStart(2, "0") : String(n))).join(",") : "*");
+  const list = (v: number[] | undefined, pad: boolean) =>
+    v ? v.map((n) => (pad ? String(n).padStart(2, "0") : String(n))).join(",") : "*";
   const days = dow ? `${[...new Set(dow.map((d) => DOW[d] ?? "Sun"))].join(",")} ` : "";
   return `${days}*-${list(month, true)}-${list(dom, true)} ${list(hour, true)}:${list(minute, true)}:00`;
 }
@@ -132,7 +136,10 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   checkCron(spec.cron);
   const tpdHome = stateHome(spec.env);
   const logFile = logFileOf(spec.env, spec.name);
-  const env: [string, string][] = [["HOME", spec.home], ["TPU_DEPLOY_HOME", tpdHome]];
+  const env: [string, string][] = [
+    ["HOME", spec.home],
+    ["TPU_DEPLOY_HOME", tpdHome],
+  ];
   for (const k of CARRIED_ENV) {
     const v = spec.env[k];
     if (v) env.push([k, v]);
@@ -275,7 +282,13 @@ export function installSystemd(env: NodeJS.ProcessEnv, home: string, s: Schedule
   for (const args of steps) {
     const r = tool("systemctl", args, env);
     if (r.code !== 0) {
-      return { dir, files, manual: steps.map((a) => `systemctl ${a.join(" ")}`).concat(r.missing ? [] : [`# systemctl ${args.join(" ")}: ${(r.stderr.trim().split("\n")[0] ?? "").trim()}`]) };
+      return {
+        dir,
+        files,
+        manual: steps
+          .map((a) => `systemctl ${a.join(" ")}`)
+          .concat(r.missing ? [] : [`# systemctl ${args.join(" ")}: ${(r.stderr.trim().split("\n")[0] ?? "").trim()}`]),
+      };
     }
   }
   return { dir, files };

@@ -45,7 +45,13 @@ export function toHostRecords(hosts: RankedHost[]): HostRecord[] {
 }
 
 /** Stops what this tool started on the hosts, by recorded process group (or the host's pid file). */
-export async function stopServers(ctx: AppContext, sessions: Map<string, HostSession>, name: string, hosts: HostRecord[], graceSeconds = 10): Promise<string[]> {
+export async function stopServers(
+  _ctx: AppContext,
+  sessions: Map<string, HostSession>,
+  name: string,
+  hosts: HostRecord[],
+  graceSeconds = 10,
+): Promise<string[]> {
   const files = remoteFiles(name);
   const results = await mapLimit(hosts, CONCURRENCY, async (h) => {
     const s = session(sessions, h);
@@ -55,7 +61,10 @@ export async function stopServers(ctx: AppContext, sessions: Map<string, HostSes
   });
   const failed = results.flatMap((r, i) => (r.status === "rejected" ? [`rank ${hosts[i]?.rank}: ${(r.reason as Error).message}`] : []));
   if (failed.length > 0) {
-    throw new PartialFailureError(`could not stop the server on ${failed.length} host(s): ${failed.join("; ")}`, failed.map((f) => ({ target: f, ok: false })));
+    throw new PartialFailureError(
+      `could not stop the server on ${failed.length} host(s): ${failed.join("; ")}`,
+      failed.map((f) => ({ target: f, ok: false })),
+    );
   }
   return results.map((r) => (r.status === "fulfilled" ? r.value : ""));
 }
@@ -64,7 +73,12 @@ export async function stopServers(ctx: AppContext, sessions: Map<string, HostSes
  * Proves the rendezvous ports are open before anything starts: a short-lived listener on rank 0's
  * internal address for P, P+5 and P+6, and a connection to each from every other rank.
  */
-export async function checkPorts(ctx: AppContext, sessions: Map<string, HostSession>, hosts: HostRecord[], distPort: number): Promise<void> {
+export async function checkPorts(
+  ctx: AppContext,
+  sessions: Map<string, HostSession>,
+  hosts: HostRecord[],
+  distPort: number,
+): Promise<void> {
   const rank0 = hosts.find((h) => h.rank === 0);
   const others = hosts.filter((h) => h.rank !== 0);
   if (!rank0 || others.length === 0) return;
@@ -226,7 +240,12 @@ export async function waitReady(
   const s0 = session(sessions, rank0);
   const headers: Record<string, string> = opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {};
   const get = (path: string, timeoutMs: number) =>
-    httpViaSsh(s0, rank0.internalIp, config.server.port, { path, timeoutMs, signal: watchAbort.signal, headers: path.startsWith("/health") ? {} : headers });
+    httpViaSsh(s0, rank0.internalIp, config.server.port, {
+      path,
+      timeoutMs,
+      signal: watchAbort.signal,
+      headers: path.startsWith("/health") ? {} : headers,
+    });
   const deadline = started + opts.timeoutMs;
   try {
     mark("rendezvous");
@@ -237,13 +256,19 @@ export async function waitReady(
       if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
       if (Date.now() > deadline) {
         const log = await lastLogLines(sessions, config.name, rank0, 20);
-        throw new OperationError("readiness_timeout", `the cluster did not serve within ${formatDuration(opts.timeoutMs)}; rank 0's last log lines:\n${indent(log)}`, {
-          hint: "a cold start (download + compile) can take 30+ minutes: raise server.readyTimeout; if /health answers but /health_generate does not, the engine is wedged (tpu-deploy logs, tpu-deploy restart)",
-        });
+        throw new OperationError(
+          "readiness_timeout",
+          `the cluster did not serve within ${formatDuration(opts.timeoutMs)}; rank 0's last log lines:\n${indent(log)}`,
+          {
+            hint: "a cold start (download + compile) can take 30+ minutes: raise server.readyTimeout; if /health answers but /health_generate does not, the engine is wedged (tpu-deploy logs, tpu-deploy restart)",
+          },
+        );
       }
       if (config.topology.hosts > 1 && phases.loading === undefined && Date.now() - lastRendezvousCheck > 1000) {
         lastRendezvousCheck = Date.now();
-        const r = await s0.exec(`grep -qs 'Succeeds to synchronize' ${remoteFiles(config.name).log} && echo yes || echo no`, { timeoutMs: 10_000 }).catch(() => undefined);
+        const r = await s0
+          .exec(`grep -qs 'Succeeds to synchronize' ${remoteFiles(config.name).log} && echo yes || echo no`, { timeoutMs: 10_000 })
+          .catch(() => undefined);
         if (r?.stdout.includes("yes")) mark("loading");
       }
       try {
@@ -274,9 +299,13 @@ export async function waitReady(
       const only = dead.length === 1 ? dead[0] : undefined;
       if (only) {
         const log = await lastLogLines(sessions, config.name, only, 30);
-        throw new OperationError("server_crashed", `rank ${only.rank} (${only.sshAlias}) exited during start; its last log lines:\n${indent(log)}`, {
-          hint: `see everything with \`tpu-deploy logs ${config.name} --rank ${only.rank}\``,
-        });
+        throw new OperationError(
+          "server_crashed",
+          `rank ${only.rank} (${only.sshAlias}) exited during start; its last log lines:\n${indent(log)}`,
+          {
+            hint: `see everything with \`tpu-deploy logs ${config.name} --rank ${only.rank}\``,
+          },
+        );
       }
       const logs = await Promise.all(dead.map((d) => lastLogLines(sessions, config.name, d, 15)));
       const shown = dead.map((d, i) => `rank ${d.rank} (${d.sshAlias}):\n${indent(logs[i] ?? "")}`).join("\n");
@@ -298,15 +327,21 @@ export async function waitReady(
     }
     const serverInfo = JSON.parse(info.body || "{}") as Record<string, unknown>;
     const mismatches: string[] = [];
-    if (Number(serverInfo.nnodes) !== config.topology.hosts) mismatches.push(`nnodes ${String(serverInfo.nnodes)} ≠ ${config.topology.hosts}`);
-    if (Number(serverInfo.tp_size) !== config.server.tpSize) mismatches.push(`tp_size ${String(serverInfo.tp_size)} ≠ ${config.server.tpSize}`);
+    if (Number(serverInfo.nnodes) !== config.topology.hosts)
+      mismatches.push(`nnodes ${String(serverInfo.nnodes)} ≠ ${config.topology.hosts}`);
+    if (Number(serverInfo.tp_size) !== config.server.tpSize)
+      mismatches.push(`tp_size ${String(serverInfo.tp_size)} ≠ ${config.server.tpSize}`);
     if (config.topology.hosts > 1 && serverInfo.dist_init_addr !== distInitAddr) {
       mismatches.push(`dist_init_addr ${String(serverInfo.dist_init_addr)} ≠ ${distInitAddr}`);
     }
     if (info.status !== 200 || mismatches.length > 0) {
-      throw new OperationError("readiness_timeout", `rank 0 serves but disagrees with the plan: ${info.status !== 200 ? `HTTP ${info.status}` : mismatches.join(", ")}`, {
-        hint: "another server may be answering on that port; run tpu-deploy restart",
-      });
+      throw new OperationError(
+        "readiness_timeout",
+        `rank 0 serves but disagrees with the plan: ${info.status !== 200 ? `HTTP ${info.status}` : mismatches.join(", ")}`,
+        {
+          hint: "another server may be answering on that port; run tpu-deploy restart",
+        },
+      );
     }
     mark("serving");
     return { serverInfo, phases };

@@ -16,7 +16,13 @@ export interface DeploymentStatus {
   accelerator: string;
   cluster: { status: string | null; nameOnCloud: string | null };
   tpuNodes: { name: string; state: string }[] | null;
-  hosts: { rank: number; sshHost: string; internalIp: string; externalIp: string; process: "running" | "dead" | "unreachable" | "not started" }[];
+  hosts: {
+    rank: number;
+    sshHost: string;
+    internalIp: string;
+    externalIp: string;
+    process: "running" | "dead" | "unreachable" | "not started";
+  }[];
   health: "serving" | "wedged" | "starting" | "down" | "unknown";
   uptimeSeconds: number | null;
   preemptions: number;
@@ -40,7 +46,10 @@ export async function statusOf(ctx: AppContext, states: DeploymentState[]): Prom
     if (config.tpu.generation === "v6e" && config.tpu.project && state.zone && nameOnCloud) {
       try {
         const api = await ctx.tpuApi();
-        tpuNodes = nodesOfCluster(await api.listNodes(config.tpu.project, state.zone), nameOnCloud).map((n) => ({ name: n.name, state: n.state }));
+        tpuNodes = nodesOfCluster(await api.listNodes(config.tpu.project, state.zone), nameOnCloud).map((n) => ({
+          name: n.name,
+          state: n.state,
+        }));
       } catch (err) {
         if (!(err instanceof CloudApiError)) throw err;
       }

@@ -42,20 +42,24 @@ export async function runUp(
   if (opts.timeout && !timeoutMs) throw new UsageError(`--timeout '${opts.timeout}' is not a duration (examples: 30m, 1h)`);
   const signals = [run.signal];
   if (timeoutMs) {
-    signals.push(
-      AbortSignal.timeout(timeoutMs),
-    );
+    signals.push(AbortSignal.timeout(timeoutMs));
   }
   const signal = AbortSignal.any(signals);
   const ctx = makeContext(run.io, signal, opts, run.now);
   const secrets = resolveSecrets(config, ctx.env); // exit 2 before anything is launched
   try {
-    const summary = await deploy(ctx, config, template, secrets, { recreate: Boolean(opts.recreate), keepOnFailure: Boolean(opts.keepOnFailure), yes: Boolean(opts.yes) });
+    const summary = await deploy(ctx, config, template, secrets, {
+      recreate: Boolean(opts.recreate),
+      keepOnFailure: Boolean(opts.keepOnFailure),
+      yes: Boolean(opts.yes),
+    });
     if (!opts.json) printSummary(ctx, summary);
     return { code: 0, json: summary };
   } catch (err) {
     if (signal.aborted && !run.signal.aborted && !(err instanceof TpuDeployError && err.code !== "interrupted")) {
-      throw new OperationError("readiness_timeout", `up did not finish within --timeout ${opts.timeout}`, { hint: "raise --timeout; a cold start can take 30+ minutes" });
+      throw new OperationError("readiness_timeout", `up did not finish within --timeout ${opts.timeout}`, {
+        hint: "raise --timeout; a cold start can take 30+ minutes",
+      });
     }
     throw err;
   } finally {
@@ -86,7 +90,9 @@ export async function deploy(
 ): Promise<UpSummary> {
   const lock = opts.lockHeld ? undefined : ctx.store.lock(config.name, "tpu-deploy up");
   if (lock?.tookOverFrom) {
-    ctx.report.warn(`took over the lock of ${config.name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`);
+    ctx.report.warn(
+      `took over the lock of ${config.name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
+    );
   }
   const started = Date.now();
   let sessions = new Map<string, HostSession>();
@@ -102,12 +108,19 @@ export async function deploy(
     if (state.hosts.length > 0 || state.phase !== "launching") {
       if (resourcesKey(state.config) !== resourcesKey(config)) {
         if (!opts.recreate) {
-          throw new UsageError(`${config.name} exists with other resources (${state.config.topology.slices} x ${state.config.tpu.accelerator}); this needs a new cluster`, {
-            hint: `run again with --recreate to tear it down and launch the new one, or tpu-deploy down ${config.name} first`,
-          });
+          throw new UsageError(
+            `${config.name} exists with other resources (${state.config.topology.slices} x ${state.config.tpu.accelerator}); this needs a new cluster`,
+            {
+              hint: `run again with --recreate to tear it down and launch the new one, or tpu-deploy down ${config.name} first`,
+            },
+          );
         }
         const { confirm } = await import("../cli/prompt.js");
-        await confirm(ctx.io, `Tear down ${config.name} (${state.config.topology.slices} x ${state.config.tpu.accelerator}) to launch ${config.topology.slices} x ${config.tpu.accelerator}?`, Boolean(opts.yes));
+        await confirm(
+          ctx.io,
+          `Tear down ${config.name} (${state.config.topology.slices} x ${state.config.tpu.accelerator}) to launch ${config.topology.slices} x ${config.tpu.accelerator}?`,
+          Boolean(opts.yes),
+        );
         phase(`recreating: tearing down the old cluster`);
         await stopQuietly(ctx, state);
         await teardownCluster(ctx, state.config, { nameOnCloud: state.nameOnCloud, zone: state.zone });
@@ -116,7 +129,8 @@ export async function deploy(
         ctx.report.info(`model or server settings changed: restarting the servers only`);
       }
     }
-    const unchanged = state.phase === "serving" && serverKey(state.config) === serverKey(config) && resourcesKey(state.config) === resourcesKey(config);
+    const unchanged =
+      state.phase === "serving" && serverKey(state.config) === serverKey(config) && resourcesKey(state.config) === resourcesKey(config);
     state = save({ ...state, config, spot: opts.spot ?? config.tpu.spot, lastError: undefined });
 
     // 1. Launch, unless the cluster from an earlier run is up and finished its launch.
@@ -148,12 +162,27 @@ export async function deploy(
       );
       state = s2;
       if (!result.ok) {
-        const tried = result.attempts.map((a) => `${a.zone}: ${a.outcome}${a.message ? ` (${a.message.split("\n")[0]})` : ""}`).join("\n  ");
-        throw new OperationError(result.kind, `no zone could provide ${config.topology.slices} x ${config.tpu.accelerator}${state.spot ? " (spot)" : ""}:\n  ${tried}`, {
-          hint: result.kind === "quota" ? "request more TPU quota for the region, or add zones in other regions (--zone)" : "add zones (--zone, tried in order), try on-demand, or retry later",
-        });
+        const tried = result.attempts
+          .map((a) => `${a.zone}: ${a.outcome}${a.message ? ` (${a.message.split("\n")[0]})` : ""}`)
+          .join("\n  ");
+        throw new OperationError(
+          result.kind,
+          `no zone could provide ${config.topology.slices} x ${config.tpu.accelerator}${state.spot ? " (spot)" : ""}:\n  ${tried}`,
+          {
+            hint:
+              result.kind === "quota"
+                ? "request more TPU quota for the region, or add zones in other regions (--zone)"
+                : "add zones (--zone, tried in order), try on-demand, or retry later",
+          },
+        );
       }
-      state = save({ ...state, phase: "launched", zone: result.zone, launchedAt: ctx.now().toISOString(), timings: { ...state.timings, launchMs: Date.now() - t0 } });
+      state = save({
+        ...state,
+        phase: "launched",
+        zone: result.zone,
+        launchedAt: ctx.now().toISOString(),
+        timings: { ...state.timings, launchMs: Date.now() - t0 },
+      });
     }
 
     // 2. Find the hosts and their ranks.
@@ -164,9 +193,15 @@ export async function deploy(
     const dist = distInitAddrOf(found.hosts, config.server.distPort);
     // Keep the process groups recorded for the same hosts, so they can be stopped.
     const previous = new Map(state.hosts.map((h) => [h.sshAlias + h.externalIp, h]));
-    const withOld = hostsNow.map((h) => ({ ...h, pgid: previous.get(h.sshAlias + h.externalIp)?.pgid, startTime: previous.get(h.sshAlias + h.externalIp)?.startTime }));
+    const withOld = hostsNow.map((h) => ({
+      ...h,
+      pgid: previous.get(h.sshAlias + h.externalIp)?.pgid,
+      startTime: previous.get(h.sshAlias + h.externalIp)?.startTime,
+    }));
     state = save({ ...state, phase: "starting", nameOnCloud: found.nameOnCloud, hosts: withOld, distInitAddr: dist });
-    ctx.report.info(`  ${found.hosts.length} host(s), worker numbers from the ${found.source === "tpu-api" ? "Cloud TPU API" : "metadata server"}; --dist-init-addr ${dist}`);
+    ctx.report.info(
+      `  ${found.hosts.length} host(s), worker numbers from the ${found.source === "tpu-api" ? "Cloud TPU API" : "metadata server"}; --dist-init-addr ${dist}`,
+    );
 
     // 3. Stop what an earlier run started, then prove the rendezvous ports are open.
     await stopServers(ctx, sessions, config.name, withOld);
@@ -178,16 +213,30 @@ export async function deploy(
     phase("starting ranks");
     const tStart = Date.now();
     const startedHosts = await startServers(ctx, sessions, config, hostsNow, dist, secrets);
-    state = save(addEvent({ ...state, hosts: startedHosts, timings: { ...state.timings, portsMs: tStart - tPorts } }, { event: "servers-started" }, ctx.now()));
+    state = save(
+      addEvent(
+        { ...state, hosts: startedHosts, timings: { ...state.timings, portsMs: tStart - tPorts } },
+        { event: "servers-started" },
+        ctx.now(),
+      ),
+    );
 
     // 5. Wait until it serves.
     const apiKey = config.server.apiKeySecret ? secrets.get(config.server.apiKeySecret) : undefined;
     const ready = await waitReady(ctx, sessions, config, startedHosts, dist, {
       timeoutMs: config.server.readyTimeoutMs,
       apiKey,
-      onPhase: (p) => phase(p === "rendezvous" ? "rendezvous" : p === "loading" ? "loading/compiling" : p === "warmup" ? "warming up (/health answers)" : p),
+      onPhase: (p) =>
+        phase(
+          p === "rendezvous" ? "rendezvous" : p === "loading" ? "loading/compiling" : p === "warmup" ? "warming up (/health answers)" : p,
+        ),
     });
-    const timings = { ...state.timings, readyMs: Date.now() - tStart, totalMs: Date.now() - started, ...prefixKeys(ready.phases, "phase.") };
+    const timings = {
+      ...state.timings,
+      readyMs: Date.now() - tStart,
+      totalMs: Date.now() - started,
+      ...prefixKeys(ready.phases, "phase."),
+    };
     state = save(
       addEvent(
         {
@@ -205,7 +254,12 @@ export async function deploy(
   } catch (err) {
     const interrupted = ctx.signal.aborted;
     const e = interrupted && !(err instanceof TpuDeployError && err.code !== "interrupted") ? interruptedFrom(ctx.signal) : err;
-    await onFailure(ctx, config, state, sessions, e, { launchedHere, keepOnFailure: opts.keepOnFailure, interrupted, keepState: Boolean(opts.keepState) });
+    await onFailure(ctx, config, state, sessions, e, {
+      launchedHere,
+      keepOnFailure: opts.keepOnFailure,
+      interrupted,
+      keepState: Boolean(opts.keepState),
+    });
     throw e;
   } finally {
     await closeSessions([...sessions.values()]);
@@ -251,7 +305,11 @@ async function onFailure(
     ctx.report.warn(`cleanup failed: ${(cleanupErr as Error).message}; check with tpu-deploy status ${config.name}`);
   }
   const failed: DeploymentState = addEvent(
-    { ...state, phase: state.phase === "launching" && !how.interrupted ? "launching" : "failed", lastError: { code, message: (e?.message ?? String(err)).slice(0, 2000) } },
+    {
+      ...state,
+      phase: state.phase === "launching" && !how.interrupted ? "launching" : "failed",
+      lastError: { code, message: (e?.message ?? String(err)).slice(0, 2000) },
+    },
     { event: how.interrupted ? "interrupted" : "failed", detail: code },
     ctx.now(),
   );
@@ -283,7 +341,14 @@ async function stopQuietly(ctx: AppContext, state: DeploymentState): Promise<voi
   try {
     const sessions = await connectSessions(
       ctx,
-      state.hosts.map((h) => ({ alias: h.sshAlias, index: h.rank, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
+      state.hosts.map((h) => ({
+        alias: h.sshAlias,
+        index: h.rank,
+        hostName: h.externalIp,
+        user: h.user,
+        port: h.port,
+        identityFile: h.identityFile,
+      })),
     );
     try {
       await stopServers(ctx, sessions, state.name, state.hosts, 5);
@@ -307,7 +372,14 @@ export function summarize(config: Config, state: DeploymentState): UpSummary {
     zone: state.zone ?? "",
     accelerator: config.tpu.accelerator,
     spot: state.spot,
-    hosts: state.hosts.map((h) => ({ rank: h.rank, workerId: h.workerId, slice: h.slice, internalIp: h.internalIp, externalIp: h.externalIp, sshHost: h.sshAlias })),
+    hosts: state.hosts.map((h) => ({
+      rank: h.rank,
+      workerId: h.workerId,
+      slice: h.slice,
+      internalIp: h.internalIp,
+      externalIp: h.externalIp,
+      sshHost: h.sshAlias,
+    })),
     distInitAddr: state.distInitAddr ?? "",
     endpoint: {
       proxy: `tpu-deploy proxy ${config.name}`,
@@ -325,7 +397,9 @@ function printSummary(ctx: AppContext, s: UpSummary): void {
   out.write(`  rendezvous: --dist-init-addr ${s.distInitAddr}\n`);
   out.write("  RANK  SLICE  WORKER  INTERNAL         EXTERNAL         SSH\n");
   for (const h of s.hosts) {
-    out.write(`  ${String(h.rank).padEnd(4)}  ${String(h.slice).padEnd(5)}  ${String(h.workerId).padEnd(6)}  ${h.internalIp.padEnd(15)}  ${h.externalIp.padEnd(15)}  ${h.sshHost}\n`);
+    out.write(
+      `  ${String(h.rank).padEnd(4)}  ${String(h.slice).padEnd(5)}  ${String(h.workerId).padEnd(6)}  ${h.internalIp.padEnd(15)}  ${h.externalIp.padEnd(15)}  ${h.sshHost}\n`,
+    );
   }
   const t = s.timings;
   const parts = [
@@ -335,5 +409,3 @@ function printSummary(ctx: AppContext, s: UpSummary): void {
   ].filter(Boolean);
   if (parts.length > 0) out.write(`  timings:    ${parts.join(", ")}\n`);
 }
-
-

@@ -31,7 +31,8 @@ export async function postWebhook(ctx: AppContext, url: string | undefined, body
     if (!res.ok) ctx.report.warn(`webhook ${redact(url)} answered ${res.status} to the ${body.event} event`);
   } catch (err) {
     const e = err as Error;
-    const why = e.name === "TimeoutError" ? `no answer within ${TIMEOUT_MS / 1000} s` : (e.cause instanceof Error ? e.cause.message : e.message);
+    const why =
+      e.name === "TimeoutError" ? `no answer within ${TIMEOUT_MS / 1000} s` : e.cause instanceof Error ? e.cause.message : e.message;
     ctx.report.warn(`could not POST the ${body.event} event to webhook ${redact(url)}: ${why}`);
   }
 }

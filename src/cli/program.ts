@@ -47,10 +47,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
         const handler = (await load()).default;
         const result = await handler(opts, args, ctx);
         if (flags.json && result.json !== undefined) {
-          const payload =
-            result.code === EXIT.ok
-              ? { ok: true as const, result: result.json }
-              : { ok: false as const, error: result.json };
+          const payload = result.code === EXIT.ok ? { ok: true as const, result: result.json } : { ok: false as const, error: result.json };
           writeJson(ctx.io, name.split(" ")[0] ?? name, payload);
         }
         setCode(result.code);
@@ -61,9 +58,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     return cmd;
   };
 
-  addSpecOptions(
-    define("up", "launch a slice, start sglang-jax on every host and wait until it serves", () => import("./commands/up.js")),
-  )
+  addSpecOptions(define("up", "launch a slice, start sglang-jax on every host and wait until it serves", () => import("./commands/up.js")))
     .option("--dry-run", "print the sky.yaml, the sky launch argv and the rank plan; touch nothing")
     .option("--timeout <duration>", "bound the whole run")
     .option("--recreate", "tear down and launch again when the slice's resources changed")
@@ -77,7 +72,11 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
 
   define("schema", "print the JSON Schema of tpu-deploy.yaml", () => import("./commands/schema.js"));
 
-  define("status [names...]", "show every deployment (or the named ones): cluster, TPU nodes, ranks, health", () => import("./commands/status.js"));
+  define(
+    "status [names...]",
+    "show every deployment (or the named ones): cluster, TPU nodes, ranks, health",
+    () => import("./commands/status.js"),
+  );
 
   define("logs <name>", "server logs from the hosts, each line prefixed with its rank", () => import("./commands/logs.js"))
     .option("--rank <n|all>", "one rank, or all (default)")
@@ -92,14 +91,22 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
   define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () => import("./commands/restart.js"));
 
   addSpecOptions(
-    define("doctor [name]", "check what usually breaks a launch: sky, zones, secrets, state directory", () => import("./commands/doctor.js")),
+    define(
+      "doctor [name]",
+      "check what usually breaks a launch: sky, zones, secrets, state directory",
+      () => import("./commands/doctor.js"),
+    ),
   );
 
   define("down [names...]", "stop the servers, tear the cluster down and verify it is gone", () => import("./commands/down.js"))
     .option("--all", "every deployment")
     .option("-y, --yes", "do not prompt");
 
-  define("relaunch [name]", "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)", () => import("./commands/relaunch.js"))
+  define(
+    "relaunch [name]",
+    "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)",
+    () => import("./commands/relaunch.js"),
+  )
     .option("--all", "every deployment")
     .option("--reset", "forget failed attempts and a give-up, then check again")
     .option("--timeout <duration>", "bound this attempt (it blocks until the deployment serves)")
@@ -113,7 +120,11 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
     .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
 
-  define("schedule <name>", "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME", () => import("./commands/schedule.js"))
+  define(
+    "schedule <name>",
+    "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME",
+    () => import("./commands/schedule.js"),
+  )
     .option("--every <interval>", "how often: 1m…30m dividing an hour, 1h…24h dividing a day")
     .option("--cron <expr>", "a 5-field cron expression instead of --every")
     .option("--install <kind>", "install it: cron (crontab -l / crontab -) or systemd (user timer)")

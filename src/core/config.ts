@@ -17,9 +17,7 @@ import { ownedFlagConflicts } from "./server-args.js";
 
 export const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const duration = z
-  .union([z.string(), z.number()])
-  .describe("a duration: 90s, 20m, 1h30m, or a number of seconds");
+const duration = z.union([z.string(), z.number()]).describe("a duration: 90s, 20m, 1h30m, or a number of seconds");
 
 export const DEFAULTS = {
   generation: "v6e" as Generation,
@@ -41,18 +39,13 @@ export const DEFAULTS = {
 const tpuSchema = z
   .strictObject({
     generation: z.enum(["v6e", "v7"]).describe("TPU generation: v6e (Trillium) or v7 (TPU7x, Ironwood)"),
-    accelerator: z
-      .string()
-      .describe("slice type, e.g. v6e-32 or tpu7x-16; derived from generation and nodes when absent"),
+    accelerator: z.string().describe("slice type, e.g. v6e-32 or tpu7x-16; derived from generation and nodes when absent"),
     nodes: z.number().describe("TPU VM hosts serving the model together (= sglang-jax --nnodes)"),
     spot: z.boolean().describe("use spot (preemptible) capacity; v6e only"),
     zones: z.array(z.string()).min(1).describe("zones to try, in order"),
     project: z.string().min(1).describe("GCP project; GOOGLE_CLOUD_PROJECT otherwise"),
     runtimeVersion: z.string().min(1).describe("TPU VM runtime (v6e); default v2-alpha-tpuv6e"),
-    maxRunHours: z
-      .number()
-      .positive()
-      .describe("v7 only: the managed instance group's run_duration, in hours (SkyPilot requires it)"),
+    maxRunHours: z.number().positive().describe("v7 only: the managed instance group's run_duration, in hours (SkyPilot requires it)"),
   })
   .partial();
 
@@ -297,7 +290,8 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   const readyTimeoutMs = checkDuration(issues, "server.readyTimeout", f.server?.readyTimeout ?? DEFAULTS.readyTimeout);
   const launchTimeoutMs = checkDuration(issues, "launch.timeout", f.launch?.timeout ?? DEFAULTS.launchTimeout);
   const maxAttempts = f.relaunch?.maxAttempts ?? DEFAULTS.maxAttempts;
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) issues.push({ path: "relaunch.maxAttempts", message: "must be a whole number ≥ 1" });
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1)
+    issues.push({ path: "relaunch.maxAttempts", message: "must be a whole number ≥ 1" });
   const onDemandAfter = f.relaunch?.onDemandAfter;
   if (onDemandAfter !== undefined && (!Number.isInteger(onDemandAfter) || onDemandAfter < 1)) {
     issues.push({ path: "relaunch.onDemandAfter", message: "must be a whole number ≥ 1" });

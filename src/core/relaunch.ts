@@ -57,7 +57,9 @@ export function decide(ev: Evidence): Decision {
   // SkyPilot's database lags the cloud only the other way: a cluster missing from it is gone.
   if (ev.sky === "missing") return lostVerdict(ev.spot, "sky status");
 
-  const looksUp = nodes ? nodes.length > 0 && nodes.every((n) => n.state === "READY") : typeof ev.sky === "object" && ev.sky.status === "UP";
+  const looksUp = nodes
+    ? nodes.length > 0 && nodes.every((n) => n.state === "READY")
+    : typeof ev.sky === "object" && ev.sky.status === "UP";
   if (looksUp && ev.hosts > 0 && ev.health === undefined) return probe("health");
   if (ev.health === "ok") return verdict("healthy", "rank 0 answers /health_generate with 200");
 
@@ -73,11 +75,15 @@ export function decide(ev: Evidence): Decision {
   const dead = ranksWhere((p) => p === "dead" || p === "not started");
   if (dead.length > 0) return verdict("servers-down", `the server of rank ${dead.join(", ")} is not running; the hosts are up`);
   const unreachable = ranksWhere((p) => p === "unreachable");
-  if (unreachable.length > 0) return verdict("servers-down", `rank ${unreachable.join(", ")} cannot be reached over SSH while the cluster is UP`);
+  if (unreachable.length > 0)
+    return verdict("servers-down", `rank ${unreachable.join(", ")} cannot be reached over SSH while the cluster is UP`);
   if (ev.phase === "starting" && withinStartWindow(ev)) {
     return verdict("starting", "every rank is running and the start is within server.readyTimeout: still coming up");
   }
-  return verdict("servers-down", ev.health === "failing" ? "rank 0 /health_generate fails (engine wedged)" : "every rank runs but rank 0 does not answer");
+  return verdict(
+    "servers-down",
+    ev.health === "failing" ? "rank 0 /health_generate fails (engine wedged)" : "every rank runs but rank 0 does not answer",
+  );
 }
 
 function lostVerdict(spot: boolean, where: string): Decision {

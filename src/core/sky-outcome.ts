@@ -28,7 +28,9 @@ export function classifyLaunch(exitCode: number, output: string, zone: string): 
     return { kind: "setup-failed", exitCode, message: tail(output) };
   }
   const exception = lastException(output) ?? tail(output, 3);
-  if (/Invalid task YAML|Invalid resources YAML|InvalidSkyPilotConfigError|Invalid instance type|Cannot specify instance type/.test(output)) {
+  if (
+    /Invalid task YAML|Invalid resources YAML|InvalidSkyPilotConfigError|Invalid instance type|Cannot specify instance type/.test(output)
+  ) {
     return { kind: "invalid-task", message: exception };
   }
   if (/QuotaFailure|QUOTA_EXCEEDED|quotaExceeded|Quota '[^']+' exhausted/.test(output)) {

@@ -2,14 +2,56 @@
 // (sky/utils/schemas.py, skypilot.md §7 and §10): SkyPilot rejects unknown keys, so do we, earlier.
 
 const TOP_LEVEL = new Set([
-  "name", "workdir", "event_callback", "num_nodes", "resources", "file_mounts", "service", "pool", "setup", "run",
-  "envs", "secrets", "managed_secrets", "inputs", "outputs", "file_mounts_mapping", "config", "volumes",
-  "volume_mounts", "api_server_access", "_metadata",
+  "name",
+  "workdir",
+  "event_callback",
+  "num_nodes",
+  "resources",
+  "file_mounts",
+  "service",
+  "pool",
+  "setup",
+  "run",
+  "envs",
+  "secrets",
+  "managed_secrets",
+  "inputs",
+  "outputs",
+  "file_mounts_mapping",
+  "config",
+  "volumes",
+  "volume_mounts",
+  "api_server_access",
+  "_metadata",
 ]);
 const RESOURCES = new Set([
-  "infra", "cloud", "region", "zone", "accelerators", "gpus", "accelerator_args", "use_spot", "instance_type", "cpus",
-  "memory", "disk_size", "disk_tier", "network_tier", "local_disk", "ports", "labels", "image_id", "autostop",
-  "job_recovery", "volumes", "ephemeral_storage", "max_hourly_cost", "priority", "priority_class", "any_of", "ordered",
+  "infra",
+  "cloud",
+  "region",
+  "zone",
+  "accelerators",
+  "gpus",
+  "accelerator_args",
+  "use_spot",
+  "instance_type",
+  "cpus",
+  "memory",
+  "disk_size",
+  "disk_tier",
+  "network_tier",
+  "local_disk",
+  "ports",
+  "labels",
+  "image_id",
+  "autostop",
+  "job_recovery",
+  "volumes",
+  "ephemeral_storage",
+  "max_hourly_cost",
+  "priority",
+  "priority_class",
+  "any_of",
+  "ordered",
 ]);
 const ACCELERATOR_ARGS = new Set(["runtime_version", "tpu_vm", "tpu_name", "gcp_queued_resource"]);
 const ENV_KEY = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -34,20 +76,25 @@ export function validateSkyTask(task: Record<string, unknown>): string[] {
     if (!isMap(r)) errors.push("task: resources must be a mapping");
     else {
       for (const k of Object.keys(r)) if (!RESOURCES.has(k) && !k.startsWith("_")) errors.push(`resources: unsupported field '${k}'`);
-      if (r.infra !== undefined && (typeof r.infra !== "string" || !INFRA.test(r.infra))) errors.push(`resources: infra '${String(r.infra)}' is not cloud[/region[/zone]]`);
+      if (r.infra !== undefined && (typeof r.infra !== "string" || !INFRA.test(r.infra)))
+        errors.push(`resources: infra '${String(r.infra)}' is not cloud[/region[/zone]]`);
       if (r.infra !== undefined && (r.cloud !== undefined || r.region !== undefined || r.zone !== undefined)) {
         errors.push("resources: cannot specify both infra and cloud, region, or zone");
       }
       if (r.use_spot !== undefined && typeof r.use_spot !== "boolean") errors.push("resources: use_spot must be a boolean");
       if (r.accelerator_args !== undefined) {
         if (!isMap(r.accelerator_args)) errors.push("resources: accelerator_args must be a mapping");
-        else for (const k of Object.keys(r.accelerator_args)) if (!ACCELERATOR_ARGS.has(k)) errors.push(`resources.accelerator_args: unsupported field '${k}'`);
+        else
+          for (const k of Object.keys(r.accelerator_args))
+            if (!ACCELERATOR_ARGS.has(k)) errors.push(`resources.accelerator_args: unsupported field '${k}'`);
       }
       if (r.labels !== undefined) {
         if (!isMap(r.labels)) errors.push("resources: labels must be a mapping");
-        else for (const [k, v] of Object.entries(r.labels)) {
-          if (!LABEL.test(k) || k.length === 0 || typeof v !== "string" || !LABEL.test(v)) errors.push(`resources.labels: '${k}: ${String(v)}' is not a valid GCP label`);
-        }
+        else
+          for (const [k, v] of Object.entries(r.labels)) {
+            if (!LABEL.test(k) || k.length === 0 || typeof v !== "string" || !LABEL.test(v))
+              errors.push(`resources.labels: '${k}: ${String(v)}' is not a valid GCP label`);
+          }
       }
     }
   }

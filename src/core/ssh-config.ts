@@ -16,9 +16,7 @@ export interface SshConfigProblem {
   message: string;
 }
 
-export type SshConfigParse =
-  | { kind: "ok"; entries: SshHostEntry[] }
-  | { kind: "invalid"; problems: SshConfigProblem[] };
+export type SshConfigParse = { kind: "ok"; entries: SshHostEntry[] } | { kind: "invalid"; problems: SshConfigProblem[] };
 
 export interface ClusterHost extends SshHostEntry {
   user: string;
@@ -32,9 +30,7 @@ export type ClusterHostsProblem =
   | { kind: "duplicate"; index: number }
   | { kind: "missing-field"; alias: string; field: "User" | "IdentityFile" };
 
-export type ClusterHostsResult =
-  | { kind: "ok"; hosts: ClusterHost[] }
-  | { kind: "error"; problems: ClusterHostsProblem[]; message: string };
+export type ClusterHostsResult = { kind: "ok"; hosts: ClusterHost[] } | { kind: "error"; problems: ClusterHostsProblem[]; message: string };
 
 interface Directive {
   line: number;
@@ -125,9 +121,15 @@ function describeProblems(problems: readonly ClusterHostsProblem[], cluster: str
         return `more than one entry for host index ${p.index}`;
       case "missing-field":
         return `"${p.alias}" has no ${p.field}`;
+      default:
+        return assertNever(p);
     }
   });
   return `SSH config of cluster "${cluster}" is incomplete: ${parts.join("; ")}`;
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected problem ${JSON.stringify(x)}`);
 }
 
 // `<c>` is rank 0 and `<c>-workerN` (N ≥ 1, no leading zeros, as SkyPilot writes it) is N.
@@ -186,7 +188,10 @@ function hostLineMatches(patterns: readonly string[], alias: string): boolean {
 }
 
 function globMatches(pattern: string, s: string): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const re = pattern
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${re}$`, "s").test(s);
 }
 

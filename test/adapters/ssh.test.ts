@@ -4,7 +4,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server as HttpServer } from "node:http";
-import { createServer as createNetServer, connect as netConnect, type Server as NetServer, type Socket } from "node:net";
+import { createServer as createNetServer, connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -399,12 +399,21 @@ describe("forwarding", () => {
 
     const body = JSON.stringify({ text: "héllo", max_new_tokens: 4 });
     const post = await httpViaSsh(s, "127.0.0.1", httpPort, {
-      method: "POST", path: "/generate", headers: { "content-type": "application/json", "x-run": "7" }, body, timeoutMs: 5_000,
+      method: "POST",
+      path: "/generate",
+      headers: { "content-type": "application/json", "x-run": "7" },
+      body,
+      timeoutMs: 5_000,
     });
     expect(post.status).toBe(200);
     const last = seen[seen.length - 1];
     expect(last).toMatchObject({ method: "POST", url: "/generate", body });
-    expect(last?.headers).toMatchObject({ "content-type": "application/json", "x-run": "7", "content-length": String(Buffer.byteLength(body)), host: `127.0.0.1:${httpPort}` });
+    expect(last?.headers).toMatchObject({
+      "content-type": "application/json",
+      "x-run": "7",
+      "content-length": String(Buffer.byteLength(body)),
+      host: `127.0.0.1:${httpPort}`,
+    });
 
     expect((await httpViaSsh(s, "127.0.0.1", httpPort, { path: "/missing", timeoutMs: 5_000 })).status).toBe(404);
   });
@@ -458,12 +467,24 @@ describe("forwarding", () => {
     const ac = new AbortController();
     const deadPort = await freePort();
     const fwd = await startLocalForward({
-      session: s, destHost: "127.0.0.1", destPort: deadPort, localPort: 0, signal: ac.signal, onError: (e) => errors.push(e),
+      session: s,
+      destHost: "127.0.0.1",
+      destPort: deadPort,
+      localPort: 0,
+      signal: ac.signal,
+      onError: (e) => errors.push(e),
     });
     await expect(plainGet(fwd.port, "/")).rejects.toThrow();
     expect(errors[0]).toMatchObject({ stage: "forward", reason: "refused" });
     ac.abort();
-    expect(await eventually(async () => plainGet(fwd.port, "/").then(() => false, (e: Error & { code?: string }) => e.code === "ECONNREFUSED"))).toBe(true);
+    expect(
+      await eventually(async () =>
+        plainGet(fwd.port, "/").then(
+          () => false,
+          (e: Error & { code?: string }) => e.code === "ECONNREFUSED",
+        ),
+      ),
+    ).toBe(true);
     await fwd.close();
   });
 
@@ -530,7 +551,12 @@ describe("closing", () => {
       await s.exec("true");
       await httpViaSsh(s, "127.0.0.1", httpPort, { path: "/", timeoutMs: 5_000 });
     }
-    const fwd = await startLocalForward({ session: sessions[0] ?? (await connect()), destHost: "127.0.0.1", destPort: httpPort, localPort: 0 });
+    const fwd = await startLocalForward({
+      session: sessions[0] ?? (await connect()),
+      destHost: "127.0.0.1",
+      destPort: httpPort,
+      localPort: 0,
+    });
     await plainGet(fwd.port, "/");
     expect((await sshdChildren()).trim().split("\n")).toHaveLength(3);
     await fwd.close();

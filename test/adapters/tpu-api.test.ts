@@ -20,26 +20,57 @@ const FAR = nodeName("far-2ea485ef-head-bbbbbbbb-tpu", "us-central1-b");
 function fixture(): SimState {
   const s = emptyState(PROJECT, "2ea485ef");
   let seq = 0;
-  const addNode = (name: string, cluster: string, head: boolean, ips: [string, string][], extra: Partial<SimState["nodes"][string]> = {}): void => {
+  const addNode = (
+    name: string,
+    cluster: string,
+    head: boolean,
+    ips: [string, string][],
+    extra: Partial<SimState["nodes"][string]> = {},
+  ): void => {
     const hostIds = ips.map(([ext, int], workerId): string => {
       seq += 1;
       const h: SimHost = {
-        id: `h${seq}`, netns: `tpd-h${seq}`, externalIp: ext, internalIp: int, workerId, cluster, nodeName: name,
-        zone: ZONE, hostname: `t1v-n-${seq}-w-${workerId}`, alive: true,
+        id: `h${seq}`,
+        netns: `tpd-h${seq}`,
+        externalIp: ext,
+        internalIp: int,
+        workerId,
+        cluster,
+        nodeName: name,
+        zone: ZONE,
+        hostname: `t1v-n-${seq}-w-${workerId}`,
+        alive: true,
       };
       s.hosts[h.id] = h;
       return h.id;
     });
     s.nodes[name] = {
-      name, zone: /locations\/([^/]+)/.exec(name)?.[1] ?? ZONE, acceleratorType: "v6e-16", runtimeVersion: "v2-alpha-tpuv6e",
-      state: "READY", preemptible: false, createTime: 1_760_000_000_500, id: String(1000 + seq), hostIds,
+      name,
+      zone: /locations\/([^/]+)/.exec(name)?.[1] ?? ZONE,
+      acceleratorType: "v6e-16",
+      runtimeVersion: "v2-alpha-tpuv6e",
+      state: "READY",
+      preemptible: false,
+      createTime: 1_760_000_000_500,
+      id: String(1000 + seq),
+      hostIds,
       labels: { "skypilot-cluster-name": cluster, "ray-cluster-name": cluster, "skypilot-head-node": head ? "1" : "0" },
       ...extra,
     };
   };
   // Two slices of one cluster (num_nodes: 2); the worker slice sorts before the head by name.
-  addNode(HEAD, "sgl-2ea485ef", true, [["198.18.3.11", "198.19.3.11"], ["198.18.3.5", "198.19.3.5"], ["198.18.3.23", "198.19.3.23"], ["198.18.3.7", "198.19.3.7"]]);
-  addNode(WORKER, "sgl-2ea485ef", false, [["198.18.4.9", "198.19.4.9"], ["198.18.4.10", "198.19.4.10"], ["198.18.4.1", "198.19.4.1"], ["198.18.4.2", "198.19.4.2"]]);
+  addNode(HEAD, "sgl-2ea485ef", true, [
+    ["198.18.3.11", "198.19.3.11"],
+    ["198.18.3.5", "198.19.3.5"],
+    ["198.18.3.23", "198.19.3.23"],
+    ["198.18.3.7", "198.19.3.7"],
+  ]);
+  addNode(WORKER, "sgl-2ea485ef", false, [
+    ["198.18.4.9", "198.19.4.9"],
+    ["198.18.4.10", "198.19.4.10"],
+    ["198.18.4.1", "198.19.4.1"],
+    ["198.18.4.2", "198.19.4.2"],
+  ]);
   addNode(SPOT, "spot-2ea485ef", true, [["198.18.5.1", "198.19.5.1"]], { acceleratorType: "v6e-4", state: "PREEMPTED", preemptible: true });
   addNode(OTHER, "other-2ea485ef", true, [["198.18.6.1", "198.19.6.1"]], { acceleratorType: "v6e-8", state: "CREATING" });
   addNode(FAR, "far-2ea485ef", true, [["198.18.7.1", "198.19.7.1"]]);
@@ -123,7 +154,11 @@ describe("createTpuApi against the emulator", () => {
 
   it("gets a node, and null for a missing one", async () => {
     const { api } = await rig();
-    expect(await api.getNode(OTHER)).toMatchObject({ name: OTHER, state: "CREATING", endpoints: [{ workerId: 0, internalIp: "198.19.6.1" }] });
+    expect(await api.getNode(OTHER)).toMatchObject({
+      name: OTHER,
+      state: "CREATING",
+      endpoints: [{ workerId: 0, internalIp: "198.19.6.1" }],
+    });
     expect(await api.getNode(nodeName("gone-2ea485ef-head-cccccccc-tpu"))).toBeNull();
     expect(await api.getNode(HEAD.replace(PROJECT, "someone-else"))).toBeNull();
     const err = await failure(api.getNode("sgl-2ea485ef"));
@@ -157,7 +192,16 @@ describe("createTpuApi against the emulator", () => {
 
   it("lists the accelerator types of a zone across pages", async () => {
     const { api } = await rig();
-    expect(await api.listAcceleratorTypes(PROJECT, ZONE)).toEqual(["v6e-1", "v6e-4", "v6e-8", "v6e-16", "v6e-32", "v6e-64", "v6e-128", "v6e-256"]);
+    expect(await api.listAcceleratorTypes(PROJECT, ZONE)).toEqual([
+      "v6e-1",
+      "v6e-4",
+      "v6e-8",
+      "v6e-16",
+      "v6e-32",
+      "v6e-64",
+      "v6e-128",
+      "v6e-256",
+    ]);
   });
 
   it("makes no write RPC when it only reads", async () => {

@@ -68,9 +68,23 @@ describe("bin/tpu-deploy.js", () => {
   it("up --nodes 2 --dry-run --json: exit 0, one JSON document with two ranks", () => {
     const res = spawnSync(process.execPath, [BIN, "up", "--nodes", "2", "--dry-run", "--json"], { cwd, env, encoding: "utf8" });
     expect(res.status).toBe(0);
-    const doc = JSON.parse(res.stdout) as { version: number; command: string; ok: boolean; result: { skyArgv: string[]; ranks: { rank: number }[] } };
+    const doc = JSON.parse(res.stdout) as {
+      version: number;
+      command: string;
+      ok: boolean;
+      result: { skyArgv: string[]; ranks: { rank: number }[] };
+    };
     expect(doc).toMatchObject({ version: 1, command: "up", ok: true });
-    expect(doc.result.skyArgv).toEqual(["sky", "launch", join(env.TPU_DEPLOY_HOME ?? "", "deployments", "sgl-v6e-2", "sky.yaml"), "-c", "sgl-v6e-2", "--infra", "gcp/us-east5/us-east5-a", "-y"]);
+    expect(doc.result.skyArgv).toEqual([
+      "sky",
+      "launch",
+      join(env.TPU_DEPLOY_HOME ?? "", "deployments", "sgl-v6e-2", "sky.yaml"),
+      "-c",
+      "sgl-v6e-2",
+      "--infra",
+      "gcp/us-east5/us-east5-a",
+      "-y",
+    ]);
     expect(doc.result.ranks.map((r) => r.rank)).toEqual([0, 1]);
   });
 
@@ -98,7 +112,11 @@ describe("bin/tpu-deploy.js", () => {
   });
 
   it("the dry run does not load them either", () => {
-    const res = spawnSync(process.execPath, ["--import", preloadPath, BIN, "up", "--nodes", "2", "--dry-run"], { cwd, env, encoding: "utf8" });
+    const res = spawnSync(process.execPath, ["--import", preloadPath, BIN, "up", "--nodes", "2", "--dry-run"], {
+      cwd,
+      env,
+      encoding: "utf8",
+    });
     expect(res.status).toBe(0);
     expect(heavyModules(res.stderr)).toEqual([]);
   });

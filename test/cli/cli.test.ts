@@ -30,7 +30,9 @@ function expectFailure(doc: Fail, command: string, code: string): void {
 }
 
 function bashWords(commandLine: string): string[] {
-  return execFileSync("bash", ["-c", `printf '%s\\0' ${commandLine}`], { encoding: "utf8" }).slice(0, -1).split("\0");
+  return execFileSync("bash", ["-c", `printf '%s\\0' ${commandLine}`], { encoding: "utf8" })
+    .slice(0, -1)
+    .split("\0");
 }
 
 /** Splits the human dry-run output into its sections. */
@@ -73,7 +75,10 @@ describe("up --nodes 2 --dry-run with no config file", () => {
 
     const rankLines = s.ranks.split("\n").filter((l) => l.startsWith("rank "));
     expect(rankLines).toEqual(["rank 0  slice 0 worker 0  <slice 0 worker 0>", "rank 1  slice 1 worker 0  <slice 1 worker 0>"]);
-    const commands = s.ranks.split("\n").filter((l) => l.startsWith("  ")).map((l) => bashWords(l.trim()));
+    const commands = s.ranks
+      .split("\n")
+      .filter((l) => l.startsWith("  "))
+      .map((l) => bashWords(l.trim()));
     expect(commands).toHaveLength(2);
     commands.forEach((argv, rank) => {
       expect(argv[argv.indexOf("--node-rank") + 1]).toBe(String(rank));
@@ -134,7 +139,19 @@ describe("--json failures are one document too", () => {
   });
 
   it("reports every config problem in one message", async () => {
-    const res = await runCli(["up", "--dry-run", "--json", "--name", "X", "--port", "80", "--zone", "nowhere", "--server-arg", "--nnode=2"]);
+    const res = await runCli([
+      "up",
+      "--dry-run",
+      "--json",
+      "--name",
+      "X",
+      "--port",
+      "80",
+      "--zone",
+      "nowhere",
+      "--server-arg",
+      "--nnode=2",
+    ]);
     expect(res.code).toBe(2);
     const doc = oneJson<Fail>(res.stdout);
     expect(doc.error.message).toMatch(/^invalid configuration \(4 problems\):/);
@@ -276,7 +293,12 @@ describe("render", () => {
   it("-o FILE --json reports where it wrote", async () => {
     const res = await runCli(["render", "-o", "sky.yaml", "--json"]);
     const doc = oneJson<Ok<{ path: string; task: { name: string } }>>(res.stdout);
-    expect(doc).toMatchObject({ version: 1, command: "render", ok: true, result: { path: join(res.cwd, "sky.yaml"), task: { name: "sgl-v6e-1" } } });
+    expect(doc).toMatchObject({
+      version: 1,
+      command: "render",
+      ok: true,
+      result: { path: join(res.cwd, "sky.yaml"), task: { name: "sgl-v6e-1" } },
+    });
     expect(parse(readFileSync(join(res.cwd, "sky.yaml"), "utf8"))).toEqual(doc.result.task);
   });
 
@@ -294,7 +316,10 @@ describe("the config file", () => {
     const res = await runCli(["up", "--dry-run", "--json"], { files: { "tpu-deploy.yaml": FILE } });
     expect(res.code).toBe(0);
     const r = oneJson<Ok<DryRun>>(res.stdout).result;
-    expect(r.task).toMatchObject({ name: "from-file", resources: { accelerators: "tpu-v6e-16", use_spot: true, infra: "gcp/us-central1/us-central1-b" } });
+    expect(r.task).toMatchObject({
+      name: "from-file",
+      resources: { accelerators: "tpu-v6e-16", use_spot: true, infra: "gcp/us-central1/us-central1-b" },
+    });
     expect(r.skyArgv).toContain("--use-spot");
     expect(r.ranks).toHaveLength(4);
     expect(r.ranks[0]?.argv).toContain("Qwen/Qwen3-32B");

@@ -98,7 +98,13 @@ function setup(opts: { secrets?: boolean } = {}): Env {
     FAKE_DIR: dir,
     GOOGLE_CLOUD_PROJECT: "my-project",
   };
-  const flags: SpecFlags = { name: "spotty", nodes: 4, spot: true, secret: ["HF_TOKEN"], ...(opts.secrets === false ? {} : { secretsFile }) };
+  const flags: SpecFlags = {
+    name: "spotty",
+    nodes: 4,
+    spot: true,
+    secret: ["HF_TOKEN"],
+    ...(opts.secrets === false ? {} : { secretsFile }),
+  };
   const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig(flags) }], env);
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
   new StateStore(env).write(newState(r.config));
@@ -173,14 +179,26 @@ describe("schedule prints a cron line that runs as printed", () => {
     const record = join(t.dir, "record.jsonl");
     // bash as the brief's check, and /bin/sh, which is what cron itself runs.
     for (const shell of ["/bin/bash", "/bin/sh"]) {
-      const ran = spawnSync("env", ["-i", `FAKE_RECORD=${record}`, "PATH=/usr/bin:/bin", shell, "-c", command], { encoding: "utf8", cwd: "/" });
+      const ran = spawnSync("env", ["-i", `FAKE_RECORD=${record}`, "PATH=/usr/bin:/bin", shell, "-c", command], {
+        encoding: "utf8",
+        cwd: "/",
+      });
       expect(ran.status).toBe(0);
     }
-    const calls = readFileSync(record, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+    const calls = readFileSync(record, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
     expect(calls).toHaveLength(2);
     for (const call of calls) {
       expect(call.argv).toEqual(["relaunch", "spotty"]);
-      expect(call.env).toMatchObject({ HOME: t.home, TPU_DEPLOY_HOME: t.tpdHome, PATH: t.env.PATH, GOOGLE_CLOUD_PROJECT: "my-project", HF_TOKEN: "hf_from file" });
+      expect(call.env).toMatchObject({
+        HOME: t.home,
+        TPU_DEPLOY_HOME: t.tpdHome,
+        PATH: t.env.PATH,
+        GOOGLE_CLOUD_PROJECT: "my-project",
+        HF_TOKEN: "hf_from file",
+      });
     }
     // Output goes to the log file under TPU_DEPLOY_HOME.
     expect(readFileSync(join(t.tpdHome, "logs", "relaunch-spotty.log"), "utf8")).toContain("fake tpu-deploy ran: relaunch spotty");
@@ -239,7 +257,10 @@ describe("schedule --install cron / --uninstall: exact inverses through crontab 
   });
 
   it("leaves another deployment's entry alone", async () => {
-    new StateStore(t.env).write({ ...JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8")), name: "other" });
+    new StateStore(t.env).write({
+      ...JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8")),
+      name: "other",
+    });
     await cli(["schedule", "other", "--every", "5m", "--install", "cron"]);
     const withOther = crontab();
     await cli(["schedule", "spotty", "--every", "5m", "--install", "cron"]);
@@ -265,7 +286,11 @@ describe("schedule --install systemd / --uninstall", () => {
 
     expect((await cli(["schedule", "spotty", "--uninstall"])).code).toBe(0);
     expect(tree(t.xdg)).toEqual(before);
-    expect(calls().slice(2)).toEqual(["crontab -l", "systemctl --user disable --now tpu-deploy-relaunch-spotty.timer", "systemctl --user daemon-reload"]);
+    expect(calls().slice(2)).toEqual([
+      "crontab -l",
+      "systemctl --user disable --now tpu-deploy-relaunch-spotty.timer",
+      "systemctl --user daemon-reload",
+    ]);
   });
 
   it("from no ~/.config/systemd at all back to none", async () => {

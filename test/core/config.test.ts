@@ -2,14 +2,7 @@ import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
-import {
-  type Config,
-  type ConfigSource,
-  configJsonSchema,
-  DEFAULTS,
-  fileConfigSchema,
-  resolveConfig,
-} from "../../src/core/config.js";
+import { type Config, type ConfigSource, configJsonSchema, DEFAULTS, fileConfigSchema, resolveConfig } from "../../src/core/config.js";
 import { formatDuration, parseDuration } from "../../src/core/duration.js";
 import { ownedFlagConflicts } from "../../src/core/server-args.js";
 import { DEFAULT_ZONES, V6E_CATALOG_ZONES } from "../../src/core/topology.js";
@@ -124,9 +117,26 @@ describe("defaults when nothing is given", () => {
 
   it("v6e zones come from SkyPilot's catalog (skypilot.md §7), tried in order", () => {
     const catalog = [
-      "asia-east1-c", "asia-northeast1-b", "asia-south1-b", "asia-south1-c", "asia-southeast1-b", "europe-west4-a",
-      "southamerica-east1-c", "southamerica-west1-a", "us-central1-a", "us-central1-b", "us-central1-c", "us-central2-b",
-      "us-east1-d", "us-east4-a", "us-east5-a", "us-east5-b", "us-east5-c", "us-south1-a", "us-south1-c", "us-west1-c",
+      "asia-east1-c",
+      "asia-northeast1-b",
+      "asia-south1-b",
+      "asia-south1-c",
+      "asia-southeast1-b",
+      "europe-west4-a",
+      "southamerica-east1-c",
+      "southamerica-west1-a",
+      "us-central1-a",
+      "us-central1-b",
+      "us-central1-c",
+      "us-central2-b",
+      "us-east1-d",
+      "us-east4-a",
+      "us-east5-a",
+      "us-east5-b",
+      "us-east5-c",
+      "us-south1-a",
+      "us-south1-c",
+      "us-west1-c",
     ];
     expect([...V6E_CATALOG_ZONES].sort()).toEqual(catalog);
     const zones = resolveOk([]).tpu.zones;
@@ -173,7 +183,12 @@ describe("every key of the file", () => {
     ["server.distPort", 20000, (c) => c.server.distPort, 20000],
     ["server.tpSize", 8, (c) => c.server.tpSize, 8],
     ["server.args", ["--page-size=64", "--dtype", "bfloat16"], (c) => c.server.args, ["--page-size=64", "--dtype", "bfloat16"]],
-    ["server.env", { JAX_PLATFORMS: "tpu", XLA_FLAGS: "--xla_dump_to=/tmp/x" }, (c) => c.server.env, { JAX_PLATFORMS: "tpu", XLA_FLAGS: "--xla_dump_to=/tmp/x" }],
+    [
+      "server.env",
+      { JAX_PLATFORMS: "tpu", XLA_FLAGS: "--xla_dump_to=/tmp/x" },
+      (c) => c.server.env,
+      { JAX_PLATFORMS: "tpu", XLA_FLAGS: "--xla_dump_to=/tmp/x" },
+    ],
     ["server.secrets", ["HF_TOKEN", "WANDB_API_KEY"], (c) => c.server.secrets, ["HF_TOKEN", "WANDB_API_KEY"]],
     ["server.secretsFile", "/etc/tpu-deploy/secrets.env", (c) => c.server.secretsFile, "/etc/tpu-deploy/secrets.env"],
     ["server.apiKeySecret", "SGLANG_API_KEY", (c) => [c.server.apiKeySecret, c.server.secrets], ["SGLANG_API_KEY", ["SGLANG_API_KEY"]]],
@@ -269,9 +284,7 @@ describe("unknown keys", () => {
 
 describe("all problems are reported at once", () => {
   it("shape problems across sections", () => {
-    const { issues } = resolveBad([
-      file({ name: 7, tpu: { nodes: "two", spot: "yes" }, server: { port: "x" }, typo: true }),
-    ]);
+    const { issues } = resolveBad([file({ name: 7, tpu: { nodes: "two", spot: "yes" }, server: { port: "x" }, typo: true })]);
     expect(issues.map((i) => i.path).sort()).toEqual(["name", "server.port", "tpu.nodes", "tpu.spot", "typo"]);
   });
 
@@ -569,7 +582,9 @@ describe("ports, zones, env, relaunch", () => {
   });
 
   it("refuses a zone listed twice", () => {
-    expect(resolveBad([flags({ zone: ["us-east5-a", "us-east5-a"] })]).issues).toEqual([{ path: "tpu.zones", message: "lists a zone twice" }]);
+    expect(resolveBad([flags({ zone: ["us-east5-a", "us-east5-a"] })]).issues).toEqual([
+      { path: "tpu.zones", message: "lists a zone twice" },
+    ]);
   });
 
   it("refuses env names that are not variable names and values with NUL", () => {
@@ -628,7 +643,9 @@ describe("durations", () => {
     ["server.readyTimeout", 0],
     ["launch.timeout", "-5m"],
   ])("%s %j is refused with examples", (path, value) => {
-    expect(resolveBad([file(at(path, value))]).issues).toEqual([{ path, message: expect.stringMatching(/is not a duration \(examples: 90s/) }]);
+    expect(resolveBad([file(at(path, value))]).issues).toEqual([
+      { path, message: expect.stringMatching(/is not a duration \(examples: 90s/) },
+    ]);
   });
 });
 
@@ -636,7 +653,15 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
   type JsonSchema = Record<string, unknown>;
   const ANNOTATIONS = new Set(["$schema", "description"]);
   const KEYWORDS = new Set([
-    "type", "properties", "additionalProperties", "items", "enum", "minItems", "minLength", "exclusiveMinimum", "propertyNames",
+    "type",
+    "properties",
+    "additionalProperties",
+    "items",
+    "enum",
+    "minItems",
+    "minLength",
+    "exclusiveMinimum",
+    "propertyNames",
   ]);
 
   /** A validator for the keywords the schema uses; it refuses any keyword it does not know, so it cannot pass by ignoring one. */
@@ -649,11 +674,15 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
     const typeOf = (v: unknown) => (Array.isArray(v) ? "array" : v === null ? "null" : typeof v === "object" ? "object" : typeof v);
     if (types && !types.includes(typeOf(value))) return [`${path}: expected ${types.join("|")}, got ${typeOf(value)}`];
     if (Array.isArray(schema.enum) && !schema.enum.includes(value)) errors.push(`${path}: not one of ${schema.enum.join(", ")}`);
-    if (typeof value === "string" && typeof schema.minLength === "number" && value.length < schema.minLength) errors.push(`${path}: too short`);
-    if (typeof value === "number" && typeof schema.exclusiveMinimum === "number" && value <= schema.exclusiveMinimum) errors.push(`${path}: too small`);
+    if (typeof value === "string" && typeof schema.minLength === "number" && value.length < schema.minLength)
+      errors.push(`${path}: too short`);
+    if (typeof value === "number" && typeof schema.exclusiveMinimum === "number" && value <= schema.exclusiveMinimum)
+      errors.push(`${path}: too small`);
     if (Array.isArray(value)) {
       if (typeof schema.minItems === "number" && value.length < schema.minItems) errors.push(`${path}: too few items`);
-      value.forEach((item, i) => errors.push(...validate(schema.items as JsonSchema, item, `${path}[${i}]`)));
+      value.forEach((item, i) => {
+        errors.push(...validate(schema.items as JsonSchema, item, `${path}[${i}]`));
+      });
     }
     if (typeOf(value) === "object") {
       const props = (schema.properties ?? {}) as Record<string, JsonSchema>;
@@ -662,7 +691,8 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
         const sub = props[k];
         if (sub) errors.push(...validate(sub, v, `${path}.${k}`));
         else if (schema.additionalProperties === false) errors.push(`${path}: unknown property ${k}`);
-        else if (typeof schema.additionalProperties === "object") errors.push(...validate(schema.additionalProperties as JsonSchema, v, `${path}.${k}`));
+        else if (typeof schema.additionalProperties === "object")
+          errors.push(...validate(schema.additionalProperties as JsonSchema, v, `${path}.${k}`));
       }
     }
     return errors;

@@ -32,14 +32,52 @@ function bashWords(commandLine: string): string[] {
 describe("rank specs: rank = slice offset + TPU worker number", () => {
   it.each([
     { flags: {}, want: [[0, 0, 0]] },
-    { flags: { nodes: 2 }, want: [[0, 0, 0], [1, 1, 0]] },
-    { flags: { nodes: 3 }, want: [[0, 0, 0], [1, 1, 0], [2, 2, 0]] },
-    { flags: { nodes: 4 }, want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3]] },
+    {
+      flags: { nodes: 2 },
+      want: [
+        [0, 0, 0],
+        [1, 1, 0],
+      ],
+    },
+    {
+      flags: { nodes: 3 },
+      want: [
+        [0, 0, 0],
+        [1, 1, 0],
+        [2, 2, 0],
+      ],
+    },
+    {
+      flags: { nodes: 4 },
+      want: [
+        [0, 0, 0],
+        [1, 0, 1],
+        [2, 0, 2],
+        [3, 0, 3],
+      ],
+    },
     {
       flags: { accelerator: "v6e-16", nodes: 8 },
-      want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3], [4, 1, 0], [5, 1, 1], [6, 1, 2], [7, 1, 3]],
+      want: [
+        [0, 0, 0],
+        [1, 0, 1],
+        [2, 0, 2],
+        [3, 0, 3],
+        [4, 1, 0],
+        [5, 1, 1],
+        [6, 1, 2],
+        [7, 1, 3],
+      ],
     },
-    { flags: { tpu: "v7", nodes: 4 }, want: [[0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3]] },
+    {
+      flags: { tpu: "v7", nodes: 4 },
+      want: [
+        [0, 0, 0],
+        [1, 0, 1],
+        [2, 0, 2],
+        [3, 0, 3],
+      ],
+    },
   ] as { flags: SpecFlags; want: number[][] }[])("$flags → [rank, slice, worker] $want", ({ flags, want }) => {
     expect(rankSpecs(config(flags)).map((s) => [s.rank, s.slice, s.workerId])).toEqual(want);
   });
@@ -55,7 +93,13 @@ describe("rank specs: rank = slice offset + TPU worker number", () => {
 
 describe("the server command", () => {
   it("multi-host: every orchestrator-owned flag, in order, then the user's args", () => {
-    const c = config({ nodes: 4, port: 31000, distPort: 12000, serverArg: ["--page-size=64", "--dtype", "bfloat16"], model: "Qwen/Qwen3-32B" });
+    const c = config({
+      nodes: 4,
+      port: 31000,
+      distPort: 12000,
+      serverArg: ["--page-size=64", "--dtype", "bfloat16"],
+      model: "Qwen/Qwen3-32B",
+    });
     expect(serverCommand(c, 2, "10.0.0.5:12000").argv).toEqual([
       VENV_PYTHON,
       "-u",
@@ -86,7 +130,20 @@ describe("the server command", () => {
     const argv = serverCommand(config({}), 0, "10.0.0.5:10011").argv;
     expect(argv).not.toContain("--dist-init-addr");
     expect(argv).not.toContain("10.0.0.5:10011");
-    expect(argv.slice(4)).toEqual(["--model-path", "Qwen/Qwen3-8B", "--nnodes", "1", "--node-rank", "0", "--tp-size", "8", "--host", "0.0.0.0", "--port", "30000"]);
+    expect(argv.slice(4)).toEqual([
+      "--model-path",
+      "Qwen/Qwen3-8B",
+      "--nnodes",
+      "1",
+      "--node-rank",
+      "0",
+      "--tp-size",
+      "8",
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "30000",
+    ]);
   });
 
   it.each([
@@ -141,7 +198,10 @@ describe("the deploy plan", () => {
   it("launches in the first zone and keeps the rest for failover", () => {
     const p = plan(config({ zone: ["us-central1-b", "us-east5-a"] }));
     expect(p.zones).toEqual(["us-central1-b", "us-east5-a"]);
-    expect(p.skyArgv.slice(p.skyArgv.indexOf("--infra"), p.skyArgv.indexOf("--infra") + 2)).toEqual(["--infra", "gcp/us-central1/us-central1-b"]);
+    expect(p.skyArgv.slice(p.skyArgv.indexOf("--infra"), p.skyArgv.indexOf("--infra") + 2)).toEqual([
+      "--infra",
+      "gcp/us-central1/us-central1-b",
+    ]);
   });
 
   it("refuses to plan a broken template", () => {
@@ -229,6 +289,6 @@ describe("the sky launch argv", () => {
     const p = planDeploy(r.config, V6E, "t", "/x");
     if (!p.ok) throw new Error("plan");
     expect(JSON.stringify(p.plan)).not.toContain(secretValue);
-    expect(p.plan.skyArgv.filter((a, i) => p.plan.skyArgv[i - 1] === "--secret")).toEqual(["HF_TOKEN", "API_KEY"]);
+    expect(p.plan.skyArgv.filter((_a, i) => p.plan.skyArgv[i - 1] === "--secret")).toEqual(["HF_TOKEN", "API_KEY"]);
   });
 });

@@ -83,9 +83,7 @@ describe("shellQuote", () => {
       return seed;
     };
     const alphabet = [..."ab '\"\\$`(){};|&<>*?[]~#!\n\t=-%", "é", "模", "🙂"];
-    const words = Array.from({ length: 300 }, () =>
-      Array.from({ length: next() % 12 }, () => alphabet[next() % alphabet.length]).join(""),
-    );
+    const words = Array.from({ length: 300 }, () => Array.from({ length: next() % 12 }, () => alphabet[next() % alphabet.length]).join(""));
     expect(wordsAfterShell("bash", shellJoin(words))).toEqual(words);
   });
 

@@ -88,19 +88,64 @@ const INIT = { status: "INIT" };
 describe("decide: evidence in order, stopping at the first conclusive answer", () => {
   it.each<{ what: string; world: World; probes: Probe[]; verdict: VerdictKind }>([
     // Healthy costs exactly one status read and one health probe.
-    { what: "v6e healthy: TPU API then one probe", world: { nodes: ["READY"], health: "ok" }, probes: ["tpu-nodes", "health"], verdict: "healthy" },
-    { what: "v6e two slices healthy", world: { nodes: ["READY", "READY"], health: "ok" }, probes: ["tpu-nodes", "health"], verdict: "healthy" },
-    { what: "v7 healthy: sky status then one probe", world: { apiServes: false, spot: false, sky: UP, health: "ok" }, probes: ["sky-status", "health"], verdict: "healthy" },
-    { what: "API down: sky status instead", world: { nodes: "unavailable", sky: UP, health: "ok" }, probes: ["tpu-nodes", "sky-status", "health"], verdict: "healthy" },
+    {
+      what: "v6e healthy: TPU API then one probe",
+      world: { nodes: ["READY"], health: "ok" },
+      probes: ["tpu-nodes", "health"],
+      verdict: "healthy",
+    },
+    {
+      what: "v6e two slices healthy",
+      world: { nodes: ["READY", "READY"], health: "ok" },
+      probes: ["tpu-nodes", "health"],
+      verdict: "healthy",
+    },
+    {
+      what: "v7 healthy: sky status then one probe",
+      world: { apiServes: false, spot: false, sky: UP, health: "ok" },
+      probes: ["sky-status", "health"],
+      verdict: "healthy",
+    },
+    {
+      what: "API down: sky status instead",
+      world: { nodes: "unavailable", sky: UP, health: "ok" },
+      probes: ["tpu-nodes", "sky-status", "health"],
+      verdict: "healthy",
+    },
     // Preemption is conclusive from the API alone: no SSH to dead hosts.
     { what: "node PREEMPTED", world: { nodes: ["PREEMPTED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
     { what: "node TERMINATED (24 h limit)", world: { nodes: ["TERMINATED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
     { what: "one of two slices PREEMPTED", world: { nodes: ["READY", "PREEMPTED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
-    { what: "node missing, cluster gone after refresh", world: { nodes: [], skyRefreshed: "missing" }, probes: ["tpu-nodes", "sky-refresh"], verdict: "preempted" },
-    { what: "on-demand node missing: gone", world: { spot: false, nodes: [], skyRefreshed: "missing" }, probes: ["tpu-nodes", "sky-refresh"], verdict: "gone" },
-    { what: "v7 missing from sky status: gone without a refresh", world: { apiServes: false, spot: false, sky: "missing" }, probes: ["sky-status"], verdict: "gone" },
-    { what: "node CREATING, cluster INIT: abnormal", world: { nodes: ["CREATING"], skyRefreshed: INIT }, probes: ["tpu-nodes", "sky-refresh"], verdict: "abnormal" },
-    { what: "v7 INIT in sky status: refreshed INIT", world: { apiServes: false, spot: false, sky: INIT, skyRefreshed: INIT }, probes: ["sky-status", "sky-refresh"], verdict: "abnormal" },
+    {
+      what: "node missing, cluster gone after refresh",
+      world: { nodes: [], skyRefreshed: "missing" },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "preempted",
+    },
+    {
+      what: "on-demand node missing: gone",
+      world: { spot: false, nodes: [], skyRefreshed: "missing" },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "gone",
+    },
+    {
+      what: "v7 missing from sky status: gone without a refresh",
+      world: { apiServes: false, spot: false, sky: "missing" },
+      probes: ["sky-status"],
+      verdict: "gone",
+    },
+    {
+      what: "node CREATING, cluster INIT: abnormal",
+      world: { nodes: ["CREATING"], skyRefreshed: INIT },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "abnormal",
+    },
+    {
+      what: "v7 INIT in sky status: refreshed INIT",
+      world: { apiServes: false, spot: false, sky: INIT, skyRefreshed: INIT },
+      probes: ["sky-status", "sky-refresh"],
+      verdict: "abnormal",
+    },
     // Hosts fine, servers not.
     {
       what: "rank 2 dead",
@@ -116,25 +161,53 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
     },
     {
       what: "wedged: all running, /health_generate 503, long after the start",
-      world: { nodes: ["READY"], health: "failing", skyRefreshed: UP, processes: ["running", "running", "running", "running"], phase: "serving", startedAt: ago(3 * 60 * MIN) },
+      world: {
+        nodes: ["READY"],
+        health: "failing",
+        skyRefreshed: UP,
+        processes: ["running", "running", "running", "running"],
+        phase: "serving",
+        startedAt: ago(3 * 60 * MIN),
+      },
       probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
       verdict: "servers-down",
     },
     {
       what: "still coming up: phase starting, all running, inside readyTimeout",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["running", "running", "running", "running"], phase: "starting", startedAt: ago(10 * MIN) },
+      world: {
+        nodes: ["READY"],
+        health: "unreachable",
+        skyRefreshed: UP,
+        processes: ["running", "running", "running", "running"],
+        phase: "starting",
+        startedAt: ago(10 * MIN),
+      },
       probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
       verdict: "starting",
     },
     {
       what: "phase starting but past readyTimeout: restart",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["running", "running", "running", "running"], phase: "starting", startedAt: ago(50 * MIN) },
+      world: {
+        nodes: ["READY"],
+        health: "unreachable",
+        skyRefreshed: UP,
+        processes: ["running", "running", "running", "running"],
+        phase: "starting",
+        startedAt: ago(50 * MIN),
+      },
       probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
       verdict: "servers-down",
     },
     {
       what: "phase starting, a rank died: restart, not wait",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["running", "dead", "running", "running"], phase: "starting", startedAt: ago(1 * MIN) },
+      world: {
+        nodes: ["READY"],
+        health: "unreachable",
+        skyRefreshed: UP,
+        processes: ["running", "dead", "running", "running"],
+        phase: "starting",
+        startedAt: ago(1 * MIN),
+      },
       probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
       verdict: "servers-down",
     },
@@ -212,9 +285,17 @@ const fresh = (over: Partial<RelaunchState> = {}): RelaunchState => ({ attempts:
 describe("gate", () => {
   it.each<{ what: string; r: RelaunchState; want: ReturnType<typeof gate> }>([
     { what: "nothing recorded", r: fresh(), want: { kind: "go" } },
-    { what: "inside the backoff window", r: fresh({ attempts: 1, nextAttemptAt: "2026-01-01T12:05:00.000Z" }), want: { kind: "backoff", until: "2026-01-01T12:05:00.000Z" } },
+    {
+      what: "inside the backoff window",
+      r: fresh({ attempts: 1, nextAttemptAt: "2026-01-01T12:05:00.000Z" }),
+      want: { kind: "backoff", until: "2026-01-01T12:05:00.000Z" },
+    },
     { what: "window just passed", r: fresh({ attempts: 1, nextAttemptAt: "2026-01-01T12:00:00.000Z" }), want: { kind: "go" } },
-    { what: "gave up wins over a window", r: fresh({ attempts: 3, gaveUp: true, nextAttemptAt: "2026-01-01T13:00:00.000Z" }), want: { kind: "gave-up", attempts: 3 } },
+    {
+      what: "gave up wins over a window",
+      r: fresh({ attempts: 3, gaveUp: true, nextAttemptAt: "2026-01-01T13:00:00.000Z" }),
+      want: { kind: "gave-up", attempts: 3 },
+    },
   ])("$what", ({ r, want }) => {
     expect(gate(r, NOW)).toEqual(want);
   });
@@ -242,7 +323,7 @@ describe("chooseSpot (relaunch.onDemandAfter)", () => {
 
 describe("orderZones: churn moves a zone back, ties keep the configured order", () => {
   const Z = ["us-east5-a", "us-east5-b", "us-central1-b", "us-east1-d"];
-  it.each([
+  it.each<{ churn: Record<string, number>; want: string[] }>([
     { churn: {}, want: Z },
     { churn: { "us-east5-a": 1 }, want: ["us-east5-b", "us-central1-b", "us-east1-d", "us-east5-a"] },
     { churn: { "us-east5-a": 2, "us-east5-b": 1 }, want: ["us-central1-b", "us-east1-d", "us-east5-b", "us-east5-a"] },
@@ -262,7 +343,11 @@ describe("notePreemption: first sight of an episode, churn for young clusters", 
   });
 
   it("a cluster that served 5 hours lowers the churn, and a zero score disappears", () => {
-    const r = notePreemption(fresh({ churn: { "us-east5-a": 1, "us-east5-b": 2 } }), { zone: "us-east5-a", servedMs: 5 * 60 * MIN, now: NOW });
+    const r = notePreemption(fresh({ churn: { "us-east5-a": 1, "us-east5-b": 2 } }), {
+      zone: "us-east5-a",
+      servedMs: 5 * 60 * MIN,
+      now: NOW,
+    });
     expect(r.young).toBe(false);
     expect(r.relaunch.churn).toEqual({ "us-east5-b": 2 });
   });
@@ -276,7 +361,8 @@ describe("notePreemption: first sight of an episode, churn for young clusters", 
 });
 
 describe("attempt bookkeeping across cron runs", () => {
-  const f = (r: RelaunchState, spot = true, random = 0) => attemptFailed(r, { spot, now: NOW, maxAttempts: 3, policy: { ...DEFAULT_BACKOFF, jitter: 0.5 }, random: () => random });
+  const f = (r: RelaunchState, spot = true, random = 0) =>
+    attemptFailed(r, { spot, now: NOW, maxAttempts: 3, policy: { ...DEFAULT_BACKOFF, jitter: 0.5 }, random: () => random });
 
   it("three failures with maxAttempts 3: backoff grows, then gave up with no next attempt", () => {
     let r = fresh();
@@ -305,8 +391,26 @@ describe("attempt bookkeeping across cron runs", () => {
   });
 
   it("serving again resets everything of the episode but keeps what was learnt about zones", () => {
-    const r = attemptSucceeded(fresh({ attempts: 2, gaveUp: false, spotFailures: 2, nextAttemptAt: "x", preemptedAt: "y", churn: { a: 1 }, blocked: { "us-east5": "z" } }));
-    expect(r).toEqual({ attempts: 0, gaveUp: false, spotFailures: 0, nextAttemptAt: undefined, preemptedAt: undefined, churn: { a: 1 }, blocked: { "us-east5": "z" } });
+    const r = attemptSucceeded(
+      fresh({
+        attempts: 2,
+        gaveUp: false,
+        spotFailures: 2,
+        nextAttemptAt: "x",
+        preemptedAt: "y",
+        churn: { a: 1 },
+        blocked: { "us-east5": "z" },
+      }),
+    );
+    expect(r).toEqual({
+      attempts: 0,
+      gaveUp: false,
+      spotFailures: 0,
+      nextAttemptAt: undefined,
+      preemptedAt: undefined,
+      churn: { a: 1 },
+      blocked: { "us-east5": "z" },
+    });
     expect(needsClearing(r)).toBe(false);
   });
 

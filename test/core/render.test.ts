@@ -213,7 +213,11 @@ describe("templates are checked before anything launches", () => {
     ["an unknown placeholder", V6E.replace("use_spot: ${spot}", "use_spot: ${spotty}"), /unknown placeholder \$\{spotty\}/],
     ["a placeholder that is not a whole value", V6E.replace("envs: ${envs}", "envs:\n  - ${name}"), /must be the whole value of a key/],
     ["an unknown top-level key", `${V6E}rum: echo hi\n`, /task: unsupported field 'rum'/],
-    ["an unknown resources key", V6E.replace("  use_spot: ${spot}", "  use_spot: ${spot}\n  topology: 4x4"), /resources: unsupported field 'topology'/],
+    [
+      "an unknown resources key",
+      V6E.replace("  use_spot: ${spot}", "  use_spot: ${spot}\n  topology: 4x4"),
+      /resources: unsupported field 'topology'/,
+    ],
     [
       "an unknown accelerator_args key",
       V6E.replace("    tpu_vm: true", "    tpu_vm: true\n    topology: 4x8"),

@@ -82,35 +82,37 @@ describe("parseSshConfig", () => {
     ["double-quoted values", 'Host "c"\n  HostName "10.0.0.1"\n  User "u"\n  IdentityFile "/k"\n  Port "2222"\n'],
     ["single-quoted values", "Host 'c'\n  HostName '10.0.0.1'\n  User 'u'\n  IdentityFile '/k'\n  Port '2222'\n"],
     ["trailing comments", "Host c # head\n  HostName 10.0.0.1 # ext ip\n  User u\n  IdentityFile /k #key\n  Port 2222\n"],
-    ["comments and blank lines everywhere", "\n# top\n\n   # indented\nHost c\n\n  # inside\n  HostName 10.0.0.1\n  User u\n\n  IdentityFile /k\n  Port 2222\n\n"],
+    [
+      "comments and blank lines everywhere",
+      "\n# top\n\n   # indented\nHost c\n\n  # inside\n  HostName 10.0.0.1\n  User u\n\n  IdentityFile /k\n  Port 2222\n\n",
+    ],
   ])("accepts %s", (_name, text) => {
-    expect(entries(text)).toEqual([
-      { alias: "c", hostName: "10.0.0.1", user: "u", port: 2222, identityFile: "/k", index: 0 },
-    ]);
+    expect(entries(text)).toEqual([{ alias: "c", hostName: "10.0.0.1", user: "u", port: 2222, identityFile: "/k", index: 0 }]);
   });
 
   it("keeps spaces and # inside quotes, and backslash escapes", () => {
     const [e] = entries('Host c\n  HostName h\n  User u\n  IdentityFile "/home/a b/#k"\n');
     expect(e?.identityFile).toBe("/home/a b/#k");
-    const [f] = entries("Host c\n  HostName h\n  User u\n  IdentityFile /home/a\\ b/k\\\"q\n");
+    const [f] = entries('Host c\n  HostName h\n  User u\n  IdentityFile /home/a\\ b/k\\"q\n');
     expect(f?.identityFile).toBe('/home/a b/k"q');
     const [g] = entries("Host c\n  HostName h\n  IdentityFile /x#y\n");
     expect(g?.identityFile).toBe("/x#y");
   });
 
   it("defaults Port to 22, HostName to the alias, User and IdentityFile to null", () => {
-    expect(entries("Host c\n")).toEqual([
-      { alias: "c", hostName: "c", user: null, port: 22, identityFile: null, index: 0 },
-    ]);
+    expect(entries("Host c\n")).toEqual([{ alias: "c", hostName: "c", user: null, port: 22, identityFile: null, index: 0 }]);
   });
 
   it("takes the first value of a keyword within a block", () => {
-    const [e] = entries("Host c\n  HostName 1.1.1.1\n  HostName 2.2.2.2\n  Port 2200\n  Port 2300\n  User a\n  User b\n  IdentityFile /k1\n  IdentityFile /k2\n");
+    const [e] = entries(
+      "Host c\n  HostName 1.1.1.1\n  HostName 2.2.2.2\n  Port 2200\n  Port 2300\n  User a\n  User b\n  IdentityFile /k1\n  IdentityFile /k2\n",
+    );
     expect(e).toMatchObject({ hostName: "1.1.1.1", port: 2200, user: "a", identityFile: "/k1" });
   });
 
   it("applies lines before the first Host and wildcard blocks, first match winning across blocks", () => {
-    const text = "User early\nHost c c-worker1\n  HostName 1.1.1.1\nHost c-worker1\n  HostName 9.9.9.9\n  User late\nHost c-*\n  Port 2222\nHost * !c-worker1\n  IdentityFile /star\n";
+    const text =
+      "User early\nHost c c-worker1\n  HostName 1.1.1.1\nHost c-worker1\n  HostName 9.9.9.9\n  User late\nHost c-*\n  Port 2222\nHost * !c-worker1\n  IdentityFile /star\n";
     expect(entries(text)).toEqual([
       { alias: "c", hostName: "1.1.1.1", user: "early", port: 22, identityFile: "/star", index: 0 },
       { alias: "c-worker1", hostName: "1.1.1.1", user: "early", port: 2222, identityFile: null, index: 1 },
@@ -194,7 +196,13 @@ describe("expandTilde", () => {
 
 describe("clusterHosts", () => {
   const host = (alias: string, index: number, over: Partial<SshHostEntry> = {}): SshHostEntry => ({
-    alias, hostName: `10.0.0.${index + 1}`, user: "gcpuser", port: 22, identityFile: "/k", index, ...over,
+    alias,
+    hostName: `10.0.0.${index + 1}`,
+    user: "gcpuser",
+    port: 22,
+    identityFile: "/k",
+    index,
+    ...over,
   });
 
   it("returns head and workers sorted by index", () => {
@@ -221,10 +229,25 @@ describe("clusterHosts", () => {
   it.each([
     ["no entries", [], [{ kind: "no-hosts" }], 'no Host block for "c" or "c-workerN"'],
     ["a missing head", [host("c-worker1", 1)], [{ kind: "no-head" }], 'no Host block for the head "c"'],
-    ["gaps", [host("c", 0), host("c-worker2", 2), host("c-worker5", 5)], [{ kind: "gap", missing: [1, 3, 4] }], 'missing "c-worker1", "c-worker3", "c-worker4"'],
-    ["a duplicate index", [host("c", 0), host("c", 0, { hostName: "x" })], [{ kind: "duplicate", index: 0 }], "more than one entry for host index 0"],
+    [
+      "gaps",
+      [host("c", 0), host("c-worker2", 2), host("c-worker5", 5)],
+      [{ kind: "gap", missing: [1, 3, 4] }],
+      'missing "c-worker1", "c-worker3", "c-worker4"',
+    ],
+    [
+      "a duplicate index",
+      [host("c", 0), host("c", 0, { hostName: "x" })],
+      [{ kind: "duplicate", index: 0 }],
+      "more than one entry for host index 0",
+    ],
     ["a host without User", [host("c", 0, { user: null })], [{ kind: "missing-field", alias: "c", field: "User" }], '"c" has no User'],
-    ["a host without IdentityFile", [host("c", 0), host("c-worker1", 1, { identityFile: null })], [{ kind: "missing-field", alias: "c-worker1", field: "IdentityFile" }], '"c-worker1" has no IdentityFile'],
+    [
+      "a host without IdentityFile",
+      [host("c", 0), host("c-worker1", 1, { identityFile: null })],
+      [{ kind: "missing-field", alias: "c-worker1", field: "IdentityFile" }],
+      '"c-worker1" has no IdentityFile',
+    ],
   ])("errors clearly on %s", (_name, list, problems, text) => {
     const r = clusterHosts(list, "c");
     expect(r.kind).toBe("error");
@@ -241,6 +264,9 @@ describe("clusterHosts", () => {
 
   it("takes the index from the alias, not from what the caller put in the entry", () => {
     const r = clusterHosts([host("c-worker1", 3), host("c", 0)], "c");
-    expect(r.kind === "ok" && r.hosts.map((h) => [h.alias, h.index])).toEqual([["c", 0], ["c-worker1", 1]]);
+    expect(r.kind === "ok" && r.hosts.map((h) => [h.alias, h.index])).toEqual([
+      ["c", 0],
+      ["c-worker1", 1],
+    ]);
   });
 });

@@ -92,13 +92,16 @@ describe("v6e: --accelerator with --nodes", () => {
     { accelerator: "v6e-32", nodes: 8, slices: 1, hosts: 8, tpSize: 32, numNodes: 1 },
     { accelerator: "v6e-32", nodes: 16, slices: 2, hosts: 16, tpSize: 64, numNodes: 2 },
     { accelerator: "v6e-256", nodes: undefined, slices: 1, hosts: 64, tpSize: 256, numNodes: 1 },
-  ])("$accelerator --nodes $nodes → $slices slice(s), $hosts hosts, tp $tpSize", ({ accelerator, nodes, slices, hosts, tpSize, numNodes }) => {
-    const t = plan({ generation: "v6e", accelerator, nodes });
-    expect(t.slice.accelerator).toBe(accelerator);
-    expect({ slices: t.slices, hosts: t.hosts, tpSize: t.tpSize }).toEqual({ slices, hosts, tpSize });
-    expect(t.sky).toEqual({ accelerators: `tpu-${accelerator}`, instanceType: null, numNodes });
-    expect(t.warnings.length > 0).toBe(slices > 1);
-  });
+  ])(
+    "$accelerator --nodes $nodes → $slices slice(s), $hosts hosts, tp $tpSize",
+    ({ accelerator, nodes, slices, hosts, tpSize, numNodes }) => {
+      const t = plan({ generation: "v6e", accelerator, nodes });
+      expect(t.slice.accelerator).toBe(accelerator);
+      expect({ slices: t.slices, hosts: t.hosts, tpSize: t.tpSize }).toEqual({ slices, hosts, tpSize });
+      expect(t.sky).toEqual({ accelerators: `tpu-${accelerator}`, instanceType: null, numNodes });
+      expect(t.warnings.length > 0).toBe(slices > 1);
+    },
+  );
 
   it.each([
     { accelerator: "v6e-32", nodes: 6, per: 8, multiples: "8, 16, 24" },

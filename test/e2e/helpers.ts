@@ -74,7 +74,11 @@ export async function startE2E(): Promise<E2E> {
     },
     spawnCli(argv, opts = {}) {
       const bin = join(repoRoot(), "bin", "tpu-deploy.js");
-      const child = spawn(process.execPath, [bin, ...argv], { env: { ...env, ...opts.env }, cwd: sim.home, stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(process.execPath, [bin, ...argv], {
+        env: { ...env, ...opts.env },
+        cwd: sim.home,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       let stdout = "";
       let stderr = "";
       const waiters: { re: RegExp; resolve: () => void }[] = [];
@@ -125,9 +129,18 @@ export async function startE2E(): Promise<E2E> {
 }
 
 /** The double's view of the cluster, fetched from rank 0 through the product's own proxy-free path: /get_server_info via a host. */
-export async function serverInfo(sim: Sim, rank0HostId: string, internalIp: string, port = 30000, apiKey?: string): Promise<Record<string, unknown>> {
+export async function serverInfo(
+  sim: Sim,
+  rank0HostId: string,
+  internalIp: string,
+  port = 30000,
+  apiKey?: string,
+): Promise<Record<string, unknown>> {
   const auth = apiKey ? `-H 'Authorization: Bearer ${apiKey}'` : "";
-  const r = await sim.execOnHost(rank0HostId, `python3 -c "import urllib.request,sys; r=urllib.request.Request('http://${internalIp}:${port}/get_server_info'${apiKey ? `, headers={'Authorization':'Bearer ${apiKey}'}` : ""}); print(urllib.request.urlopen(r, timeout=10).read().decode())"`);
+  const r = await sim.execOnHost(
+    rank0HostId,
+    `python3 -c "import urllib.request,sys; r=urllib.request.Request('http://${internalIp}:${port}/get_server_info'${apiKey ? `, headers={'Authorization':'Bearer ${apiKey}'}` : ""}); print(urllib.request.urlopen(r, timeout=10).read().decode())"`,
+  );
   void auth;
   if (r.code !== 0) throw new Error(`get_server_info failed on ${rank0HostId}: ${r.stderr}`);
   return JSON.parse(r.stdout) as Record<string, unknown>;

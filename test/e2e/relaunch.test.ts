@@ -55,7 +55,12 @@ function tpuCalls(): { method: string; request: Record<string, unknown> }[] {
 }
 
 async function since(m: { sky: number; tpu: number }): Promise<{ sky: string[][]; tpu: string[] }> {
-  return { sky: (await e.sim.skyCalls()).slice(m.sky).map((c) => c.argv), tpu: tpuCalls().slice(m.tpu).map((c) => c.method) };
+  return {
+    sky: (await e.sim.skyCalls()).slice(m.sky).map((c) => c.argv),
+    tpu: tpuCalls()
+      .slice(m.tpu)
+      .map((c) => c.method),
+  };
 }
 
 const TPU_WRITES = new Set(["CreateNode", "DeleteNode", "UpdateNode", "StopNode", "StartNode"]);
@@ -103,7 +108,9 @@ async function assertServesWithWorkerRanks(name: string): Promise<void> {
   const info = await servedBy(name);
   expect(info).toMatchObject({ dist_init_addr: s.distInitAddr, nnodes: s.hosts.length, node_rank: 0 });
   const peers = info.peers as { rank: number; internal_ip: string; worker_id: number }[];
-  expect(peers.map((p) => [p.rank, p.worker_id, p.internal_ip])).toEqual([...s.hosts].sort((a, b) => a.rank - b.rank).map((h) => [h.rank, h.workerId, h.internalIp]));
+  expect(peers.map((p) => [p.rank, p.worker_id, p.internal_ip])).toEqual(
+    [...s.hosts].sort((a, b) => a.rank - b.rank).map((h) => [h.rank, h.workerId, h.internalIp]),
+  );
 }
 
 beforeAll(async () => {
@@ -144,7 +151,13 @@ describe("spot v6e-32 preempted", () => {
     const r = await e.cli(["relaunch", "s32", "--json"], { env: { HF_TOKEN: "" } });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     // It served minutes, not an hour: us-east5-a churns, so the next zone goes first.
-    expect(relaunchJson(r)).toMatchObject({ verdict: "preempted", action: "relaunch", attempt: 1, zone: "us-east5-b", nextAttemptAt: null });
+    expect(relaunchJson(r)).toMatchObject({
+      verdict: "preempted",
+      action: "relaunch",
+      attempt: 1,
+      zone: "us-east5-b",
+      nextAttemptAt: null,
+    });
     const calls = await since(m);
     // The TPU API was asked first; no SkyPilot call came before the verdict.
     expect(calls.tpu[0]).toBe("ListNodes");
@@ -391,7 +404,10 @@ describe("spot v6e-16 through its life", () => {
     hook.events.length = 0;
     // Not spawnSync: the webhook receiver lives in this process and must keep answering.
     const status = await new Promise<number | null>((resolve) => {
-      const child = spawn("env", ["-i", `TPD_SIM_ROOT=${e.sim.root}`, "PATH=/usr/bin:/bin", "/bin/sh", "-c", command], { cwd: "/", stdio: "ignore" });
+      const child = spawn("env", ["-i", `TPD_SIM_ROOT=${e.sim.root}`, "PATH=/usr/bin:/bin", "/bin/sh", "-c", command], {
+        cwd: "/",
+        stdio: "ignore",
+      });
       child.on("exit", (code) => resolve(code));
     });
     const log = readFileSync(join(e.stateHome, "logs", "relaunch-s16.log"), "utf8");
@@ -409,20 +425,31 @@ describe("gc", () => {
   it("finds what nobody owns, refuses without -y on a non-TTY, removes it with -y, and keeps what relaunch will bring back", async () => {
     const one = (name: string, spot: boolean) =>
       `name: ${name}\ntpu: {accelerator: v6e-8, spot: ${spot}, zones: [us-east1-d]}\nserver: {readyTimeout: 5m}\nlaunch: {timeout: 5m}\n`;
-    for (const [name, spot] of [["orphan", false], ["gone1", false], ["waits", true]] as const) {
+    for (const [name, spot] of [
+      ["orphan", false],
+      ["gone1", false],
+      ["waits", true],
+    ] as const) {
       writeConfig(`${name}.yaml`, one(name, spot));
       ok(await e.cli(["up", "-c", `${name}.yaml`, "-q"]));
     }
     // orphan: its state file lost. gone1: its cluster deleted behind tpu-deploy's back. waits: spot, preempted, awaiting relaunch.
     rmSync(join(e.stateHome, "deployments", "orphan"), { recursive: true });
-    await new Promise<void>((resolve) => spawn("sky", ["down", "-y", "gone1"], { env: e.env, stdio: "ignore" }).on("exit", () => resolve()));
+    await new Promise<void>((resolve) =>
+      spawn("sky", ["down", "-y", "gone1"], { env: e.env, stdio: "ignore" }).on("exit", () => resolve()),
+    );
     await e.sim.preempt("waits");
     // A PREEMPTED node SkyPilot has forgotten (its termination failed): only the API still shows it.
     const leaked = await updateState(e.sim.root, (st) => {
       const node = Object.values(st.nodes).find((n) => n.labels["tpu-deploy"] === "waits");
       if (!node) throw new Error("no node of waits");
       const name = node.name.replace(/nodes\/.*$/, "nodes/leaked-1");
-      st.nodes[name] = { ...node, name, hostIds: [], labels: { ...node.labels, "tpu-deploy": "old-gone", "skypilot-cluster-name": "old-gone-1234" } };
+      st.nodes[name] = {
+        ...node,
+        name,
+        hostIds: [],
+        labels: { ...node.labels, "tpu-deploy": "old-gone", "skypilot-cluster-name": "old-gone-1234" },
+      };
       return name;
     });
 
@@ -459,7 +486,10 @@ describe("gc", () => {
 describe("relaunch --all", () => {
   it("reports a list; mixed results are exit 3, agreeing ones keep their code", async () => {
     const make = (name: string, secret: string) => {
-      const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig({ name, nodes: 4, spot: true, secret: [secret] }) }], e.env);
+      const r = resolveConfig(
+        [{ label: "flags", keyName: flagName, data: flagsToConfig({ name, nodes: 4, spot: true, secret: [secret] }) }],
+        e.env,
+      );
       if (!r.ok) throw new Error(JSON.stringify(r.issues));
       return newState(r.config);
     };

@@ -109,7 +109,10 @@ function launchRequests(name: string): { requestId: string; status: string }[] {
   const dir = join(e.sim.root, "requests");
   return readdirSync(dir)
     .filter((f) => /^[0-9a-f-]+\.json$/.test(f))
-    .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as { requestId: string; name: string; clusterName: string | null; status: string })
+    .map(
+      (f) =>
+        JSON.parse(readFileSync(join(dir, f), "utf8")) as { requestId: string; name: string; clusterName: string | null; status: string },
+    )
     .filter((r) => r.name === "sky.launch" && r.clusterName === name);
 }
 
@@ -143,7 +146,10 @@ describe("tpu-deploy up: failure paths", () => {
     // failed, so tpu-deploy finds no record (`sky status`) and has nothing to `sky down`; a `sky down` here
     // could only be of this cluster.
     expect(between.filter((a) => a[0] === "status" && a.at(-1) === "cap").length, JSON.stringify(between)).toBeGreaterThanOrEqual(1);
-    expect(between.filter((a) => a[0] !== "status" && !(a[0] === "down" && a.includes("-y") && a.at(-1) === "cap")), JSON.stringify(between)).toEqual([]);
+    expect(
+      between.filter((a) => a[0] !== "status" && !(a[0] === "down" && a.includes("-y") && a.at(-1) === "cap")),
+      JSON.stringify(between),
+    ).toEqual([]);
 
     // The cloud has the cluster in us-east5-b only.
     const s = await e.sim.state();
@@ -176,7 +182,11 @@ describe("tpu-deploy up: failure paths", () => {
     expect((r.json as { result: { zone: string } }).result.zone).toBe("us-central1-b");
     expect(launchZones(await callsSince(m), "quota2")).toEqual(["us-east5-a", "us-central1-b"]);
     const s = await e.sim.state();
-    expect(Object.values(s.hosts).filter((h) => h.cluster === "quota2" && h.alive).map((h) => h.zone)).toEqual(["us-central1-b"]);
+    expect(
+      Object.values(s.hosts)
+        .filter((h) => h.cluster === "quota2" && h.alive)
+        .map((h) => h.zone),
+    ).toEqual(["us-central1-b"]);
     expect(deployment("quota2").phase).toBe("serving");
   });
 
@@ -211,7 +221,10 @@ describe("tpu-deploy up: failure paths", () => {
     const err = p.stderr();
     // Rank 1 failed and the others stopped with it: whichever was noticed first, rank 1 is named and its
     // own last log lines (the crash) are shown under it.
-    const head = /tpu-deploy up: (?:rank 1 \(crash[-\w]*\) exited during start; its last log lines:|ranks ([\d, ]+) exited during start .*their last log lines:)\n/.exec(err);
+    const head =
+      /tpu-deploy up: (?:rank 1 \(crash[-\w]*\) exited during start; its last log lines:|ranks ([\d, ]+) exited during start .*their last log lines:)\n/.exec(
+        err,
+      );
     expect(head, err).not.toBeNull();
     if (head?.[1]) expect(head[1].split(", ")).toContain("1");
     const rank1Lines = head?.[1] ? (/rank 1 \(crash[-\w]*\):\n((?: {8}.*\n)+)/.exec(err)?.[1] ?? "") : err;

@@ -86,7 +86,8 @@ describe("up on the simulated cloud", () => {
 
     const st = await e2e.cli(["status", "solo", "--json"]);
     expect(st.code).toBe(0);
-    const dep = (st.json as { result: { deployments: { name: string; health: string; hosts: { process: string }[] }[] } }).result.deployments[0];
+    const dep = (st.json as { result: { deployments: { name: string; health: string; hosts: { process: string }[] }[] } }).result
+      .deployments[0];
     expect(dep).toMatchObject({ name: "solo", health: "serving" });
     expect(dep?.hosts.map((h) => h.process)).toEqual(["running"]);
 
@@ -211,8 +212,19 @@ describe("up on the simulated cloud", () => {
     const apiKey = "sk-API-KEY-abcdef-0987654321";
     const r = await up(
       [
-        "-n", "hostile", "--nodes", "4", "--model", model, `--server-arg=--served-model-name=${served}`,
-        "--env", `WEIRD=${weird}`, "--secret", "HF_TOKEN", "--api-key-secret", "SGLANG_API_KEY",
+        "-n",
+        "hostile",
+        "--nodes",
+        "4",
+        "--model",
+        model,
+        `--server-arg=--served-model-name=${served}`,
+        "--env",
+        `WEIRD=${weird}`,
+        "--secret",
+        "HF_TOKEN",
+        "--api-key-secret",
+        "SGLANG_API_KEY",
       ],
       { HF_TOKEN: hf, SGLANG_API_KEY: apiKey },
     );
@@ -234,9 +246,12 @@ describe("up on the simulated cloud", () => {
     expect((await e2e.sim.execOnHost(rank0.id, "ls /tmp/pwned 2>&1 || true")).stdout).toMatch(/No such file/);
 
     // The API key is enforced, and it is sent by tpu-deploy's own health checks (up succeeded).
-    const noKey = await e2e.sim.execOnHost(rank0.id, `python3 -c "import urllib.request as u
+    const noKey = await e2e.sim.execOnHost(
+      rank0.id,
+      `python3 -c "import urllib.request as u
 try: u.urlopen('http://${rank0.internalIp}:30000/v1/models', timeout=5)
-except Exception as e: print(e)"`);
+except Exception as e: print(e)"`,
+    );
     expect(noKey.stdout).toMatch(/401/);
     // ... and `tpu-deploy proxy` sends it for the client.
     const ac = new AbortController();
@@ -273,7 +288,8 @@ except Exception as e: print(e)"`);
     }
     // ... nor in the local state, the sky log, the task file, the sky calls or our output.
     const { execSync } = await import("node:child_process");
-    const grep = (v: string) => execSync(`grep -rl -- ${JSON.stringify(v)} ${e2e.stateHome} ${e2e.sim.root}/calls || true`, { encoding: "utf8" }).trim();
+    const grep = (v: string) =>
+      execSync(`grep -rl -- ${JSON.stringify(v)} ${e2e.stateHome} ${e2e.sim.root}/calls || true`, { encoding: "utf8" }).trim();
     expect(grep(hf)).toBe("");
     expect(grep(apiKey)).toBe("");
     const st2 = await e2e.cli(["status", "hostile", "--json"], { env: { HF_TOKEN: hf, SGLANG_API_KEY: apiKey } });

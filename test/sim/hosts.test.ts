@@ -22,8 +22,20 @@ function ssh(h: SimHost, cmd: string, timeoutMs = 30_000, input = ""): { stdout:
   const r = spawnSync(
     "ssh",
     [
-      "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-      "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", `gcpuser@${h.externalIp}`, cmd,
+      "-i",
+      key,
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "LogLevel=ERROR",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=5",
+      `gcpuser@${h.externalIp}`,
+      cmd,
     ],
     { encoding: "utf8", timeout: timeoutMs, input },
   );
@@ -79,14 +91,36 @@ describe("simulated hosts", () => {
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", other]);
     const r = spawnSync(
       "ssh",
-      ["-i", other, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", `gcpuser@${host(0).externalIp}`, "true"],
+      [
+        "-i",
+        other,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        `gcpuser@${host(0).externalIp}`,
+        "true",
+      ],
       { encoding: "utf8" },
     );
     expect(r.status).toBe(255);
     expect(r.stderr).toMatch(/Permission denied \(publickey\)/);
     const asRoot = spawnSync(
       "ssh",
-      ["-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", `root@${host(0).externalIp}`, "true"],
+      [
+        "-i",
+        key,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        `root@${host(0).externalIp}`,
+        "true",
+      ],
       { encoding: "utf8" },
     );
     expect(asRoot.status).toBe(255);
@@ -116,7 +150,10 @@ describe("simulated hosts", () => {
   });
 
   it("let hosts reach each other on internal and external addresses", () => {
-    const r = ssh(host(0), `timeout 3 bash -c '</dev/tcp/${host(1).internalIp}/22' && timeout 3 bash -c '</dev/tcp/${host(2).externalIp}/22' && echo open`);
+    const r = ssh(
+      host(0),
+      `timeout 3 bash -c '</dev/tcp/${host(1).internalIp}/22' && timeout 3 bash -c '</dev/tcp/${host(2).externalIp}/22' && echo open`,
+    );
     expect(r.stdout.trim(), r.stderr).toBe("open");
   });
 
@@ -146,7 +183,7 @@ describe("simulated hosts", () => {
       "[ -d sglang-jax ] || git clone https://github.com/sgl-project/sglang-jax.git",
       "cd sglang-jax && git checkout main",
       'uv venv --python 3.12 && source .venv/bin/activate && uv pip install -e "python[all]"',
-      'python -c "import sgl_jax, os; print(os.environ[\'TPD_SIM_ROOT\'])"',
+      "python -c \"import sgl_jax, os; print(os.environ['TPD_SIM_ROOT'])\"",
       "git rev-parse HEAD",
     ].join("\n");
     const r = ssh(host(2), "bash -s", 60_000, setup);
@@ -181,7 +218,10 @@ describe("simulated hosts", () => {
   });
 
   it("serve the uv installer through curl and wget", () => {
-    const r = ssh(host(1), "curl -LsSf https://astral.sh/uv/install.sh | sh && ~/.local/bin/uv --version && wget -qO- https://astral.sh/uv/install.sh | head -1");
+    const r = ssh(
+      host(1),
+      "curl -LsSf https://astral.sh/uv/install.sh | sh && ~/.local/bin/uv --version && wget -qO- https://astral.sh/uv/install.sh | head -1",
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain("everything's installed!");
     expect(r.stdout).toMatch(/^uv \d+\.\d+\.\d+$/m);
@@ -222,16 +262,41 @@ describe("preempt()", () => {
   it("kills a spot cluster's hosts and marks its TPU node PREEMPTED, keeping the cluster record", async () => {
     const nodeName = `projects/${sim.project}/locations/us-east5-b/nodes/spot-2ea485ef-head-aaaaaaaa-tpu`;
     const pub = readFileSync(`${key}.pub`, "utf8");
-    const hs = await createHosts(sim.root, specs(2, "spot", pub).map((sp) => ({ ...sp, nodeName })));
+    const hs = await createHosts(
+      sim.root,
+      specs(2, "spot", pub).map((sp) => ({ ...sp, nodeName })),
+    );
     await updateState(sim.root, (s) => {
       s.nodes[nodeName] = {
-        name: nodeName, zone: "us-east5-b", acceleratorType: "v6e-8", runtimeVersion: "v2-alpha-tpuv6e", state: "READY",
-        labels: {}, preemptible: true, createTime: Date.now(), id: "42", hostIds: hs.map((h) => h.id),
+        name: nodeName,
+        zone: "us-east5-b",
+        acceleratorType: "v6e-8",
+        runtimeVersion: "v2-alpha-tpuv6e",
+        state: "READY",
+        labels: {},
+        preemptible: true,
+        createTime: Date.now(),
+        id: "42",
+        hostIds: hs.map((h) => h.id),
       };
       s.clusters.spot = {
-        name: "spot", nameOnCloud: "spot-2ea485ef", status: "UP", zone: "us-east5-b", region: "us-east5", spot: true,
-        accelerator: "tpu-v6e-8", instanceType: null, numNodes: 1, labels: {}, launchedAt: Date.now(), clusterHash: "x",
-        slices: [{ nodeName, hostIds: hs.map((h) => h.id) }], headHostId: hs[0]?.id ?? "", jobs: [], lastEvent: null, autodown: false,
+        name: "spot",
+        nameOnCloud: "spot-2ea485ef",
+        status: "UP",
+        zone: "us-east5-b",
+        region: "us-east5",
+        spot: true,
+        accelerator: "tpu-v6e-8",
+        instanceType: null,
+        numNodes: 1,
+        labels: {},
+        launchedAt: Date.now(),
+        clusterHash: "x",
+        slices: [{ nodeName, hostIds: hs.map((h) => h.id) }],
+        headHostId: hs[0]?.id ?? "",
+        jobs: [],
+        lastEvent: null,
+        autodown: false,
       };
     });
     await sim.preempt("spot");

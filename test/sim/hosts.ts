@@ -8,15 +8,7 @@ import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { appendFile, chmod, chown, cp, mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, join } from "node:path";
-import {
-  pidAlive,
-  readSimConfig,
-  readState,
-  updateState,
-  withFileLock,
-  type SimHost,
-  type SimState,
-} from "./state.js";
+import { pidAlive, readSimConfig, readState, updateState, withFileLock, type SimHost, type SimState } from "./state.js";
 
 export const EXT_BRIDGE = "tpdext";
 export const INT_BRIDGE = "tpdint";
@@ -148,7 +140,10 @@ export async function createHosts(root: string, specs: HostSpec[]): Promise<SimH
     const deadline = Date.now() + SSHD_START_TIMEOUT_MS;
     await Promise.all(hosts.map((h) => startSshd(root, h, deadline)));
   } catch (e) {
-    await killHosts(root, hosts.map((h) => h.id)).catch(() => undefined);
+    await killHosts(
+      root,
+      hosts.map((h) => h.id),
+    ).catch(() => undefined);
     throw e;
   }
   const ids = new Set(hosts.map((h) => h.id));
@@ -319,7 +314,10 @@ async function destroyNamespaces(netns: string[], links: string[]): Promise<void
   const present = new Set(await readdir("/sys/class/net").catch(() => [] as string[]));
   const nsPresent = new Set(await readdir(NETNS_DIR).catch(() => [] as string[]));
   await ipBatch(
-    [...links.filter((l) => present.has(l)).map((l) => `link del ${l}`), ...netns.filter((n) => nsPresent.has(n)).map((n) => `netns del ${n}`)],
+    [
+      ...links.filter((l) => present.has(l)).map((l) => `link del ${l}`),
+      ...netns.filter((n) => nsPresent.has(n)).map((n) => `netns del ${n}`),
+    ],
     true,
   );
 }
@@ -357,8 +355,18 @@ async function allocateHosts(root: string, simId: string, specs: HostSpec[]): Pr
     const others = await addressesOfOtherSims(root);
     return await updateState(root, (s) => {
       const own = Object.values(s.hosts);
-      const ext = pickAddresses("198.18", specs.length, own.map((h) => h.externalIp), others.ext);
-      const int = pickAddresses("198.19", specs.length, own.map((h) => h.internalIp), others.int);
+      const ext = pickAddresses(
+        "198.18",
+        specs.length,
+        own.map((h) => h.externalIp),
+        others.ext,
+      );
+      const int = pickAddresses(
+        "198.19",
+        specs.length,
+        own.map((h) => h.internalIp),
+        others.int,
+      );
       return specs.map((spec, i) => {
         const id = `h${s.nextHostSeq++}`;
         const host: SimHost = {
@@ -591,13 +599,7 @@ async function ipBatch(cmds: string[], force = false): Promise<void> {
   if (r.code !== 0 && !force) throw new Error(`ip -batch failed (${r.code}): ${r.stderr.trim()}`);
 }
 
-export function run(
-  cmd: string,
-  args: string[],
-  input?: string,
-  timeoutMs = 60_000,
-  env?: NodeJS.ProcessEnv,
-): Promise<RunResult> {
+export function run(cmd: string, args: string[], input?: string, timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env: env ?? process.env });
     let stdout = "";

@@ -97,7 +97,11 @@ async function handle(root: string, req: IncomingMessage, res: ServerResponse): 
     return;
   }
   if (req.headers["metadata-flavor"] !== "Google") {
-    send(res, 403, `Your client does not have permission to get URL ${url.pathname} from this server. Missing Metadata-Flavor:Google header.\n`);
+    send(
+      res,
+      403,
+      `Your client does not have permission to get URL ${url.pathname} from this server. Missing Metadata-Flavor:Google header.\n`,
+    );
     return;
   }
   if (req.method !== "GET" && req.method !== "HEAD") {

@@ -21,8 +21,18 @@ function ssh(h: SimHost, cmd: string): { stdout: string; stderr: string; code: n
   const r = spawnSync(
     "ssh",
     [
-      "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-      "-o", "BatchMode=yes", `gcpuser@${h.externalIp}`, cmd,
+      "-i",
+      key,
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "LogLevel=ERROR",
+      "-o",
+      "BatchMode=yes",
+      `gcpuser@${h.externalIp}`,
+      cmd,
     ],
     { encoding: "utf8", timeout: 30_000 },
   );
@@ -44,8 +54,16 @@ beforeAll(async () => {
   );
   await updateState(sim.root, (s) => {
     s.nodes[nodeName] = {
-      name: nodeName, zone: ZONE, acceleratorType: "v6e-16", runtimeVersion: "v2-alpha-tpuv6e", state: "READY",
-      labels: {}, preemptible: true, createTime: Date.now(), id: "1234567890123456789", hostIds: hosts.map((h) => h.id),
+      name: nodeName,
+      zone: ZONE,
+      acceleratorType: "v6e-16",
+      runtimeVersion: "v2-alpha-tpuv6e",
+      state: "READY",
+      labels: {},
+      preemptible: true,
+      createTime: Date.now(),
+      id: "1234567890123456789",
+      hostIds: hosts.map((h) => h.id),
     };
   });
 });
@@ -90,7 +108,10 @@ describe("GCE metadata emulator", () => {
   });
 
   it("answers with the Metadata-Flavor header and text/plain", () => {
-    const r = ssh(hosts[1] as SimHost, `curl -sSi -H 'Metadata-Flavor: Google' http://$GCE_METADATA_HOST/computeMetadata/v1/instance/attributes/agent-worker-number`);
+    const r = ssh(
+      hosts[1] as SimHost,
+      `curl -sSi -H 'Metadata-Flavor: Google' http://$GCE_METADATA_HOST/computeMetadata/v1/instance/attributes/agent-worker-number`,
+    );
     expect(r.stdout).toMatch(/^HTTP\/1\.1 200/);
     expect(r.stdout).toMatch(/^metadata-flavor: Google\r$/im);
     expect(r.stdout).toMatch(/^content-type: text\/plain\r$/im);
@@ -98,13 +119,19 @@ describe("GCE metadata emulator", () => {
   });
 
   it("is reachable as metadata.google.internal through the hosts' curl", () => {
-    const r = ssh(hosts[2] as SimHost, "curl -sS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number");
+    const r = ssh(
+      hosts[2] as SimHost,
+      "curl -sS -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number",
+    );
     expect(r.stdout, r.stderr).toBe("2");
   });
 
   it("refuses requests without Metadata-Flavor: Google (403), or with X-Forwarded-For", () => {
     const code = (extra: string) =>
-      ssh(hosts[0] as SimHost, `curl -s -o /dev/null -w '%{http_code}' ${extra} http://$GCE_METADATA_HOST/computeMetadata/v1/project/project-id`).stdout;
+      ssh(
+        hosts[0] as SimHost,
+        `curl -s -o /dev/null -w '%{http_code}' ${extra} http://$GCE_METADATA_HOST/computeMetadata/v1/project/project-id`,
+      ).stdout;
     expect(code("")).toBe("403");
     expect(code("-H 'Metadata-Flavor: google-ish'")).toBe("403");
     expect(code("-H 'Metadata-Flavor: Google' -H 'X-Forwarded-For: 1.2.3.4'")).toBe("403");

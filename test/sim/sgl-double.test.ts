@@ -263,7 +263,10 @@ describe("single host", () => {
     const ports = await freePorts(["127.0.0.1"]);
     const r = await startRank({ worker: 0, ip: "127.0.0.1", accel: "v6e-8" }, rankArgs(0, "127.0.0.1", ports, ["--tp-size", "8"]));
     await waitFor(r, /fired up and ready to roll/);
-    const chat = await httpPost("127.0.0.1", ports.http, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }] });
+    const chat = await httpPost("127.0.0.1", ports.http, "/v1/chat/completions", {
+      model: MODEL,
+      messages: [{ role: "user", content: "hi" }],
+    });
     expect(chat.status).toBe(200);
     expect(JSON.parse(chat.body)).toMatchObject({ object: "chat.completion", model: MODEL, choices: [{ message: { role: "assistant" } }] });
     expect(chat.body).toContain(MODEL);
@@ -384,7 +387,15 @@ describe("multi-host rendezvous", () => {
     const ports = await freePorts(hosts);
     const ranks: Rank[] = [];
     for (const m of members) {
-      const args = ["--nnodes", "4", "--tp-size", String(opts.tp ?? 16), "--dist-init-addr", `${opts.addrHost ?? "127.0.0.1"}:${ports.dist}`, ...(m.args ?? [])];
+      const args = [
+        "--nnodes",
+        "4",
+        "--tp-size",
+        String(opts.tp ?? 16),
+        "--dist-init-addr",
+        `${opts.addrHost ?? "127.0.0.1"}:${ports.dist}`,
+        ...(m.args ?? []),
+      ];
       const id = m.id ?? v6e16(m.worker);
       ranks.push(await startRank(id, rankArgs(m.rank, id.ip, ports, args)));
     }
@@ -453,10 +464,16 @@ describe("multi-host rendezvous", () => {
   it("rank 0's bind refusals name the real ZMQ errors", async () => {
     const ports = await freePorts(["127.0.0.1"]);
     const id = v6e16(0);
-    const byName = await startRank(id, rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `localhost:${ports.dist}`]));
+    const byName = await startRank(
+      id,
+      rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `localhost:${ports.dist}`]),
+    );
     expect(failed(await exitWithin(byName, 10_000))).toBe(true);
     expect(byName.output()).toContain("ZMQError: No such device");
-    const external = await startRank(id, rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `198.18.7.10:${ports.dist}`]));
+    const external = await startRank(
+      id,
+      rankArgs(0, id.ip, ports, ["--nnodes", "4", "--tp-size", "16", "--dist-init-addr", `198.18.7.10:${ports.dist}`]),
+    );
     expect(failed(await exitWithin(external, 10_000))).toBe(true);
     expect(external.output()).toContain("ZMQError: Cannot assign requested address");
     expect(external.output()).toContain("external (NAT) IP");
@@ -549,8 +566,18 @@ describe("faults", () => {
     const peer = connect(ports.dist + 6, "127.0.0.1");
     cleanups.push(() => void peer.destroy());
     const info = {
-      rank: 1, nnodes: 2, tp_size: 16, dp_size: 1, model_path: MODEL, worker_id: 1, accelerator_type: "tpu7x-16",
-      slice_id: "tpu7x-16@us-east5-b", slice_vms: 2, devices: 8, internal_ip: "127.0.0.2", hostname: "fake",
+      rank: 1,
+      nnodes: 2,
+      tp_size: 16,
+      dp_size: 1,
+      model_path: MODEL,
+      worker_id: 1,
+      accelerator_type: "tpu7x-16",
+      slice_id: "tpu7x-16@us-east5-b",
+      slice_vms: 2,
+      devices: 8,
+      internal_ip: "127.0.0.2",
+      hostname: "fake",
     };
     const reply = new Promise<string>((resolve) => peer.once("data", (b: Buffer) => resolve(b.toString())));
     peer.write(JSON.stringify({ type: "READY", info }) + "\n");

@@ -153,7 +153,10 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
       const c = s.clusters[cluster];
       if (!c) throw new Error(`preempt: no cluster ${cluster} in the sim`);
       if (!c.spot) throw new Error(`preempt: cluster ${cluster} is not spot; on-demand TPU nodes are not preempted`);
-      await killHosts(root, c.slices.flatMap((sl) => sl.hostIds));
+      await killHosts(
+        root,
+        c.slices.flatMap((sl) => sl.hostIds),
+      );
       await updateState(root, (st) => {
         const cl = st.clusters[cluster];
         for (const sl of cl?.slices ?? []) {
@@ -194,10 +197,7 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
   return sim;
 }
 
-async function startServices(
-  servicesJs: string,
-  root: string,
-): Promise<{ child: ChildProcess; metadataPort: number; tpuApiPort: number }> {
+async function startServices(servicesJs: string, root: string): Promise<{ child: ChildProcess; metadataPort: number; tpuApiPort: number }> {
   const child = spawn(process.execPath, [servicesJs, root], { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr?.setEncoding("utf8").on("data", (d: string) => {
@@ -205,7 +205,10 @@ async function startServices(
   });
   return await new Promise((resolvePorts, reject) => {
     let out = "";
-    const timer = setTimeout(() => fail(new Error(`sim services did not start in ${SERVICES_START_TIMEOUT_MS} ms: ${stderr}`)), SERVICES_START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => fail(new Error(`sim services did not start in ${SERVICES_START_TIMEOUT_MS} ms: ${stderr}`)),
+      SERVICES_START_TIMEOUT_MS,
+    );
     const fail = (e: Error) => {
       clearTimeout(timer);
       child.kill("SIGKILL");

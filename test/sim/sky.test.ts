@@ -127,7 +127,13 @@ describe("task validation like SkyPilot", () => {
   });
 
   it("rejects unknown accelerator_args keys", () => {
-    const r = sky(["launch", "-y", "-c", "v2", writeTask("bad2.yaml", "resources:\n  accelerators: tpu-v6e-16\n  accelerator_args: {topology: 4x4}\n")]);
+    const r = sky([
+      "launch",
+      "-y",
+      "-c",
+      "v2",
+      writeTask("bad2.yaml", "resources:\n  accelerators: tpu-v6e-16\n  accelerator_args: {topology: 4x4}\n"),
+    ]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe("ValueError: Invalid resources YAML: Found unsupported field 'topology'.\n");
   });
@@ -135,25 +141,36 @@ describe("task validation like SkyPilot", () => {
   it("rejects a TPU that is not in the catalog", async () => {
     const r = sky(["launch", "-y", "-c", "v3", writeTask("bad3.yaml", V6E("tpu-v6e-2"))]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^sky\.exceptions\.ResourcesUnavailableError: Catalog does not contain any instances satisfying the request: 1x GCP\(\{'tpu-v6e-2': 1\}/);
+    expect(r.stderr).toMatch(
+      /^sky\.exceptions\.ResourcesUnavailableError: Catalog does not contain any instances satisfying the request: 1x GCP\(\{'tpu-v6e-2': 1\}/,
+    );
     expect((await sim.state()).clusters.v3).toBeUndefined();
   });
 
   it("needs every null secret supplied", () => {
     const r = sky(["launch", "-y", "-c", "v4", writeTask("sec.yaml", V6E("tpu-v6e-4", "secrets: {HF_TOKEN: null}\n"))]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("ValueError: Secret variable 'HF_TOKEN' is None. Please set a value for it in task YAML or with --secret flag.");
+    expect(r.stderr).toContain(
+      "ValueError: Secret variable 'HF_TOKEN' is None. Please set a value for it in task YAML or with --secret flag.",
+    );
   });
 
   it("rejects an instance type with a TPU and spot TPU7x with a MIG", () => {
     const it1 = sky(["launch", "-y", "-c", "v5", "-t", "n2-standard-8", writeTask("it.yaml", V6E("tpu-v6e-4"))]);
     expect(it1.code).toBe(1);
     expect(it1.stderr).toContain("Cannot specify instance type (got 'n2-standard-8') for TPU VM.");
-    const v7 = "resources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t, use_spot: true}\nconfig:\n  gcp:\n    managed_instance_group: {run_duration: 3600}\n";
+    const v7 =
+      "resources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t, use_spot: true}\nconfig:\n  gcp:\n    managed_instance_group: {run_duration: 3600}\n";
     const r = sky(["launch", "-y", "-c", "v6", writeTask("v7spot.yaml", v7)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("Managed Instance Group with DWS does not support spot instances.");
-    const noMig = sky(["launch", "-y", "-c", "v7", writeTask("v7nomig.yaml", "resources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t}\n")]);
+    const noMig = sky([
+      "launch",
+      "-y",
+      "-c",
+      "v7",
+      writeTask("v7nomig.yaml", "resources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t}\n"),
+    ]);
     expect(noMig.code).toBe(1);
     expect(noMig.stderr).toMatch(/^sky\.exceptions\.InvalidSkyPilotConfigError: .*managed_instance_group\.run_duration/);
   });
@@ -168,7 +185,7 @@ describe("a v6e-32 slice", () => {
       "v6e32.yaml",
       V6E(
         "tpu-v6e-32",
-        "envs: {GREETING: hello}\nsecrets: {HF_TOKEN: null}\nsetup: |\n  echo setup-rank=$SKYPILOT_SETUP_NODE_RANK\nrun: |\n  echo run-rank=$SKYPILOT_NODE_RANK n=$SKYPILOT_NUM_NODES g=$GREETING t=$HF_TOKEN host=$(hostname) ip=$(echo \"$SKYPILOT_NODE_IPS\" | sed -n \"$((SKYPILOT_NODE_RANK+1))p\")\n",
+        'envs: {GREETING: hello}\nsecrets: {HF_TOKEN: null}\nsetup: |\n  echo setup-rank=$SKYPILOT_SETUP_NODE_RANK\nrun: |\n  echo run-rank=$SKYPILOT_NODE_RANK n=$SKYPILOT_NUM_NODES g=$GREETING t=$HF_TOKEN host=$(hostname) ip=$(echo "$SKYPILOT_NODE_IPS" | sed -n "$((SKYPILOT_NODE_RANK+1))p")\n',
       ),
     );
     const r = sky(["launch", "-y", "-c", name, task, "--secret", "HF_TOKEN"], { env: { HF_TOKEN: "s3cret" } });
@@ -189,7 +206,9 @@ describe("a v6e-32 slice", () => {
     const ids = c?.slices[0]?.hostIds ?? [];
     expect(ids).toHaveLength(8);
     hosts = ids.map((id) => s.hosts[id] as SimHost);
-    hosts.forEach((h, i) => expect(h.workerId).toBe(i));
+    hosts.forEach((h, i) => {
+      expect(h.workerId).toBe(i);
+    });
     const node = s.nodes[c?.slices[0]?.nodeName ?? ""];
     expect(node?.state).toBe("READY");
     expect(node?.acceleratorType).toBe("v6e-32");
@@ -245,11 +264,38 @@ describe("a v6e-32 slice", () => {
     expect(list).toHaveLength(1);
     const rec = list[0] as Record<string, unknown>;
     expect(Object.keys(rec)).toEqual([
-      "name", "launched_at", "last_use", "status", "autostop", "to_down", "owner", "metadata", "cluster_hash",
-      "cluster_ever_up", "status_updated_at", "user_hash", "user_name", "config_hash", "workspace",
-      "last_creation_yaml", "last_creation_command", "is_managed", "last_event", "resources_str",
-      "resources_str_full", "nodes", "cloud", "region", "cpus", "memory", "accelerators", "labels",
-      "cluster_name_on_cloud", "node_names", "priority", "priority_class",
+      "name",
+      "launched_at",
+      "last_use",
+      "status",
+      "autostop",
+      "to_down",
+      "owner",
+      "metadata",
+      "cluster_hash",
+      "cluster_ever_up",
+      "status_updated_at",
+      "user_hash",
+      "user_name",
+      "config_hash",
+      "workspace",
+      "last_creation_yaml",
+      "last_creation_command",
+      "is_managed",
+      "last_event",
+      "resources_str",
+      "resources_str_full",
+      "nodes",
+      "cloud",
+      "region",
+      "cpus",
+      "memory",
+      "accelerators",
+      "labels",
+      "cluster_name_on_cloud",
+      "node_names",
+      "priority",
+      "priority_class",
     ]);
     expect(rec.status).toBe("UP");
     expect(rec.nodes).toBe(1);
@@ -349,14 +395,20 @@ describe("prompts and shapes", () => {
   });
 
   it("makes one TPU node per num_nodes and autodowns with --down once the queue is empty", async () => {
-    const task = writeTask("two.yaml", "num_nodes: 2\nresources: {infra: gcp/us-east5/us-east5-c, accelerators: tpu-v6e-4}\nsetup: sleep 1\nrun: echo rank=$SKYPILOT_NODE_RANK\n");
+    const task = writeTask(
+      "two.yaml",
+      "num_nodes: 2\nresources: {infra: gcp/us-east5/us-east5-c, accelerators: tpu-v6e-4}\nsetup: sleep 1\nrun: echo rank=$SKYPILOT_NODE_RANK\n",
+    );
     const r = sky(["launch", "-y", "-d", "--down", "-c", "two", task]);
     expect(r.code).toBe(0);
     // -d returns while setup still runs.
     expect(r.stdout).not.toContain("rank=0");
     const c = (await sim.state()).clusters.two;
     expect(c?.slices).toHaveLength(2);
-    expect(c?.slices.map((sl) => sl.nodeName)).toEqual([expect.stringMatching(/-head-[0-9a-z]+-tpu$/), expect.stringMatching(/-worker-[0-9a-z]+-tpu$/)]);
+    expect(c?.slices.map((sl) => sl.nodeName)).toEqual([
+      expect.stringMatching(/-head-[0-9a-z]+-tpu$/),
+      expect.stringMatching(/-worker-[0-9a-z]+-tpu$/),
+    ]);
     expect(c?.headHostId).toBe(c?.slices[0]?.hostIds[0]);
     const st = JSON.parse(sky(["status", "-o", "json", "two"]).stdout) as { autostop: number; to_down: boolean }[];
     expect(st[0]).toMatchObject({ autostop: 0, to_down: true });
@@ -435,7 +487,10 @@ describe("faults", () => {
     expect(stdout).toContain(`├── Or, visit: http://127.0.0.1:46580/api/stream?request_id=${id8}`);
     expect(stdout).toContain(`└── To cancel the request, run: sky api cancel ${id8}`);
     expect(stderr).toContain("Aborted!");
-    const req = JSON.parse(readFileSync(join(sim.root, "requests", `${readRequestId(id8)}.json`), "utf8")) as { status: string; pid: number };
+    const req = JSON.parse(readFileSync(join(sim.root, "requests", `${readRequestId(id8)}.json`), "utf8")) as {
+      status: string;
+      pid: number;
+    };
     expect(req.status).toBe("RUNNING");
     expect(pidAlive(req.pid)).toBe(true);
 
@@ -472,7 +527,9 @@ describe("faults", () => {
 
 // Process names inside one simulated host (pgrep there would see the whole machine's processes).
 function commandsInNetns(netns: string): string[] {
-  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" }).stdout.split("\n").filter((x) => x !== "");
+  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((x) => x !== "");
   return pids.map((pid) => {
     try {
       return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
@@ -484,7 +541,9 @@ function commandsInNetns(netns: string): string[] {
 
 function readRequestId(prefix: string): string {
   const dir = join(sim.root, "requests");
-  const f = (spawnSync("ls", [dir], { encoding: "utf8" }).stdout ?? "").split("\n").find((x) => x.startsWith(prefix) && x.endsWith(".json"));
+  const f = (spawnSync("ls", [dir], { encoding: "utf8" }).stdout ?? "")
+    .split("\n")
+    .find((x) => x.startsWith(prefix) && x.endsWith(".json"));
   return (f ?? "").replace(/\.json$/, "");
 }
 

@@ -18,8 +18,16 @@ const OTHER_ZONE = `projects/${PROJECT}/locations/us-central1-b/nodes/other-2ea4
 
 function host(id: string, workerId: number, ext: string, int: string, cluster: string, nodeName: string | null): SimHost {
   return {
-    id, netns: `tpd-${id}`, externalIp: ext, internalIp: int, workerId, cluster, nodeName,
-    zone: ZONE, hostname: `t1v-n-${id}-w-${workerId}`, alive: true,
+    id,
+    netns: `tpd-${id}`,
+    externalIp: ext,
+    internalIp: int,
+    workerId,
+    cluster,
+    nodeName,
+    zone: ZONE,
+    hostname: `t1v-n-${id}-w-${workerId}`,
+    alive: true,
   };
 }
 
@@ -36,21 +44,46 @@ function fixture(): SimState {
   const v7 = [host("h6", 0, "198.18.5.2", "198.19.5.2", "sgl-v7", null), host("h7", 1, "198.18.5.3", "198.19.5.3", "sgl-v7", null)];
   for (const h of [...v16, ...v4, ...v7]) s.hosts[h.id] = h;
   const labels = (c: string): Record<string, string> => ({
-    "skypilot-cluster-name": `${c}-2ea485ef`, "ray-cluster-name": `${c}-2ea485ef`, "skypilot-head-node": "1", "ray-node-type": "head",
+    "skypilot-cluster-name": `${c}-2ea485ef`,
+    "ray-cluster-name": `${c}-2ea485ef`,
+    "skypilot-head-node": "1",
+    "ray-node-type": "head",
   });
   s.nodes[V6E16] = {
-    name: V6E16, zone: ZONE, acceleratorType: "v6e-16", runtimeVersion: "v2-alpha-tpuv6e", state: "READY",
-    labels: labels("sgl-v6e16"), preemptible: false, createTime: 1_760_000_000_123, id: "7781234567890123456",
+    name: V6E16,
+    zone: ZONE,
+    acceleratorType: "v6e-16",
+    runtimeVersion: "v2-alpha-tpuv6e",
+    state: "READY",
+    labels: labels("sgl-v6e16"),
+    preemptible: false,
+    createTime: 1_760_000_000_123,
+    id: "7781234567890123456",
     hostIds: v16.map((h) => h.id),
   };
   s.nodes[V6E4] = {
-    name: V6E4, zone: ZONE, acceleratorType: "v6e-4", runtimeVersion: "v2-alpha-tpuv6e", state: "PREEMPTED",
-    labels: labels("sgl-v6e4"), preemptible: true, createTime: 1_760_000_100_000, id: "7781234567890999999",
+    name: V6E4,
+    zone: ZONE,
+    acceleratorType: "v6e-4",
+    runtimeVersion: "v2-alpha-tpuv6e",
+    state: "PREEMPTED",
+    labels: labels("sgl-v6e4"),
+    preemptible: true,
+    createTime: 1_760_000_100_000,
+    id: "7781234567890999999",
     hostIds: ["h5"],
   };
   s.nodes[OTHER_ZONE] = {
-    name: OTHER_ZONE, zone: "us-central1-b", acceleratorType: "v6e-8", runtimeVersion: "v2-alpha-tpuv6e", state: "CREATING",
-    labels: labels("other"), preemptible: false, createTime: 1_760_000_200_000, id: "42", hostIds: [],
+    name: OTHER_ZONE,
+    zone: "us-central1-b",
+    acceleratorType: "v6e-8",
+    runtimeVersion: "v2-alpha-tpuv6e",
+    state: "CREATING",
+    labels: labels("other"),
+    preemptible: false,
+    createTime: 1_760_000_200_000,
+    id: "42",
+    hostIds: [],
   };
   return s;
 }
@@ -188,14 +221,20 @@ describe("TPU API emulator", () => {
 
   it("lists v6e accelerator types and runtime versions in offered zones only", async () => {
     // maxPageSize is 2 here, so a first page of 2 whatever pageSize asks.
-    const [types] = await client.listAcceleratorTypes({ parent: `projects/${PROJECT}/locations/${ZONE}`, pageSize: 100 }, { autoPaginate: false });
+    const [types] = await client.listAcceleratorTypes(
+      { parent: `projects/${PROJECT}/locations/${ZONE}`, pageSize: 100 },
+      { autoPaginate: false },
+    );
     expect(types.map((t) => [t.type, t.acceleratorConfigs?.[0]?.type, t.acceleratorConfigs?.[0]?.topology])).toEqual([
       ["v6e-1", "V6E", "1x1"],
       ["v6e-4", "V6E", "2x2"],
     ]);
     const [none] = await client.listAcceleratorTypes({ parent: `projects/${PROJECT}/locations/europe-west1-b` }, { autoPaginate: false });
     expect(none).toEqual([]);
-    const [runtimes] = await client.listRuntimeVersions({ parent: `projects/${PROJECT}/locations/${ZONE}`, pageSize: 100 }, { autoPaginate: false });
+    const [runtimes] = await client.listRuntimeVersions(
+      { parent: `projects/${PROJECT}/locations/${ZONE}`, pageSize: 100 },
+      { autoPaginate: false },
+    );
     expect(runtimes.map((r) => r.version)).toHaveLength(2);
   });
 

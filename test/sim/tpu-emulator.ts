@@ -25,15 +25,37 @@ export interface TpuEmulator {
 
 // The catalog's v6e zones (skypilot.md §7).
 const V6E_ZONES = new Set([
-  "asia-east1-c", "asia-northeast1-b", "asia-south1-b", "asia-south1-c", "asia-southeast1-b", "europe-west4-a",
-  "southamerica-east1-c", "southamerica-west1-a", "us-central1-a", "us-central1-b", "us-central1-c",
-  "us-central2-b", "us-east1-d", "us-east4-a", "us-east5-a", "us-east5-b", "us-east5-c", "us-south1-a",
-  "us-south1-c", "us-west1-c",
+  "asia-east1-c",
+  "asia-northeast1-b",
+  "asia-south1-b",
+  "asia-south1-c",
+  "asia-southeast1-b",
+  "europe-west4-a",
+  "southamerica-east1-c",
+  "southamerica-west1-a",
+  "us-central1-a",
+  "us-central1-b",
+  "us-central1-c",
+  "us-central2-b",
+  "us-east1-d",
+  "us-east4-a",
+  "us-east5-a",
+  "us-east5-b",
+  "us-east5-c",
+  "us-south1-a",
+  "us-south1-c",
+  "us-west1-c",
 ]);
 // tpu.md §1.
 const V6E_TOPOLOGY: Record<string, string> = {
-  "v6e-1": "1x1", "v6e-4": "2x2", "v6e-8": "2x4", "v6e-16": "4x4",
-  "v6e-32": "4x8", "v6e-64": "8x8", "v6e-128": "8x16", "v6e-256": "16x16",
+  "v6e-1": "1x1",
+  "v6e-4": "2x2",
+  "v6e-8": "2x4",
+  "v6e-16": "4x4",
+  "v6e-32": "4x8",
+  "v6e-64": "8x8",
+  "v6e-128": "8x16",
+  "v6e-256": "16x16",
 };
 const RUNTIME_VERSIONS = ["tpu-ubuntu2204-base", "tpu-vm-base", "v2-alpha-tpuv5", "v2-alpha-tpuv5-lite", "v2-alpha-tpuv6e"];
 const DEFAULT_PAGE_SIZE = 50;

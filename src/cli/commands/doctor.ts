@@ -29,7 +29,13 @@ export default async function doctor(opts: SpecFlags & OutputFlags, args: string
     const sky = await ctx.sky();
     try {
       const v = await sky.version({ env: ctx.env });
-      add("sky", v.ok, v.ok ? "the SkyPilot API server answers (sky api info)" : `sky api info failed: ${v.output.trim().split("\n").at(-1)}; start it with sky api start`);
+      add(
+        "sky",
+        v.ok,
+        v.ok
+          ? "the SkyPilot API server answers (sky api info)"
+          : `sky api info failed: ${v.output.trim().split("\n").at(-1)}; start it with sky api start`,
+      );
     } catch (err) {
       add("sky", false, `${(err as Error).message}`);
     }
@@ -43,7 +49,9 @@ export default async function doctor(opts: SpecFlags & OutputFlags, args: string
           try {
             const types = await (await ctx.tpuApi()).listAcceleratorTypes(config.tpu.project, zone);
             apiOk = types.includes(config.tpu.accelerator);
-            apiNote = apiOk ? "; the Cloud TPU API offers it" : `; the Cloud TPU API does not offer it there (offers ${types.slice(0, 8).join(", ") || "nothing"})`;
+            apiNote = apiOk
+              ? "; the Cloud TPU API offers it"
+              : `; the Cloud TPU API does not offer it there (offers ${types.slice(0, 8).join(", ") || "nothing"})`;
           } catch (err) {
             apiNote = `; Cloud TPU API not checked (${(err as Error).message.split("\n")[0]})`;
           }
@@ -51,10 +59,16 @@ export default async function doctor(opts: SpecFlags & OutputFlags, args: string
         add(
           `${config.tpu.accelerator} in ${zone}`,
           inCatalog && apiOk,
-          inCatalog ? `in SkyPilot's catalog${apiNote}` : `not in SkyPilot's catalog (v6e zones: ${V6E_CATALOG_ZONES.join(", ")})${apiNote}`,
+          inCatalog
+            ? `in SkyPilot's catalog${apiNote}`
+            : `not in SkyPilot's catalog (v6e zones: ${V6E_CATALOG_ZONES.join(", ")})${apiNote}`,
         );
       } else {
-        add(`${config.tpu.accelerator} in ${zone}`, true, "TPU7x needs a TPU7x-capable SkyPilot build (instance type tpu7x-standard-4t); the Cloud TPU API does not serve it");
+        add(
+          `${config.tpu.accelerator} in ${zone}`,
+          true,
+          "TPU7x needs a TPU7x-capable SkyPilot build (instance type tpu7x-standard-4t); the Cloud TPU API does not serve it",
+        );
       }
     }
     // 3. secrets
@@ -78,7 +92,13 @@ export default async function doctor(opts: SpecFlags & OutputFlags, args: string
     const failed = checks.filter((c) => !c.ok).map((c) => c.check);
     return {
       code: 1,
-      json: { code: "checks_failed", message: `${failed.length} check(s) failed: ${failed.join(", ")}`, hint: "each failed line says what to do", ok, checks },
+      json: {
+        code: "checks_failed",
+        message: `${failed.length} check(s) failed: ${failed.join(", ")}`,
+        hint: "each failed line says what to do",
+        ok,
+        checks,
+      },
     };
   } finally {
     await ctx.close();

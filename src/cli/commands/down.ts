@@ -5,7 +5,11 @@ import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { confirm } from "../prompt.js";
 
-export default async function down(opts: OutputFlags & { all?: boolean; yes?: boolean }, args: string[], run: RunContext): Promise<CommandResult> {
+export default async function down(
+  opts: OutputFlags & { all?: boolean; yes?: boolean },
+  args: string[],
+  run: RunContext,
+): Promise<CommandResult> {
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
     const names = opts.all ? ctx.store.list() : args;
@@ -35,7 +39,10 @@ export default async function down(opts: OutputFlags & { all?: boolean; yes?: bo
       if (failed.length === results.length) {
         return { code: 1, json: { code: "not_verified", message: `none of the ${results.length} deployments was torn down`, results } };
       }
-      throw new PartialFailureError(`${failed.length} of ${results.length} deployments were not torn down`, results.map((r) => ({ target: r.name, ok: !("error" in r) })));
+      throw new PartialFailureError(
+        `${failed.length} of ${results.length} deployments were not torn down`,
+        results.map((r) => ({ target: r.name, ok: !("error" in r) })),
+      );
     }
     const one = results[0];
     return { code: 0, json: opts.all ? results : one && "existed" ? { name: one.name, verified: one.verified } : one };

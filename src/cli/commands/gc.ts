@@ -5,7 +5,11 @@ import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { confirm } from "../prompt.js";
 
-export default async function gc(opts: OutputFlags & { dryRun?: boolean; yes?: boolean }, _args: string[], run: RunContext): Promise<CommandResult> {
+export default async function gc(
+  opts: OutputFlags & { dryRun?: boolean; yes?: boolean },
+  _args: string[],
+  run: RunContext,
+): Promise<CommandResult> {
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
     const found = await findGarbage(ctx);
@@ -15,11 +19,16 @@ export default async function gc(opts: OutputFlags & { dryRun?: boolean; yes?: b
     const removed = await removeGarbage(ctx, found);
     const failed = removed.filter((i) => !i.removed);
     if (!opts.json) {
-      for (const i of removed) run.io.stdout.write(i.removed ? `removed ${i.kind} ${i.name}\n` : `not removed: ${i.kind} ${i.name}: ${i.error}\n`);
+      for (const i of removed)
+        run.io.stdout.write(i.removed ? `removed ${i.kind} ${i.name}\n` : `not removed: ${i.kind} ${i.name}: ${i.error}\n`);
     }
     if (failed.length === 0) return { code: 0, json: { dryRun: false, found, removed } };
-    if (failed.length === removed.length) return { code: 1, json: { code: "not_verified", message: `none of the ${removed.length} item(s) could be removed`, found, removed } };
-    const e = new PartialFailureError(`${failed.length} of ${removed.length} item(s) were not removed`, removed.map((i) => ({ target: i.name, ok: Boolean(i.removed), ...(i.error ? { message: i.error } : {}) })));
+    if (failed.length === removed.length)
+      return { code: 1, json: { code: "not_verified", message: `none of the ${removed.length} item(s) could be removed`, found, removed } };
+    const e = new PartialFailureError(
+      `${failed.length} of ${removed.length} item(s) were not removed`,
+      removed.map((i) => ({ target: i.name, ok: Boolean(i.removed), ...(i.error ? { message: i.error } : {}) })),
+    );
     return { code: e.exitCode, json: { code: e.code, message: e.message, found, removed } };
   } finally {
     await ctx.close();

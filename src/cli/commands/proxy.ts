@@ -10,7 +10,8 @@ export default async function proxy(opts: OutputFlags & { localPort?: string }, 
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy proxy NAME");
   const localPort = opts.localPort === undefined ? 0 : Number(opts.localPort);
-  if (!Number.isInteger(localPort) || localPort < 0 || localPort > 65535) throw new UsageError(`--local-port must be 0..65535, got ${opts.localPort}`);
+  if (!Number.isInteger(localPort) || localPort < 0 || localPort > 65535)
+    throw new UsageError(`--local-port must be 0..65535, got ${opts.localPort}`);
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   const state = requireState(ctx, name);
   const rank0 = requireHosts(state).find((h) => h.rank === 0);
@@ -30,7 +31,9 @@ export default async function proxy(opts: OutputFlags & { localPort?: string }, 
       }
     }
     const target = { session, destHost: rank0.internalIp, destPort: state.config.server.port, localPort, bindHost: "127.0.0.1" };
-    const fwd = apiKey ? await startHttpProxy({ ...target, headers: { authorization: `Bearer ${apiKey}` } }) : await startLocalForward(target);
+    const fwd = apiKey
+      ? await startHttpProxy({ ...target, headers: { authorization: `Bearer ${apiKey}` } })
+      : await startLocalForward(target);
     const url = `http://127.0.0.1:${fwd.port}`;
     // The URL is the result: stdout, once the listener is bound (scripts wait for this line).
     if (opts.json) run.io.stdout.write(`${JSON.stringify({ version: 1, command: "proxy", ok: true, result: { url, name } })}\n`);

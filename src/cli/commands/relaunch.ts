@@ -35,7 +35,14 @@ export default async function relaunch(opts: RelaunchFlags, args: string[], run:
     const list = reports.map(reportJson);
     if (code === 0) return { code, json: list };
     const failed = reports.filter((r) => r.code !== 0).length;
-    return { code, json: { code: code === 3 ? "partial" : reports.find((r) => r.error)?.error?.code, message: `${failed} of ${reports.length} deployment(s) did not end well`, results: list } };
+    return {
+      code,
+      json: {
+        code: code === 3 ? "partial" : reports.find((r) => r.error)?.error?.code,
+        message: `${failed} of ${reports.length} deployment(s) did not end well`,
+        results: list,
+      },
+    };
   } finally {
     await ctx.close();
   }
@@ -44,7 +51,8 @@ export default async function relaunch(opts: RelaunchFlags, args: string[], run:
 export function targetName(opts: { all?: boolean }, args: string[], command: string): string | undefined {
   const name = args[0];
   if (opts.all && name) throw new UsageError(`name a deployment or pass --all, not both`);
-  if (!opts.all && !name) throw new UsageError(`name the deployment: tpu-deploy ${command} NAME (or --all)`, { hint: "tpu-deploy status lists them" });
+  if (!opts.all && !name)
+    throw new UsageError(`name the deployment: tpu-deploy ${command} NAME (or --all)`, { hint: "tpu-deploy status lists them" });
   if (args.length > 1) throw new UsageError(`one deployment at a time (got ${args.join(", ")}); --all takes every deployment`);
   return opts.all ? undefined : name;
 }
@@ -64,7 +72,16 @@ export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backo
 }
 
 export function reportJson(r: RelaunchReport): Record<string, unknown> {
-  return { name: r.name, verdict: r.verdict, action: r.action, attempt: r.attempt, zone: r.zone, nextAttemptAt: r.nextAttemptAt, message: r.message, ...(r.error ? { error: r.error } : {}) };
+  return {
+    name: r.name,
+    verdict: r.verdict,
+    action: r.action,
+    attempt: r.attempt,
+    zone: r.zone,
+    nextAttemptAt: r.nextAttemptAt,
+    message: r.message,
+    ...(r.error ? { error: r.error } : {}),
+  };
 }
 
 /** The `error` of the --json document: the usual {code, message, hint} plus where the relaunch stands. */
@@ -76,7 +93,8 @@ function failureJson(r: RelaunchReport): Record<string, unknown> {
 export function printReport(io: Io, r: RelaunchReport, prefix = ""): void {
   io.stdout.write(`${prefix}${r.name}: ${r.message}\n`);
   if (r.code !== 0 && r.error) {
-    if (r.error.message !== r.message && !r.message.includes(r.error.message)) io.stderr.write(`  ${r.error.message.split("\n").join("\n  ")}\n`);
+    if (r.error.message !== r.message && !r.message.includes(r.error.message))
+      io.stderr.write(`  ${r.error.message.split("\n").join("\n  ")}\n`);
     if (r.error.hint) io.stderr.write(`  hint: ${r.error.hint}\n`);
   }
 }

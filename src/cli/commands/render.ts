@@ -7,7 +7,11 @@ import { makeReporter } from "../io.js";
 import { loadSpec, loadTemplate } from "../load-spec.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export default async function render(opts: SpecFlags & { output?: string; json?: boolean }, _args: string[], ctx: RunContext): Promise<CommandResult> {
+export default async function render(
+  opts: SpecFlags & { output?: string; json?: boolean },
+  _args: string[],
+  ctx: RunContext,
+): Promise<CommandResult> {
   const config = loadSpec(opts, ctx.io);
   const template = loadTemplate(config);
   const zone = config.tpu.zones[0] ?? "";

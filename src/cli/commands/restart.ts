@@ -17,11 +17,19 @@ export default async function restart(opts: OutputFlags, args: string[], run: Ru
     const secrets = resolveSecrets(state.config, ctx.env);
     const rec = await skyRecord(ctx, name);
     if (rec?.status !== "UP" || state.phase === "launching") {
-      throw new OperationError("not_found", `${name}'s cluster is ${rec?.status ?? "gone"}; restart only restarts servers on existing hosts`, {
-        hint: `tpu-deploy relaunch ${name} brings a preempted or deleted cluster back`,
-      });
+      throw new OperationError(
+        "not_found",
+        `${name}'s cluster is ${rec?.status ?? "gone"}; restart only restarts servers on existing hosts`,
+        {
+          hint: `tpu-deploy relaunch ${name} brings a preempted or deleted cluster back`,
+        },
+      );
     }
-    const summary = await deploy(ctx, state.config, loadTemplate(state.config), secrets, { recreate: false, keepOnFailure: true, forceRestart: true });
+    const summary = await deploy(ctx, state.config, loadTemplate(state.config), secrets, {
+      recreate: false,
+      keepOnFailure: true,
+      forceRestart: true,
+    });
     if (!opts.json) run.io.stdout.write(`${name} restarted: serving again (rank 0 ${summary.distInitAddr.split(":")[0]})\n`);
     return { code: 0, json: summary };
   } finally {

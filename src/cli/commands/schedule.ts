@@ -2,7 +2,16 @@ import { mkdirSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
 import { makeContext } from "../../app/context.js";
 import { requireState } from "../../app/hosts.js";
-import { buildSchedule, checkCron, cronFromEvery, installCron, installSystemd, uninstallCron, uninstallSystemd, userUnitDir } from "../../app/schedule.js";
+import {
+  buildSchedule,
+  checkCron,
+  cronFromEvery,
+  installCron,
+  installSystemd,
+  uninstallCron,
+  uninstallSystemd,
+  userUnitDir,
+} from "../../app/schedule.js";
 import { OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -15,21 +24,49 @@ export default async function schedule(opts: ScheduleFlags, args: string[], run:
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   const out = run.io.stdout;
   if (opts.uninstall) {
-    if (opts.every || opts.cron || opts.install || opts.systemd) throw new UsageError("--uninstall takes no --every, --cron, --install or --systemd: it removes whatever schedule of the deployment is installed");
+    if (opts.every || opts.cron || opts.install || opts.systemd)
+      throw new UsageError(
+        "--uninstall takes no --every, --cron, --install or --systemd: it removes whatever schedule of the deployment is installed",
+      );
     const cron = uninstallCron(ctx.env, name);
     const units = uninstallSystemd(ctx.env, ctx.home, name);
-    if (!opts.json) out.write(cron || units.length > 0 ? `removed the schedule of ${name}:${cron ? " crontab entry" : ""}${units.length > 0 ? ` ${units.join(", ")}` : ""}\n` : `no schedule of ${name} is installed\n`);
+    if (!opts.json)
+      out.write(
+        cron || units.length > 0
+          ? `removed the schedule of ${name}:${cron ? " crontab entry" : ""}${units.length > 0 ? ` ${units.join(", ")}` : ""}\n`
+          : `no schedule of ${name} is installed\n`,
+      );
     return { code: 0, json: { name, removed: { cron, systemd: units } } };
   }
-  if (Boolean(opts.every) === Boolean(opts.cron)) throw new UsageError("give one of --every INTERVAL (e.g. 5m) or --cron \"EXPR\"");
-  if (opts.install !== undefined && opts.install !== "cron" && opts.install !== "systemd") throw new UsageError(`--install takes cron or systemd, not '${opts.install}'`);
-  const cron = opts.every ? cronFromEvery(opts.every) : checkCron(opts.cron ?? "").map((f) => f.join(",")).join(" ");
+  if (Boolean(opts.every) === Boolean(opts.cron)) throw new UsageError('give one of --every INTERVAL (e.g. 5m) or --cron "EXPR"');
+  if (opts.install !== undefined && opts.install !== "cron" && opts.install !== "systemd")
+    throw new UsageError(`--install takes cron or systemd, not '${opts.install}'`);
+  const cron = opts.every
+    ? cronFromEvery(opts.every)
+    : checkCron(opts.cron ?? "")
+        .map((f) => f.join(","))
+        .join(" ");
   const state = requireState(ctx, name);
   const bin = process.argv[1];
   if (!bin) throw new OperationError("internal", "cannot tell which tpu-deploy is running (process.argv[1] is empty)");
-  const s = buildSchedule({ name, cron, node: process.execPath, bin: realpathSync(bin), env: ctx.env, home: ctx.home, secretsFile: state.config.server.secretsFile });
+  const s = buildSchedule({
+    name,
+    cron,
+    node: process.execPath,
+    bin: realpathSync(bin),
+    env: ctx.env,
+    home: ctx.home,
+    secretsFile: state.config.server.secretsFile,
+  });
   mkdirSync(dirname(s.logFile), { recursive: true, mode: 0o700 });
-  const json = { name, cron, cronEntry: s.cronEntry, command: s.command, logFile: s.logFile, systemd: { dir: userUnitDir(ctx.env, ctx.home), unit: s.unitName, service: s.service, timer: s.timer } };
+  const json = {
+    name,
+    cron,
+    cronEntry: s.cronEntry,
+    command: s.command,
+    logFile: s.logFile,
+    systemd: { dir: userUnitDir(ctx.env, ctx.home), unit: s.unitName, service: s.service, timer: s.timer },
+  };
 
   if (opts.install === "cron") {
     installCron(ctx.env, s, name);
@@ -49,7 +86,10 @@ export default async function schedule(opts: ScheduleFlags, args: string[], run:
       }
       return { code: 1, json: { code: err.code, message: err.message, hint: err.hint, files: r.files, commands: r.manual } };
     }
-    if (!opts.json) out.write(`installed and started ${s.unitName}.timer (${r.files.join(", ")}; log: ${s.logFile})\nnote: run loginctl enable-linger $USER so it runs while you are logged out\n`);
+    if (!opts.json)
+      out.write(
+        `installed and started ${s.unitName}.timer (${r.files.join(", ")}; log: ${s.logFile})\nnote: run loginctl enable-linger $USER so it runs while you are logged out\n`,
+      );
     return { code: 0, json: { ...json, installed: "systemd", files: r.files } };
   }
   if (!opts.json) {

@@ -16,12 +16,18 @@ export default async function status(opts: OutputFlags, args: string[], run: Run
       if (deployments.length === 0) out.write("no deployments (tpu-deploy up creates one)\n");
       for (const d of deployments) {
         const up = d.uptimeSeconds !== null ? `, up ${formatDuration(d.uptimeSeconds * 1000)}` : "";
-        out.write(`${d.name}: ${d.health}${up} — ${d.accelerator}${d.spot ? " spot" : ""} in ${d.zone ?? "?"}, phase ${d.phase}, cluster ${d.cluster.status ?? "gone"}\n`);
+        out.write(
+          `${d.name}: ${d.health}${up} — ${d.accelerator}${d.spot ? " spot" : ""} in ${d.zone ?? "?"}, phase ${d.phase}, cluster ${d.cluster.status ?? "gone"}\n`,
+        );
         if (d.tpuNodes) for (const n of d.tpuNodes) out.write(`  tpu node ${n.name.split("/").at(-1)}: ${n.state}\n`);
-        for (const h of d.hosts) out.write(`  rank ${String(h.rank).padEnd(3)} ${h.sshHost.padEnd(24)} ${h.internalIp.padEnd(15)} ${h.process}\n`);
+        for (const h of d.hosts)
+          out.write(`  rank ${String(h.rank).padEnd(3)} ${h.sshHost.padEnd(24)} ${h.internalIp.padEnd(15)} ${h.process}\n`);
         if (d.preemptions || d.relaunches) out.write(`  preemptions ${d.preemptions}, relaunches ${d.relaunches}\n`);
         if (d.lastError) out.write(`  last error (${d.lastError.code}): ${d.lastError.message.split("\n")[0]}\n`);
-        for (const e of d.history.slice(-5)) out.write(`  ${e.at}  ${e.event}${e.zone ? ` ${e.zone}` : ""}${e.durationMs ? ` (${formatDuration(e.durationMs)})` : ""}${e.detail ? `: ${e.detail.split("\n")[0]}` : ""}\n`);
+        for (const e of d.history.slice(-5))
+          out.write(
+            `  ${e.at}  ${e.event}${e.zone ? ` ${e.zone}` : ""}${e.durationMs ? ` (${formatDuration(e.durationMs)})` : ""}${e.detail ? `: ${e.detail.split("\n")[0]}` : ""}\n`,
+          );
       }
     }
     return { code: 0, json: { deployments } };

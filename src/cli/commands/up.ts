@@ -29,11 +29,20 @@ export default async function up(opts: UpFlags, args: string[], ctx: RunContext)
       warnings: plan.warnings,
       task: plan.task,
       skyArgv: ["sky", ...plan.skyArgv],
-      ranks: plan.ranks.map((r) => ({ rank: r.rank, slice: r.slice, workerId: r.workerId, host: r.host, argv: r.server.argv, command: r.server.command })),
+      ranks: plan.ranks.map((r) => ({
+        rank: r.rank,
+        slice: r.slice,
+        workerId: r.workerId,
+        host: r.host,
+        argv: r.server.argv,
+        command: r.server.command,
+      })),
     };
     if (!opts.json) {
       const out = ctx.io.stdout;
-      out.write(`# ${plan.name}: ${config.topology.slices} x ${config.tpu.accelerator} = ${config.topology.hosts} host(s), tp-size ${config.server.tpSize}, ${config.tpu.spot ? "spot" : "on-demand"}\n`);
+      out.write(
+        `# ${plan.name}: ${config.topology.slices} x ${config.tpu.accelerator} = ${config.topology.hosts} host(s), tp-size ${config.server.tpSize}, ${config.tpu.spot ? "spot" : "on-demand"}\n`,
+      );
       out.write(`# --- sky.yaml (${template.name}) ---\n${plan.taskYaml}`);
       out.write(`# --- sky launch, first zone of ${plan.zones.join(", ")} ---\n${shellJoin(["sky", ...plan.skyArgv])}\n`);
       out.write(`# --- ranks: rank = slice offset + TPU worker number; --dist-init-addr = rank 0's internal IPv4 ---\n`);

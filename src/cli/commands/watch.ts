@@ -6,10 +6,15 @@ import { UsageError } from "../../errors.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { printReport, type RelaunchFlags, relaunchOptions, reportJson, targetName } from "./relaunch.js";
 
-export default async function watchCommand(opts: RelaunchFlags & { interval?: string }, args: string[], run: RunContext): Promise<CommandResult> {
+export default async function watchCommand(
+  opts: RelaunchFlags & { interval?: string },
+  args: string[],
+  run: RunContext,
+): Promise<CommandResult> {
   const one = targetName(opts, args, "watch");
   const intervalMs = parseDuration(opts.interval ?? "60s");
-  if (!intervalMs || intervalMs < 1000) throw new UsageError(`--interval '${opts.interval}' is not a duration of at least 1s (examples: 30s, 5m)`);
+  if (!intervalMs || intervalMs < 1000)
+    throw new UsageError(`--interval '${opts.interval}' is not a duration of at least 1s (examples: 30s, 5m)`);
   const ropts = relaunchOptions(opts);
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
@@ -21,11 +26,13 @@ export default async function watchCommand(opts: RelaunchFlags & { interval?: st
       intervalMs,
       onReport: (r, changed) => {
         // Every action taken, and otherwise only changes: a healthy or busy deployment is one line, not one a minute.
-        if (!opts.json && (changed || r.action === "restart" || r.action === "relaunch")) printReport(run.io, r, `[${ctx.now().toISOString()}] `);
+        if (!opts.json && (changed || r.action === "restart" || r.action === "relaunch"))
+          printReport(run.io, r, `[${ctx.now().toISOString()}] `);
       },
     });
     const json = end.reports.map(reportJson);
-    if (end.stopped === "gave-up") return { code: 4, json: { code: "gave_up", message: "every watched deployment gave up", results: json } };
+    if (end.stopped === "gave-up")
+      return { code: 4, json: { code: "gave_up", message: "every watched deployment gave up", results: json } };
     ctx.report.info(end.stopped === "signal" ? "watch stopped" : `${one} no longer exists: watch ends`);
     return { code: 0, json };
   } finally {

@@ -140,7 +140,8 @@ function parseOptionDecl(decl: string, hidden: boolean): OptionSpec {
   const off = offPart ? offPart.split(", ").map((s) => s.trim()) : [];
   const long = on.find((n) => n.startsWith("--")) ?? on[0] ?? "";
   const dest = long.replace(/^-+/, "").replace(/-/g, "_");
-  const declared = hidden || SHORT_FIRST.has(dest) ? on : [...on.filter((n) => n.startsWith("--")), ...on.filter((n) => !n.startsWith("--"))];
+  const declared =
+    hidden || SHORT_FIRST.has(dest) ? on : [...on.filter((n) => n.startsWith("--")), ...on.filter((n) => !n.startsWith("--"))];
   let type: ParamType = { kind: "string" };
   if (metavar === "INTEGER") type = { kind: "int" };
   else if (metavar === "INT-OR-NONE") type = { kind: "int-or-none" };

@@ -3,14 +3,7 @@
 import { killHosts } from "../hosts.js";
 import { readFileSync } from "node:fs";
 import { readState, updateState, type SimCluster, type SimHost, type SimState } from "../state.js";
-import {
-  listJobMetas,
-  listRequests,
-  readClusterMeta,
-  removeClusterMeta,
-  updateClusterMeta,
-  type ClusterMeta,
-} from "./server-db.js";
+import { listJobMetas, listRequests, readClusterMeta, removeClusterMeta, updateClusterMeta, type ClusterMeta } from "./server-db.js";
 
 // cloud_vm_ray_backend stable_internal_external_ips: TPU worker 0 of the first node, then every other
 // host sorted by external IP as a string. Ranks, SKYPILOT_NODE_IPS and -workerN aliases follow it.
@@ -40,7 +33,12 @@ export function processAlive(pid: number): boolean {
 
 export function launchInFlight(root: string, cluster: string): boolean {
   return listRequests(root).some(
-    (r) => r.name === "sky.launch" && r.clusterName === cluster && (r.status === "RUNNING" || r.status === "PENDING") && r.pid !== null && processAlive(r.pid),
+    (r) =>
+      r.name === "sky.launch" &&
+      r.clusterName === cluster &&
+      (r.status === "RUNNING" || r.status === "PENDING") &&
+      r.pid !== null &&
+      processAlive(r.pid),
   );
 }
 
@@ -62,7 +60,14 @@ export async function teardownCluster(root: string, name: string): Promise<void>
   const meta = readClusterMeta(root, name);
   if (meta) for (const j of listJobMetas(root, meta.clusterHash)) if (j.driverPid !== process.pid) killProcessTree(j.driverPid);
   if (c) {
-    const ids = [...new Set([...allHostIds(c), ...Object.values(s.hosts).filter((h) => h.cluster === name && h.alive).map((h) => h.id)])];
+    const ids = [
+      ...new Set([
+        ...allHostIds(c),
+        ...Object.values(s.hosts)
+          .filter((h) => h.cluster === name && h.alive)
+          .map((h) => h.id),
+      ]),
+    ];
     await killHosts(root, ids);
   }
   await updateState(root, (st) => {

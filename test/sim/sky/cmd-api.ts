@@ -20,7 +20,9 @@ export async function cmdApiCancel(ctx: Ctx, p: Parsed): Promise<number> {
   if (ids.length === 0 && !all) throw usageError(spec, "Either specify request IDs or use --all to cancel all requests.");
   requireRoot(ctx);
   const reqs = listRequests(ctx.root);
-  const targets = all ? reqs.filter((r) => ACTIVE.includes(r.status)) : reqs.filter((r) => ids.some((id) => r.requestId.startsWith(id)) && ACTIVE.includes(r.status));
+  const targets = all
+    ? reqs.filter((r) => ACTIVE.includes(r.status))
+    : reqs.filter((r) => ids.some((id) => r.requestId.startsWith(id)) && ACTIVE.includes(r.status));
   const cancelled: string[] = [];
   for (const r of targets) {
     // The executor dies where it is: a half-provisioned cluster stays INIT.
@@ -120,7 +122,16 @@ export async function cmdApiInfo(ctx: Ctx, p: Parsed): Promise<number> {
   const url = serverUrl(ctx.env);
   const user = localUsername();
   if (p.str("output") === "json") {
-    outln(pyJsonDumps({ url, status: "healthy", api_version: "1", version: SKY_VERSION, commit: SKY_COMMIT, user: { name: user, id: userHash } }));
+    outln(
+      pyJsonDumps({
+        url,
+        status: "healthy",
+        api_version: "1",
+        version: SKY_VERSION,
+        commit: SKY_COMMIT,
+        user: { name: user, id: userHash },
+      }),
+    );
     return 0;
   }
   outln(`Using SkyPilot API server and dashboard: ${url}`);

@@ -145,7 +145,12 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
     } catch (e) {
       failed = true;
       outln(`Terminating cluster ${name}...failed.`);
-      const reason = e instanceof SkyException ? `${e.pyClass.replace(/^sky\.exceptions\./, "")}: ${e.message}` : e instanceof Error ? e.message : String(e);
+      const reason =
+        e instanceof SkyException
+          ? `${e.pyClass.replace(/^sky\.exceptions\./, "")}: ${e.message}`
+          : e instanceof Error
+            ? e.message
+            : String(e);
       outln(`Reason: ${reason}`);
     }
   }
@@ -191,7 +196,9 @@ export async function cmdStop(ctx: Ctx, p: Parsed): Promise<number> {
   }
   for (const r of q.records) {
     outln(`Stopping cluster '${r.name}'... skipped.`);
-    outln(r.cluster.spot ? "  Stopping spot instances is currently not supported on GCP." : "  Stopping is currently not supported for GCP.");
+    outln(
+      r.cluster.spot ? "  Stopping spot instances is currently not supported on GCP." : "  Stopping is currently not supported for GCP.",
+    );
     outln(`  To terminate the cluster instead, run: sky down ${r.name}`);
   }
   return 0;

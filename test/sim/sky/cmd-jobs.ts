@@ -16,7 +16,11 @@ import { listJobMetas, newRequestId, readClusterMeta, type ClusterMeta } from ".
 import { buildTask } from "./task-options.js";
 
 // backend_utils.check_cluster_available.
-export async function checkClusterAvailable(ctx: Ctx, name: string, operation: string): Promise<{ cluster: SimCluster; meta: ClusterMeta }> {
+export async function checkClusterAvailable(
+  ctx: Ctx,
+  name: string,
+  operation: string,
+): Promise<{ cluster: SimCluster; meta: ClusterMeta }> {
   const before = (await readState(ctx.root)).clusters[name];
   const metaBefore = readClusterMeta(ctx.root, name);
   const r = await refreshCluster(ctx.root, name, false);
@@ -95,7 +99,16 @@ export async function cmdExec(ctx: Ctx, p: Parsed): Promise<number> {
   }
   outln(`⚙︎ Job submitted, ID: ${jobId}`);
   if (p.bool("detach_run")) return 0;
-  return await tailJobLog({ root: ctx.root, cluster, clusterHash: meta.clusterHash, jobId, follow: true, tail: 0, numNodes: built.task.numNodes, banner: true });
+  return await tailJobLog({
+    root: ctx.root,
+    cluster,
+    clusterHash: meta.clusterHash,
+    jobId,
+    follow: true,
+    tail: 0,
+    numNodes: built.task.numNodes,
+    banner: true,
+  });
 }
 
 export async function cmdLogs(ctx: Ctx, p: Parsed): Promise<number> {
@@ -105,7 +118,10 @@ export async function cmdLogs(ctx: Ctx, p: Parsed): Promise<number> {
   const jobIds = p.list("job_ids");
   const syncDown = p.bool("sync_down");
   if (jobIds.length > 1 && !syncDown) {
-    throw usageError(spec, `Cannot stream logs of multiple jobs (IDs: ${jobIds.join(", ")}).\nPass -s/--sync-down to download the logs instead.`);
+    throw usageError(
+      spec,
+      `Cannot stream logs of multiple jobs (IDs: ${jobIds.join(", ")}).\nPass -s/--sync-down to download the logs instead.`,
+    );
   }
   for (const id of jobIds) if (!/^\d+$/.test(id)) throw usageError(spec, `Invalid job ID ${id}. Job ID must be integers.`);
   requireRoot(ctx);
@@ -225,7 +241,11 @@ export async function cmdQueue(ctx: Ctx, p: Parsed): Promise<number> {
       ];
     });
     outln(`\nJob queue of ${userStr} on cluster ${name}`);
-    outln(rows.length > 0 ? renderTable(["ID", "NAME", "USER", "SUBMITTED", "STARTED", "DURATION", "RESOURCES", "STATUS", "LOG", "GIT COMMIT"], rows) : "No jobs found.");
+    outln(
+      rows.length > 0
+        ? renderTable(["ID", "NAME", "USER", "SUBMITTED", "STARTED", "DURATION", "RESOURCES", "STATUS", "LOG", "GIT COMMIT"], rows)
+        : "No jobs found.",
+    );
   }
   return 0;
 }

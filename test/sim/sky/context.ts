@@ -13,9 +13,7 @@ export interface Ctx {
   cwd: string;
 }
 
-export interface Command {
-  (ctx: Ctx, p: Parsed): Promise<number>;
-}
+export type Command = (ctx: Ctx, p: Parsed) => Promise<number>;
 
 export function makeCtx(argv: string[]): Ctx {
   const root = process.env.TPD_SIM_ROOT ?? "";

@@ -90,13 +90,20 @@ async function main(): Promise<void> {
     // faults.json sky.setupFail: setup exits 1 on every host.
     const failSetup = (await readFaults(spec.root)).sky?.setupFail === true;
     const setupCmd = failSetup ? `echo "setup failed (simulated: faults.json sky.setupFail)" >&2\nexit 1\n${spec.setup}` : spec.setup;
-    const codes = await runPhase(spec, hosts, write, (rank) => ({
-      ...base,
-      ...common,
-      SKYPILOT_SETUP_NODE_RANK: String(rank),
-      SKYPILOT_SETUP_NODE_IPS: ips,
-      SKYPILOT_SETUP_NUM_GPUS_PER_NODE: String(spec.numGpusSetup),
-    }), setupCmd, (h, rank, pid) => (rank === 0 ? `(setup pid=${pid})` : `(setup pid=${pid}, ip=${h.internalIp})`));
+    const codes = await runPhase(
+      spec,
+      hosts,
+      write,
+      (rank) => ({
+        ...base,
+        ...common,
+        SKYPILOT_SETUP_NODE_RANK: String(rank),
+        SKYPILOT_SETUP_NODE_IPS: ips,
+        SKYPILOT_SETUP_NUM_GPUS_PER_NODE: String(spec.numGpusSetup),
+      }),
+      setupCmd,
+      (h, rank, pid) => (rank === 0 ? `(setup pid=${pid})` : `(setup pid=${pid}, ip=${h.internalIp})`),
+    );
     if (codes.some((x) => x !== 0)) {
       write(`ERROR: Job ${spec.jobId}'s setup failed with return code list: [${codes.join(", ")}]`);
       await setStatus(spec, "FAILED_SETUP", { end: true });
@@ -106,14 +113,21 @@ async function main(): Promise<void> {
   }
   if (spec.run !== null) {
     await setStatus(spec, "RUNNING", { start: spec.setup === null });
-    const codes = await runPhase(spec, hosts, write, (rank) => ({
-      ...base,
-      ...common,
-      SKYPILOT_NODE_RANK: String(rank),
-      SKYPILOT_NODE_IPS: ips,
-      SKYPILOT_NUM_NODES: String(hosts.length),
-      SKYPILOT_NUM_GPUS_PER_NODE: "0",
-    }), spec.run, (h, rank, pid) => (rank === 0 ? `(head, rank=0, pid=${pid})` : `(worker${rank}, rank=${rank}, pid=${pid}, ip=${h.internalIp})`));
+    const codes = await runPhase(
+      spec,
+      hosts,
+      write,
+      (rank) => ({
+        ...base,
+        ...common,
+        SKYPILOT_NODE_RANK: String(rank),
+        SKYPILOT_NODE_IPS: ips,
+        SKYPILOT_NUM_NODES: String(hosts.length),
+        SKYPILOT_NUM_GPUS_PER_NODE: "0",
+      }),
+      spec.run,
+      (h, rank, pid) => (rank === 0 ? `(head, rank=0, pid=${pid})` : `(worker${rank}, rank=${rank}, pid=${pid}, ip=${h.internalIp})`),
+    );
     if (codes.some((x) => x !== 0)) {
       let reason = "";
       if (codes.some((x) => x === 139)) reason = "(likely due to Segmentation Fault)";
@@ -276,7 +290,9 @@ async function maybeAutodown(spec: JobSpec): Promise<void> {
 // SSH sessions of the user on one host: sshd's per-session processes inside the host's namespace
 // (a pgrep run there would see the whole machine, since hosts share the pid namespace).
 function sshSessionsIn(netns: string): number {
-  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" }).stdout.split("\n").filter((x) => x !== "");
+  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((x) => x !== "");
   let n = 0;
   for (const pid of pids) {
     try {

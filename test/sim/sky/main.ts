@@ -15,13 +15,31 @@ import { getCloseMatches } from "./pyfmt.js";
 import { redactArgv } from "./task-options.js";
 import { SKY_COMMIT, SKY_VERSION } from "./version.js";
 
-
 type Handler = (ctx: Ctx, p: Parsed) => Promise<number>;
 
 // Top-level commands in `sky --help` order; subgroups list their subcommands.
 const TOP = [
-  "launch", "exec", "status", "cost-report", "queue", "logs", "cancel", "stop", "autostop", "start", "down",
-  "check", "gpus", "storage", "volumes", "jobs", "dashboard", "serve", "api", "ssh", "debug-dump",
+  "launch",
+  "exec",
+  "status",
+  "cost-report",
+  "queue",
+  "logs",
+  "cancel",
+  "stop",
+  "autostop",
+  "start",
+  "down",
+  "check",
+  "gpus",
+  "storage",
+  "volumes",
+  "jobs",
+  "dashboard",
+  "serve",
+  "api",
+  "ssh",
+  "debug-dump",
 ];
 const GROUPS: Record<string, { help: string; commands: string[] }> = {
   api: { help: "SkyPilot API server commands.", commands: ["cancel", "info", "login", "logs", "start", "status", "stop"] },
@@ -114,7 +132,7 @@ async function dispatch(ctx: Ctx, argv: string[]): Promise<number> {
   const group = GROUPS[cmd];
   if (group) {
     const gspec = { key: cmd, usage: `Usage: sky ${cmd} [OPTIONS] COMMAND [ARGS]...` };
-    let j = 0;
+    const j = 0;
     while (j < rest.length && (rest[j] ?? "").startsWith("-")) {
       const a = rest[j] as string;
       if (a === "-h" || a === "--help") {

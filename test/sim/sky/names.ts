@@ -49,7 +49,12 @@ export function cleanedUsername(): string {
   } catch {
     u = process.env.USER ?? "user";
   }
-  return u.toLowerCase().replace(/[^a-z0-9-_]/g, "").replace(/^[^a-z]+/, "") || "user";
+  return (
+    u
+      .toLowerCase()
+      .replace(/[^a-z0-9-_]/g, "")
+      .replace(/^[^a-z]+/, "") || "user"
+  );
 }
 
 export function localUsername(): string {

@@ -40,7 +40,8 @@ function fits(req: string | null, have: number): boolean {
 
 function strings(numNodes: number, r: Resources, kind: "v6e" | "tpu7x"): { short: string; full: string; simple: string } {
   const spot = r.useSpot ? "[spot]" : "";
-  const core = kind === "v6e" ? `gpus=${r.accelerator}:${r.acceleratorCount}, TPU-VM` : `cpus=${TPU7X_CPUS}, mem=${TPU7X_MEM}, ${TPU7X_INSTANCE_TYPE}`;
+  const core =
+    kind === "v6e" ? `gpus=${r.accelerator}:${r.acceleratorCount}, TPU-VM` : `cpus=${TPU7X_CPUS}, mem=${TPU7X_MEM}, ${TPU7X_INSTANCE_TYPE}`;
   const disk = r.diskSize ?? 256;
   const ports = r.ports.length > 0 ? `, ports=${pyRepr(r.ports)}` : "";
   return {

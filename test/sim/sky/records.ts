@@ -58,7 +58,14 @@ export async function queryClusters(root: string, patterns: string[] | null, for
   for (const n of names) {
     const c = s.clusters[n];
     if (!c) continue;
-    records.push({ name: n, cluster: c, meta: readClusterMeta(root, n), hosts: stableHosts(s, c), project: s.project, userHash: s.userHash });
+    records.push({
+      name: n,
+      cluster: c,
+      meta: readClusterMeta(root, n),
+      hosts: stableHosts(s, c),
+      project: s.project,
+      userHash: s.userHash,
+    });
   }
   records.sort((a, b) => b.cluster.launchedAt - a.cluster.launchedAt);
   return { records, terminated };
@@ -82,7 +89,14 @@ export function setSshConfig(home: string, records: ClusterRecord[], queried: st
     } catch {
       continue;
     }
-    addCluster(home, r.name, r.cluster.nameOnCloud, r.hosts.map((h) => h.externalIp), key, "gcpuser");
+    addCluster(
+      home,
+      r.name,
+      r.cluster.nameOnCloud,
+      r.hosts.map((h) => h.externalIp),
+      key,
+      "gcpuser",
+    );
   }
   const existing = new Set(records.map((r) => r.name));
   let toRemove: string[] = [];

@@ -111,7 +111,8 @@ export async function streamRequest(root: string, env: NodeJS.ProcessEnv, id: st
         if (r === null) throw new SkyException("RuntimeError", `Request ${id} not found.`);
         if (dead) throw new SkyException("RuntimeError", `Request ${id} failed: its executor died.`);
         if (r.status === "FAILED" && r.error) throw new SkyException(r.error.pyClass, r.error.message);
-        if (r.status === "CANCELLED") throw new SkyException("sky.exceptions.RequestCancelledByUserError", `Request ${id} cancelled by user.`);
+        if (r.status === "CANCELLED")
+          throw new SkyException("sky.exceptions.RequestCancelledByUserError", `Request ${id} cancelled by user.`);
         return r;
       }
       await new Promise((res) => setTimeout(res, 100));

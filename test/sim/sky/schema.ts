@@ -24,8 +24,7 @@ const OBJ: Schema = { type: "object" };
 const NUM_OR_STR: Schema = { anyOf: [{ type: "string" }, { type: "number" }] };
 const PORT: Schema = { anyOf: [{ type: "string", pattern: "^\\d+(-\\d+)?$" }, { type: "integer" }] };
 
-export const INFRA_PATTERN =
-  "^(?:(?!k8s|kubernetes|ssh)(?:[a-zA-Z0-9]+|\\*)(?:/[a-zA-Z0-9\\-*_]+){0,2}|(?:k8s|kubernetes|ssh)(?:/.+)?)$";
+export const INFRA_PATTERN = "^(?:(?!k8s|kubernetes|ssh)(?:[a-zA-Z0-9]+|\\*)(?:/[a-zA-Z0-9\\-*_]+){0,2}|(?:k8s|kubernetes|ssh)(?:/.+)?)$";
 
 const ENV_KEY = "^[a-zA-Z_][a-zA-Z0-9_]*$";
 
@@ -261,7 +260,10 @@ export function validateSchema(obj: unknown, schema: Schema, prefix: string, mak
     for (const field of Object.keys(v.instance as Record<string, unknown>)) {
       if (known.includes(field)) continue;
       const similar = getCloseMatches(field, known, 1);
-      msg += similar[0] !== undefined ? `Instead of ${pyStr(field)}, did you mean ${pyStr(similar[0])}?` : `Found unsupported field ${pyStr(field)}.`;
+      msg +=
+        similar[0] !== undefined
+          ? `Instead of ${pyStr(field)}, did you mean ${pyStr(similar[0])}?`
+          : `Found unsupported field ${pyStr(field)}.`;
     }
     throw makeError(msg);
   }

@@ -31,7 +31,12 @@ function mergePairs(file: Record<string, string> | null, pairs: [string, string]
   return Object.entries(d);
 }
 
-export async function buildTask(spec: CommandSpec, p: Parsed, entrypointParts: string[], command: "sky launch" | "sky exec"): Promise<BuiltTask> {
+export async function buildTask(
+  spec: CommandSpec,
+  p: Parsed,
+  entrypointParts: string[],
+  command: "sky launch" | "sky exec",
+): Promise<BuiltTask> {
   const envFile = p.dict("env_file");
   const env = mergePairs(envFile, p.pairs("env"));
   const secretFile = p.dict("secret_file");
@@ -63,7 +68,10 @@ export async function buildTask(spec: CommandSpec, p: Parsed, entrypointParts: s
   const entrypoint = entrypointParts.join(" ");
   const check = checkEntrypoint(entrypoint);
   if (!check.isYaml && check.yamlFileProvided) {
-    await confirm(`${pyStr(entrypoint)} looks like a yaml path but ${check.invalidReason}\nIt will be treated as a command to be run remotely. Continue?`, false);
+    await confirm(
+      `${pyStr(entrypoint)} looks like a yaml path but ${check.invalidReason}\nIt will be treated as a command to be run remotely. Continue?`,
+      false,
+    );
   }
   if (check.isYaml) outln(`YAML to run: ${entrypoint}`);
   else if (entrypoint !== "") outln(`Command to run: ${entrypoint}`);
@@ -101,7 +109,8 @@ export async function buildTask(spec: CommandSpec, p: Parsed, entrypointParts: s
       ["ports", o.ports === undefined ? undefined : o.ports],
     ];
     for (const [k, v] of ignored) {
-      if (v !== undefined && v !== null) outln(`Override param ${k}=${Array.isArray(v) ? `(${v.map((x) => pyStr(String(x))).join(", ")},)` : String(v)} is ignored.`);
+      if (v !== undefined && v !== null)
+        outln(`Override param ${k}=${Array.isArray(v) ? `(${v.map((x) => pyStr(String(x))).join(", ")},)` : String(v)} is ignored.`);
     }
     delete o.cpus;
     delete o.memory;

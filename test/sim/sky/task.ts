@@ -68,7 +68,10 @@ export interface EntrypointCheck {
 
 // command.py _check_yaml_only.
 export function checkEntrypoint(entrypoint: string): EntrypointCheck {
-  const splits = entrypoint.trim().split(/\s+/).filter((x) => x !== "");
+  const splits = entrypoint
+    .trim()
+    .split(/\s+/)
+    .filter((x) => x !== "");
   const yamlFileProvided = splits.length === 1 && ((splits[0] ?? "").endsWith("yaml") || (splits[0] ?? "").endsWith(".yml"));
   let text: string;
   try {
@@ -120,7 +123,8 @@ export function taskFromYamlConfig(configIn: unknown, envOverrides: [string, str
   // Keys and values become str (None stays None), so that `PORT: 8080` is valid.
   for (const key of ["envs", "secrets"]) {
     const d = config[key];
-    if (isDict(d)) config[key] = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v === null || v === undefined ? null : pyToStr(v)]));
+    if (isDict(d))
+      config[key] = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v === null || v === undefined ? null : pyToStr(v)]));
   }
   validateSchema(config, taskSchema(), "Invalid task YAML: ");
 
@@ -291,8 +295,27 @@ function normalizePorts(p: unknown): string[] {
 }
 
 const KNOWN_CLOUDS = [
-  "aws", "azure", "cudo", "do", "fluidstack", "gcp", "hyperbolic", "ibm", "kubernetes", "lambda", "nebius",
-  "oci", "paperspace", "runpod", "scp", "seeweb", "ssh", "vast", "vsphere", "primeintellect", "slurm",
+  "aws",
+  "azure",
+  "cudo",
+  "do",
+  "fluidstack",
+  "gcp",
+  "hyperbolic",
+  "ibm",
+  "kubernetes",
+  "lambda",
+  "nebius",
+  "oci",
+  "paperspace",
+  "runpod",
+  "scp",
+  "seeweb",
+  "ssh",
+  "vast",
+  "vsphere",
+  "primeintellect",
+  "slurm",
 ];
 
 // sky.Resources.__init__ checks that can fail without the catalog.
@@ -431,7 +454,8 @@ export function applyOverrides(task: Task, o: Overrides): void {
       cloud: "cloud" in o ? (o.cloud ?? null) : r.cloud,
       region: "region" in o ? (o.region ?? null) : r.region,
       zone: "zone" in o ? (o.zone ?? null) : r.zone,
-      accelerators: "accelerators" in o ? (o.accelerators ?? null) : r.accelerator === null ? null : `${r.accelerator}:${r.acceleratorCount}`,
+      accelerators:
+        "accelerators" in o ? (o.accelerators ?? null) : r.accelerator === null ? null : `${r.accelerator}:${r.acceleratorCount}`,
       acceleratorArgs: r.acceleratorArgs,
       instanceType: "instanceType" in o ? (o.instanceType ?? null) : r.instanceType === "TPU-VM" ? null : r.instanceType,
       useSpot: o.useSpot !== undefined ? o.useSpot : r.useSpotSpecified ? r.useSpot : null,

@@ -72,7 +72,10 @@ async function main(): Promise<void> {
       r.result = { jobId };
     });
   } catch (e) {
-    const err = e instanceof SkyException ? { pyClass: e.pyClass, message: e.message } : { pyClass: "RuntimeError", message: String(e instanceof Error ? e.message : e) };
+    const err =
+      e instanceof SkyException
+        ? { pyClass: e.pyClass, message: e.message }
+        : { pyClass: "RuntimeError", message: String(e instanceof Error ? e.message : e) };
     if (!(e instanceof SkyException)) process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     await updateRequest(spec.root, spec.requestId, (r) => {
       r.status = "FAILED";
@@ -281,7 +284,13 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
 }
 
 // One provisioning attempt in one zone; null on success.
-async function tryZone(spec: LaunchSpec, cand: Candidate, noc: string, pubKey: string, log: (line: string) => void): Promise<ProvisionFailure | null> {
+async function tryZone(
+  spec: LaunchSpec,
+  cand: Candidate,
+  noc: string,
+  pubKey: string,
+  log: (line: string) => void,
+): Promise<ProvisionFailure | null> {
   const { root, clusterName } = spec;
   const faults = (await readFaults(root)).sky ?? {};
   const gotCode = (code: string, msg: string) => `Got return code ${code} in ${cand.zone}: ${pyStr(msg.replace(/^\.+|\.+$/g, ""))}`;
@@ -311,10 +320,16 @@ async function tryZone(spec: LaunchSpec, cand: Candidate, noc: string, pubKey: s
         ? `TPUV6E${cand.useSpot ? "Preemptible" : ""}PerProjectPer${perRegion ? "Region" : "Zone"}ForTPUAPI`
         : `TPU7X${cand.useSpot ? "Preemptible" : ""}ChipsPerProjectPer${perRegion ? "Region" : "Zone"}`;
     const where = perRegion ? `region ${cand.region}` : `zone ${cand.zone}`;
-    return new ProvisionFailure(gotCode(pyStr("type.googleapis.com/google.rpc.QuotaFailure"), `Quota '${metric}' exhausted. Limit 0 in ${where}`), perRegion ? "region" : "zone");
+    return new ProvisionFailure(
+      gotCode(pyStr("type.googleapis.com/google.rpc.QuotaFailure"), `Quota '${metric}' exhausted. Limit 0 in ${where}`),
+      perRegion ? "region" : "zone",
+    );
   }
   if ((faults.preemptDuringCreateZones ?? []).includes(cand.zone)) {
-    return new ProvisionFailure(gotCode("3", `Cloud TPU received a bad request. update is not supported while in state PREEMPTED [EID: ${eid()}]`), "zone");
+    return new ProvisionFailure(
+      gotCode("3", `Cloud TPU received a bad request. update is not supported while in state PREEMPTED [EID: ${eid()}]`),
+      "zone",
+    );
   }
 
   const s = await readState(root);
