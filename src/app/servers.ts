@@ -10,12 +10,11 @@ import {
   remoteFiles,
   runScript,
   secretsEnvFile,
-  startCommand,
+  installAndStartCommand,
   stopCommand,
   stopFromPidFileCommand,
   tailCommand,
   watchCommand,
-  writeFromStdin,
 } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
 import { OperationError, PartialFailureError } from "../errors.js";
@@ -160,10 +159,7 @@ export async function startServers(
       env: config.server.env,
       apiKeySecret: config.server.apiKeySecret,
     });
-    const w1 = await s.exec(writeFromStdin(files.secrets), { ...opts, stdin: secretsText });
-    const w2 = await s.exec(writeFromStdin(files.run), { ...opts, stdin: script });
-    if (w1.code !== 0 || w2.code !== 0) throw new Error(`cannot write files: ${(w1.stderr || w2.stderr).trim()}`);
-    const r = await s.exec(startCommand(files), opts);
+    const r = await s.exec(installAndStartCommand(files, script), { ...opts, stdin: secretsText });
     const m = /^(\d+) (\d+)\s*$/.exec(r.stdout.trim());
     if (r.code !== 0 || !m) throw new Error(`start failed: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
     return { ...h, pgid: Number(m[1]), startTime: m[2] };

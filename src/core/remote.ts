@@ -79,6 +79,19 @@ export function startCommand(files: RemoteFiles): string {
 }
 
 /**
+ * One round trip per host: the secrets file from stdin (0600), run.sh from the (secret-free) command
+ * itself, then the start. The script holds secret names only, so it may appear in a command line.
+ */
+export function installAndStartCommand(files: RemoteFiles, script: string): string {
+  const q = shellQuote;
+  return [
+    `{ ${writeFromStdin(files.secrets)}; } || exit 1`,
+    `printf '%s' ${q(script)} > ${q(files.run)}.tmp && mv -f ${q(files.run)}.tmp ${q(files.run)} || exit 1`,
+    startCommand(files),
+  ].join("\n");
+}
+
+/**
  * Stops a process group this tool started, verified by the leader's start time so a reused pid is never
  * hit: TERM, a grace period, then KILL. Never matches processes by name.
  */
