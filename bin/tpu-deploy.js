@@ -5,7 +5,7 @@ import { run } from "../dist/src/main.js";
 
 const controller = new AbortController();
 let interrupted = 0;
-for (const sig of ["SIGINT", "SIGTERM"]) {
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(sig, () => {
     interrupted += 1;
     if (interrupted > 1) process.exit(130);

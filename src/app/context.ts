@@ -24,13 +24,14 @@ export interface AppContext {
 export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now: () => Date = () => new Date()): AppContext {
   let sky: Promise<Sky> | undefined;
   let api: Promise<TpuApi> | undefined;
+  const report = makeReporter(io, flags);
   return {
     io,
     env: io.env,
     home: io.env.HOME || homedir(),
     signal,
     flags,
-    report: makeReporter(io, flags),
+    report,
     store: new StateStore(io.env),
     now,
     sky: () => {
@@ -42,6 +43,7 @@ export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now
       return api;
     },
     close: async () => {
+      report.stop();
       if (api) {
         try {
           await (await api).close();

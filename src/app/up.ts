@@ -53,6 +53,7 @@ export async function runUp(
       keepOnFailure: Boolean(opts.keepOnFailure),
       yes: Boolean(opts.yes),
     });
+    ctx.report.stop();
     if (!opts.json) printSummary(ctx, summary);
     return { code: 0, json: summary };
   } catch (err) {
@@ -103,7 +104,7 @@ export async function deploy(
   };
   let launchedHere = false;
   const elapsed = () => formatDuration(Date.now() - started);
-  const phase = (p: string) => ctx.report.info(`[${elapsed()}] ${p}`);
+  const phase = (p: string) => ctx.report.phase(`[${elapsed()}] ${p}`);
   try {
     if (state.hosts.length > 0 || state.phase !== "launching") {
       if (resourcesKey(state.config) !== resourcesKey(config)) {

@@ -47,19 +47,59 @@ export interface Reporter {
   info(msg: string): void;
   warn(msg: string): void;
   debug(msg: string): void;
+  /** A phase of a long wait: one line, and on a TTY a spinner with the phase's elapsed time until the next. */
+  phase(msg: string): void;
+  /** Ends the spinner (if any) and leaves the terminal line clean. */
+  stop(): void;
 }
+
+const FRAMES = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 export function makeReporter(io: Io, flags: OutputFlags): Reporter {
   const quiet = Boolean(flags.quiet || flags.json);
+  // Spinners only on a terminal, and never with --json or --quiet.
+  const tty = !quiet && io.stderr.isTTY === true;
+  let spinner: { msg: string; since: number; frame: number; timer: NodeJS.Timeout } | undefined;
+  const clear = () => {
+    if (spinner) io.stderr.write("\r\x1b[K");
+  };
+  const draw = () => {
+    if (!spinner) return;
+    const secs = Math.floor((Date.now() - spinner.since) / 1000);
+    io.stderr.write(`\r\x1b[K${FRAMES[spinner.frame % FRAMES.length]} ${spinner.msg} ${secs}s`);
+    spinner.frame += 1;
+  };
+  const line = (text: string) => {
+    clear();
+    io.stderr.write(`${text}\n`);
+    draw();
+  };
+  const stop = () => {
+    if (!spinner) return;
+    clearInterval(spinner.timer);
+    clear();
+    spinner = undefined;
+  };
   return {
     info: (m) => {
-      if (!quiet) io.stderr.write(`${m}\n`);
+      if (!quiet) line(m);
     },
     warn: (m) => {
-      if (!flags.json) io.stderr.write(`warning: ${m}\n`);
+      if (!flags.json) line(`warning: ${m}`);
     },
     debug: (m) => {
-      if (flags.verbose && !flags.json) io.stderr.write(`debug: ${m}\n`);
+      if (flags.verbose && !flags.json) line(`debug: ${m}`);
     },
+    phase: (m) => {
+      if (quiet) return;
+      stop();
+      io.stderr.write(`${m}\n`);
+      if (!tty) return;
+      const timer = setInterval(draw, 100);
+      timer.unref();
+      spinner = { msg: m.replace(/^\[[^\]]*\]\s*/, ""), since: Date.now(), frame: 0, timer };
+      draw();
+    },
+    stop,
   };
 }
