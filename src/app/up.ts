@@ -97,7 +97,8 @@ export async function deploy(
   }
   const started = Date.now();
   let sessions = new Map<string, HostSession>();
-  let state: DeploymentState = ctx.store.read(config.name) ?? newState(config);
+  const existing = ctx.store.read(config.name);
+  let state: DeploymentState = existing ?? newState(config);
   const save = (s: DeploymentState) => {
     ctx.store.write(s);
     return s;
@@ -259,7 +260,8 @@ export async function deploy(
       launchedHere,
       keepOnFailure: opts.keepOnFailure,
       interrupted,
-      keepState: Boolean(opts.keepState),
+      keepState: Boolean(opts.keepState) || existing !== undefined,
+      newRecord: existing === undefined,
     });
     throw e;
   } finally {
@@ -274,7 +276,7 @@ async function onFailure(
   state: DeploymentState,
   sessions: Map<string, HostSession>,
   err: unknown,
-  how: { launchedHere: boolean; keepOnFailure: boolean; interrupted: boolean; keepState: boolean },
+  how: { launchedHere: boolean; keepOnFailure: boolean; interrupted: boolean; keepState: boolean; newRecord?: boolean },
 ): Promise<void> {
   const e = err instanceof TpuDeployError ? err : undefined;
   const code = e?.code ?? "internal";
@@ -297,8 +299,10 @@ async function onFailure(
         return;
       }
     }
-    if ((code === "capacity" || code === "quota") && !how.keepState) {
-      // Nothing is left: every zone's half-made cluster was already removed.
+    // Nothing exists for these: every zone's half-made cluster was already removed, or sky never started.
+    const nothingLaunched =
+      code === "capacity" || code === "quota" || ((code === "sky_not_found" || code === "invalid_task") && how.newRecord === true);
+    if (nothingLaunched && !how.keepState) {
       ctx.store.remove(config.name);
       return;
     }
