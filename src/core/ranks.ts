@@ -76,7 +76,8 @@ export function assignRanks(
     if (!id) errors.push(`no TPU worker number and internal address for host ${t.alias}`);
     else joined.push({ ...t, ...id });
   }
-  if (errors.length > 0 || !head) return { ok: false, errors };
+  // Go on past a wrong count: which worker is missing or extra is what the user needs to know.
+  if (!head) return { ok: false, errors };
 
   const headSlice = identities.get(head.alias)?.sliceKey ?? "";
   const keys = [...new Set(joined.map((h) => h.sliceKey))].sort((a, b) =>
