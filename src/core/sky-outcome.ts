@@ -46,14 +46,15 @@ export function classifyLaunch(exitCode: number, output: string, zone: string): 
     if (code === 3 && /PREEMPTED/.test(m[3] ?? "")) return { kind: "preempted-creating", zone: m[2] ?? zone, message: line.trim() };
     if (code === 8 || code === 9) return { kind: "capacity", zone: m[2] ?? zone, message: line.trim() };
   }
+  // Before the generic ResourcesUnavailableError below: the optimizer raises that class for these too.
+  if (/Catalog does not contain any instances|No launchable resource found/.test(output)) {
+    return { kind: "invalid-task", message: exception };
+  }
   if (/no more capacity|ZONE_RESOURCE_POOL_EXHAUSTED|insufficientCapacity|Insufficient reserved capacity/.test(output)) {
     return { kind: "capacity", zone, message: exception };
   }
   if (/Failed to provision all possible launchable resources|ResourcesUnavailableError/.test(output)) {
     return { kind: "capacity", zone, message: exception };
-  }
-  if (/Catalog does not contain any instances|No launchable resource found/.test(output)) {
-    return { kind: "invalid-task", message: exception };
   }
   return { kind: "failed", exitCode, message: exception };
 }
