@@ -13,10 +13,12 @@ export function parseEnvFile(text: string): Map<string, string> {
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
     if (!m) continue;
     let value = m[2] ?? "";
-    const q = value[0];
-    if ((q === "'" || q === '"') && value.endsWith(q) && value.length >= 2) value = value.slice(1, -1);
+    // As python-dotenv (SkyPilot's --secret-file) reads it: a comment may follow the closing quote, and
+    // escapes are decoded in one pass, so `\\n` is a backslash and an n (JSON keys), not a newline.
+    const quoted = /^'([^']*)'\s*(?:#.*)?$|^"((?:[^"\\]|\\.)*)"\s*(?:#.*)?$/.exec(value);
+    if (quoted?.[1] !== undefined) value = quoted[1];
+    else if (quoted?.[2] !== undefined) value = quoted[2].replace(/\\([\\"n])/g, (_, c: string) => (c === "n" ? "\n" : c));
     else value = value.replace(/\s+#.*$/, "");
-    if (q === '"') value = value.replace(/\\n/g, "\n").replace(/\\"/g, '"').replace(/\\\\/g, "\\");
     out.set(m[1] ?? "", value);
   }
   return out;
