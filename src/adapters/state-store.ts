@@ -4,6 +4,7 @@ import {
   closeSync,
   constants,
   fsyncSync,
+  linkSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -130,11 +131,18 @@ export class StateStore {
     const info: LockInfo = { pid: process.pid, host: hostname(), command, startedAt: new Date().toISOString() };
     let tookOverFrom: LockInfo | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
+      // Written whole under a temporary name, then linked into place (link fails if a lock exists): a
+      // lock created empty and then filled was seen empty by a racing process, taken for torn, and removed.
+      const tmp = `${path}.${process.pid}.tmp`;
+      const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
       try {
-        const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
         writeSync(fd, JSON.stringify(info));
         fsyncSync(fd);
+      } finally {
         closeSync(fd);
+      }
+      try {
+        linkSync(tmp, path);
         let released = false;
         return {
           tookOverFrom,
@@ -151,12 +159,16 @@ export class StateStore {
         };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      } finally {
+        unlinkSync(tmp);
       }
+      let text: string | undefined;
       let holder: LockInfo | undefined;
       try {
-        holder = JSON.parse(readFileSync(path, "utf8")) as LockInfo;
+        text = readFileSync(path, "utf8");
+        holder = JSON.parse(text) as LockInfo;
       } catch {
-        holder = undefined; // being written right now, or torn: treat a torn lock as stale below
+        holder = undefined; // torn (its writer crashed) or just released: stale either way
       }
       if (holder && (holder.host !== hostname() || pidAlive(holder.pid))) {
         throw new OperationError(
@@ -183,8 +195,8 @@ export class StateStore {
         continue;
       }
       try {
-        const again = readFileSync(path, "utf8");
-        if (holder === undefined || JSON.parse(again).pid === holder.pid) unlinkSync(path);
+        // Only the very lock judged stale: a contender may have replaced it since.
+        if (text !== undefined && readFileSync(path, "utf8") === text) unlinkSync(path);
       } catch {
         // already removed
       } finally {
