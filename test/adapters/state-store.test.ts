@@ -1,0 +1,396 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type LockInfo, StateStore, writeFileAtomic } from "../../src/adapters/state-store.js";
+import { resolveConfig } from "../../src/core/config.js";
+import { type DeploymentState, newState } from "../../src/core/state.js";
+import { OperationError } from "../../src/errors.js";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+const DIST_STORE = join(ROOT, "dist", "src", "adapters", "state-store.js");
+const SOURCES = ["src/adapters/state-store.ts", "src/core/paths.ts", "src/errors.ts"].map((p) => join(ROOT, p));
+
+const tmp = mkdtempSync(join(tmpdir(), "tpd-state-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+let homes = 0;
+const newHome = () => join(tmp, `home-${++homes}`);
+const storeIn = (home: string) => new StateStore({ TPU_DEPLOY_HOME: home });
+
+function state(name: string, phase: DeploymentState["phase"] = "serving"): DeploymentState {
+  const r = resolveConfig([{ label: "tpu-deploy.yaml", keyName: (p) => p, data: { name, tpu: { nodes: 4 } } }], {});
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return { ...newState(r.config), phase };
+}
+
+const mode = (path: string) => statSync(path).mode & 0o777;
+
+/** A pid that certainly belonged to a process that has exited (spawnSync reaps it). */
+function deadPid(): number {
+  const r = spawnSync("true");
+  if (!r.pid) throw new Error("no pid");
+  return r.pid;
+}
+
+function lockInfo(pid: number, host = hostname(), command = "up"): LockInfo {
+  return { pid, host, command, startedAt: "2026-01-01T12:00:00.000Z" };
+}
+
+function operationError(fn: () => unknown): OperationError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof OperationError) return err;
+    throw err;
+  }
+  throw new Error("expected an OperationError");
+}
+
+describe("writeFileAtomic", () => {
+  it("creates the directory 0700 and the file 0600, and leaves no temp file", () => {
+    const dir = join(newHome(), "a", "b");
+    const path = join(dir, "state.json");
+    writeFileAtomic(path, '{"v":1}\n');
+    expect(readFileSync(path, "utf8")).toBe('{"v":1}\n');
+    expect(mode(path)).toBe(0o600);
+    expect(mode(dir)).toBe(0o700);
+    expect(readdirSync(dir)).toEqual(["state.json"]);
+  });
+
+  it("replaces a 0644 file with a 0600 one, whole", () => {
+    const dir = newHome();
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, "state.json");
+    writeFileSync(path, "old content that is longer than the new one\n");
+    chmodSync(path, 0o644);
+    writeFileAtomic(path, "new\n");
+    expect(readFileSync(path, "utf8")).toBe("new\n");
+    expect(mode(path)).toBe(0o600);
+    expect(readdirSync(dir)).toEqual(["state.json"]);
+  });
+
+  it("writes the mode it is given", () => {
+    const path = join(newHome(), "sky.yaml");
+    writeFileAtomic(path, "name: x\n", 0o640);
+    expect(mode(path)).toBe(0o640);
+  });
+});
+
+describe("StateStore read/write/list/remove", () => {
+  it("round-trips a state, stamps updatedAt, and keeps the file 0600", () => {
+    const home = newHome();
+    const store = storeIn(home);
+    const s = state("llama-serve");
+    store.write(s);
+    const path = join(home, "deployments", "llama-serve", "state.json");
+    expect(store.path("llama-serve")).toBe(path);
+    expect(mode(path)).toBe(0o600);
+    const back = store.read("llama-serve");
+    expect(back).toEqual({ ...s, updatedAt: expect.any(String) });
+    expect(Number.isNaN(Date.parse(back?.updatedAt ?? ""))).toBe(false);
+  });
+
+  it("reads undefined for a deployment it never wrote", () => {
+    expect(storeIn(newHome()).read("nope")).toBeUndefined();
+  });
+
+  it("refuses a state file that is not JSON, with a hint", () => {
+    const home = newHome();
+    const store = storeIn(home);
+    mkdirSync(store.dir("broken"), { recursive: true });
+    writeFileSync(store.path("broken"), '{"version": 1, "name": "bro');
+    const err = operationError(() => store.read("broken"));
+    expect(err.code).toBe("internal");
+    expect(err.message).toBe(`state file ${store.path("broken")} is not valid JSON`);
+    expect(err.hint).toContain("tpu-deploy gc");
+  });
+
+  it("lists deployments with a state file, sorted; a directory with only a lock is not one", () => {
+    const home = newHome();
+    const store = storeIn(home);
+    for (const n of ["zeta", "alpha", "mid"]) store.write(state(n));
+    const lock = store.lock("locked-only", "up");
+    writeFileSync(join(home, "deployments", "not-a-dir"), "x");
+    expect(store.list()).toEqual(["alpha", "mid", "zeta"]);
+    lock.release();
+  });
+
+  it("lists nothing when the home does not exist", () => {
+    expect(storeIn(join(newHome(), "missing")).list()).toEqual([]);
+  });
+
+  it("removes a deployment's directory", () => {
+    const store = storeIn(newHome());
+    store.write(state("gone"));
+    store.write(state("kept"));
+    store.remove("gone");
+    expect(existsSync(store.dir("gone"))).toBe(false);
+    expect(store.list()).toEqual(["kept"]);
+    store.remove("never-existed");
+  });
+});
+
+describe("a crash in the middle of a write", () => {
+  it("a stale temp file from a crashed write changes nothing", () => {
+    const home = newHome();
+    const store = storeIn(home);
+    const before = state("crashy", "serving");
+    store.write(before);
+    const stale = `${store.path("crashy")}.4242.1767268800000.tmp`;
+    writeFileSync(stale, '{"version": 1, "name": "crashy", "phase": "fail', { mode: 0o600 });
+    expect(store.read("crashy")?.phase).toBe("serving");
+    expect(store.list()).toEqual(["crashy"]);
+    store.write({ ...before, phase: "stopped" });
+    expect(store.read("crashy")?.phase).toBe("stopped");
+  });
+
+  it("SIGKILL while writing big states leaves state.json whole (one of the versions written)", async () => {
+    ensureDist();
+    const home = newHome();
+    const path = join(home, "state.json");
+    const writer = join(tmp, "writer.mjs");
+    // Each version is ~2 MB of one repeated digit, so a torn file would mix digits or fail to parse.
+    writeFileSync(
+      writer,
+      `import { writeFileAtomic } from ${JSON.stringify(DIST_STORE)};
+const path = process.argv[2];
+for (let i = 0; ; i++) {
+  writeFileAtomic(path, JSON.stringify({ version: i, fill: String(i % 10).repeat(2_000_000) }));
+  if (i === 0) process.stdout.write("first\\n");
+}
+`,
+    );
+    for (let round = 0; round < 5; round++) {
+      const child = spawn(process.execPath, [writer, path], { stdio: ["ignore", "pipe", "inherit"] });
+      await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
+      await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      const v = JSON.parse(readFileSync(path, "utf8")) as { version: number; fill: string };
+      expect(v.fill).toBe(String(v.version % 10).repeat(2_000_000));
+      expect(mode(path)).toBe(0o600);
+    }
+  }, 60_000);
+});
+
+describe("lock", () => {
+  it("refuses while a live process holds it, naming that process", () => {
+    const store = storeIn(newHome());
+    const holder = spawn("sleep", ["30"], { stdio: "ignore" });
+    try {
+      const pid = holder.pid ?? 0;
+      mkdirSync(store.dir("busy"), { recursive: true });
+      const lockPath = join(store.dir("busy"), "lock");
+      writeFileSync(lockPath, JSON.stringify(lockInfo(pid, hostname(), "relaunch")));
+      const err = operationError(() => store.lock("busy", "up"));
+      expect(err.code).toBe("locked");
+      expect(err.exitCode).toBe(1);
+      expect(err.message).toBe(
+        `deployment busy is busy: relaunch (pid ${pid} on ${hostname()}) holds its lock since 2026-01-01T12:00:00.000Z`,
+      );
+      expect(JSON.parse(readFileSync(lockPath, "utf8"))).toEqual(lockInfo(pid, hostname(), "relaunch"));
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("refuses a second lock from the same process", () => {
+    const store = storeIn(newHome());
+    const first = store.lock("d", "up");
+    const err = operationError(() => store.lock("d", "down"));
+    expect(err.code).toBe("locked");
+    expect(err.message).toContain(`up (pid ${process.pid} on ${hostname()})`);
+    first.release();
+  });
+
+  it("refuses a lock held on another machine even if that pid is dead here", () => {
+    const store = storeIn(newHome());
+    mkdirSync(store.dir("remote"), { recursive: true });
+    writeFileSync(join(store.dir("remote"), "lock"), JSON.stringify(lockInfo(deadPid(), "laptop-of-someone-else")));
+    const err = operationError(() => store.lock("remote", "up"));
+    expect(err.code).toBe("locked");
+    expect(err.message).toContain("on laptop-of-someone-else");
+  });
+
+  it("takes over a lock whose holder died, and says whose it was", () => {
+    const store = storeIn(newHome());
+    const dead = lockInfo(deadPid(), hostname(), "up");
+    mkdirSync(store.dir("orphan"), { recursive: true });
+    const lockPath = join(store.dir("orphan"), "lock");
+    writeFileSync(lockPath, JSON.stringify(dead));
+    const lock = store.lock("orphan", "relaunch");
+    expect(lock.tookOverFrom).toEqual(dead);
+    const now = JSON.parse(readFileSync(lockPath, "utf8")) as LockInfo;
+    expect(now).toMatchObject({ pid: process.pid, host: hostname(), command: "relaunch" });
+    expect(mode(lockPath)).toBe(0o600);
+    expect(readdirSync(store.dir("orphan"))).toEqual(["lock"]);
+    lock.release();
+  });
+
+  it("takes over an empty (torn) lock file", () => {
+    const store = storeIn(newHome());
+    mkdirSync(store.dir("torn"), { recursive: true });
+    writeFileSync(join(store.dir("torn"), "lock"), "");
+    const lock = store.lock("torn", "up");
+    expect(lock.tookOverFrom).toBeUndefined();
+    expect(JSON.parse(readFileSync(join(store.dir("torn"), "lock"), "utf8"))).toMatchObject({ pid: process.pid });
+    lock.release();
+  });
+
+  it("ignores a takeover guard left by a crashed process once it is over 10 s old", () => {
+    const store = storeIn(newHome());
+    mkdirSync(store.dir("g"), { recursive: true });
+    const lockPath = join(store.dir("g"), "lock");
+    writeFileSync(lockPath, JSON.stringify(lockInfo(deadPid())));
+    writeFileSync(`${lockPath}.takeover`, "");
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(`${lockPath}.takeover`, old, old);
+    const lock = store.lock("g", "up");
+    expect(JSON.parse(readFileSync(lockPath, "utf8"))).toMatchObject({ pid: process.pid });
+    expect(existsSync(`${lockPath}.takeover`)).toBe(false);
+    lock.release();
+  });
+
+  it("waits out a fresh takeover guard rather than racing it", () => {
+    const store = storeIn(newHome());
+    mkdirSync(store.dir("g2"), { recursive: true });
+    const lockPath = join(store.dir("g2"), "lock");
+    const dead = JSON.stringify(lockInfo(deadPid()));
+    writeFileSync(lockPath, dead);
+    writeFileSync(`${lockPath}.takeover`, "");
+    const err = operationError(() => store.lock("g2", "up"));
+    expect(err.code).toBe("locked");
+    expect(readFileSync(lockPath, "utf8")).toBe(dead);
+  });
+
+  it("release removes our own lock, once; the next lock is a fresh one", () => {
+    const store = storeIn(newHome());
+    const lock = store.lock("r", "up");
+    const lockPath = join(store.dir("r"), "lock");
+    expect(existsSync(lockPath)).toBe(true);
+    lock.release();
+    expect(existsSync(lockPath)).toBe(false);
+    lock.release();
+    const again = store.lock("r", "down");
+    expect(again.tookOverFrom).toBeUndefined();
+    again.release();
+  });
+
+  it("release leaves a lock that another process has taken since", () => {
+    const store = storeIn(newHome());
+    const lock = store.lock("r2", "up");
+    const lockPath = join(store.dir("r2"), "lock");
+    const other = JSON.stringify(lockInfo(process.pid + 1, hostname(), "relaunch"));
+    writeFileSync(lockPath, other);
+    lock.release();
+    expect(readFileSync(lockPath, "utf8")).toBe(other);
+  });
+});
+
+function ensureDist(): void {
+  const built = existsSync(DIST_STORE) ? statSync(DIST_STORE).mtimeMs : 0;
+  if (SOURCES.some((s) => statSync(s).mtimeMs > built)) {
+    // tsc emits even when someone else's file has a type error; what matters is that our file is current.
+    spawnSync("npx", ["tsc", "-p", "tsconfig.json"], { cwd: ROOT, stdio: "ignore" });
+  }
+  expect(statSync(DIST_STORE).mtimeMs).toBeGreaterThanOrEqual(Math.max(...SOURCES.map((s) => statSync(s).mtimeMs)));
+}
+
+describe("two processes taking over one stale lock at the same moment", () => {
+  // Each contender imports the built store, says "ready", then on a shared instant tries the lock and
+  // reports; winners keep holding (never release) until the parent ends their stdin.
+  const contender = join(tmp, "contender.mjs");
+  beforeAll(() => {
+    ensureDist();
+    writeFileSync(
+      contender,
+      `import { StateStore } from ${JSON.stringify(DIST_STORE)};
+const [home, name] = process.argv.slice(2);
+const store = new StateStore({ TPU_DEPLOY_HOME: home });
+let buf = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (d) => {
+  buf += d;
+  if (!buf.includes("\\n") || buf === "done") return;
+  const at = Number(buf.trim());
+  buf = "done";
+  while (Date.now() < at) {}
+  let result;
+  try {
+    const lock = store.lock(name, "race");
+    result = { won: true, pid: process.pid, tookOverFrom: lock.tookOverFrom ?? null };
+  } catch (err) {
+    result = { won: false, pid: process.pid, code: err.code, message: err.message };
+  }
+  process.stdout.write(JSON.stringify(result) + "\\n");
+});
+process.stdin.on("end", () => process.exit(0));
+process.stdout.write("ready\\n");
+`,
+    );
+  }, 120_000);
+
+  interface Result {
+    won: boolean;
+    pid: number;
+    code?: string;
+    tookOverFrom?: LockInfo | null;
+  }
+
+  function lines(child: ChildProcess): AsyncIterator<string> {
+    if (!child.stdout) throw new Error("no stdout");
+    return createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async function race(home: string, name: string): Promise<{ results: Result[]; lockText: string }> {
+    const children = [0, 1].map(() => spawn(process.execPath, [contender, home, name], { stdio: ["pipe", "pipe", "inherit"] }));
+    try {
+      const readers = children.map(lines);
+      for (const r of readers) expect((await r.next()).value).toBe("ready");
+      const at = Date.now() + 40;
+      for (const c of children) c.stdin?.write(`${at}\n`);
+      const results = await Promise.all(readers.map(async (r) => JSON.parse(String((await r.next()).value)) as Result));
+      // Read while both still run: the winner must still hold it.
+      const lockText = readFileSync(join(home, "deployments", name, "lock"), "utf8");
+      return { results, lockText };
+    } finally {
+      for (const c of children) c.stdin?.end();
+      await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)));
+    }
+  }
+
+  it.each([
+    { stale: "a lock naming a dead pid", text: () => JSON.stringify(lockInfo(deadPid())) },
+    { stale: "an empty lock file (its writer crashed before writing)", text: () => "" },
+  ])(
+    "exactly one wins, 20 times over, for $stale",
+    async ({ text }) => {
+      const home = newHome();
+      for (let round = 0; round < 20; round++) {
+        const name = `race-${round}`;
+        mkdirSync(join(home, "deployments", name), { recursive: true });
+        writeFileSync(join(home, "deployments", name, "lock"), text());
+        const { results, lockText } = await race(home, name);
+        const winners = results.filter((r) => r.won);
+        expect(winners, `round ${round}: ${JSON.stringify(results)}`).toHaveLength(1);
+        expect(results.find((r) => !r.won)?.code).toBe("locked");
+        expect(JSON.parse(lockText)).toMatchObject({ pid: winners[0]?.pid, command: "race" });
+      }
+    },
+    120_000,
+  );
+});
