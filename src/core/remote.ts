@@ -2,6 +2,14 @@
 // through shellQuote. Secrets never appear here: they reach the host on the SSH channel's stdin.
 import { shellJoin, shellQuote } from "./quote.js";
 
+/**
+ * A process's start time (field 22 of /proc/PID/stat), read after the `(comm)` field, which may itself
+ * contain spaces or parentheses: everything up to the last ") " is dropped, leaving fields 3.. .
+ */
+function startTimeOf(pid: string): string {
+  return `sed 's/.*) //' /proc/${pid}/stat | cut -d' ' -f20`;
+}
+
 /** Per-deployment directory on each host, relative to the login user's home. */
 export function remoteDir(name: string): string {
   return `.tpu-deploy/${name}`;
@@ -52,7 +60,7 @@ export function runScript(opts: {
     "#!/bin/bash",
     "# Written by tpu-deploy. Started with setsid: this shell's pid is the process group of the server.",
     'cd "$HOME" || exit 1',
-    `echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > ${shellQuote(files.pid)}`,
+    `echo "$$ $(${startTimeOf("$$")})" > ${shellQuote(files.pid)}`,
     `if [ -f ${shellQuote(files.secrets)} ]; then . ${shellQuote(files.secrets)}; fi`,
     ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
   ];
@@ -97,7 +105,7 @@ export function installAndStartCommand(files: RemoteFiles, script: string): stri
  */
 export function stopCommand(pgid: number, startTime: string | undefined, graceSeconds = 10): string {
   const check = startTime
-    ? `if [ -e /proc/${pgid} ] && [ "$(cut -d' ' -f22 /proc/${pgid}/stat)" != ${shellQuote(startTime)} ]; then echo reused; exit 0; fi; `
+    ? `if [ -e /proc/${pgid} ] && [ "$(${startTimeOf(String(pgid))})" != ${shellQuote(startTime)} ]; then echo reused; exit 0; fi; `
     : "";
   return (
     `${check}if ! kill -0 -- -${pgid} 2>/dev/null; then echo gone; exit 0; fi; ` +
@@ -112,7 +120,7 @@ export function stopFromPidFileCommand(files: RemoteFiles, graceSeconds = 10): s
   return (
     `cd; if [ ! -s ${shellQuote(files.pid)} ]; then echo none; exit 0; fi; ` +
     `read pg st < ${shellQuote(files.pid)}; ` +
-    `if [ -e /proc/$pg ] && [ "$(cut -d' ' -f22 /proc/$pg/stat)" != "$st" ]; then echo reused; exit 0; fi; ` +
+    `if [ -e /proc/$pg ] && [ "$(${startTimeOf("$pg")})" != "$st" ]; then echo reused; exit 0; fi; ` +
     `if ! kill -0 -- -$pg 2>/dev/null; then echo gone; exit 0; fi; ` +
     `kill -TERM -- -$pg 2>/dev/null; ` +
     `for i in $(seq 1 ${graceSeconds * 10}); do kill -0 -- -$pg 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done; ` +

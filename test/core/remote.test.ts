@@ -385,6 +385,22 @@ describe("stopCommand", () => {
   });
 });
 
+describe("start time of a server whose process name has spaces and parentheses", () => {
+  it("is read after the (comm) field, so stop still recognises the process as ours", async () => {
+    const home = newHome();
+    // comm comes from the executable's name: `x) y z` would shift every field after it for a naive `cut -f22`.
+    const dir = mkdtempSync(join(tmpdir(), "tpd-comm-"));
+    const odd = join(dir, "x) y z");
+    spawnSync("ln", ["-s", "/bin/sleep", odd]);
+    const { pid, st } = startGroup(home, remoteFiles("s5"), [odd, "300"]);
+    await waitFor("the oddly named process", () => readFileSync(`/proc/${pid}/stat`, "utf8").includes("(x) y z)"));
+    const r = sh(home, stopCommand(pid, st, 2));
+    expect(r.stdout).toBe("stopped\n");
+    expect(running(pid)).toBe(false);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
+
 describe("stopFromPidFileCommand", () => {
   it("stops the group server.pid names", async () => {
     const home = newHome();
