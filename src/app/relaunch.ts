@@ -41,7 +41,8 @@ export interface RelaunchOptions {
   reset?: boolean;
   /** Bounds one attempt (the relaunch blocks until it serves or this passes). */
   timeoutMs?: number;
-  policy?: BackoffPolicy;
+  /** From flags; the deployment's relaunch.backoff/backoffMax fill what is missing, then the defaults. */
+  policy?: Partial<BackoffPolicy>;
   random?: () => number;
 }
 
@@ -57,6 +58,12 @@ export interface RelaunchReport {
   code: number;
   message: string;
   error?: { code: string; message: string; hint?: string; lastError?: { code: string; message: string } };
+}
+
+export function backoffPolicy(config: DeploymentState["config"], flags: Partial<BackoffPolicy> = {}): BackoffPolicy {
+  const baseMs = flags.baseMs ?? config.relaunch.backoffMs ?? DEFAULT_BACKOFF.baseMs;
+  const maxMs = flags.maxMs ?? config.relaunch.backoffMaxMs ?? Math.max(DEFAULT_BACKOFF.maxMs, baseMs);
+  return { ...DEFAULT_BACKOFF, ...flags, baseMs, maxMs: Math.max(maxMs, baseMs) };
 }
 
 export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchOptions = {}): Promise<RelaunchReport> {
@@ -269,7 +276,7 @@ async function attempt(
       spot: relaunching && spot,
       now,
       maxAttempts: config.relaunch.maxAttempts,
-      policy: opts.policy ?? DEFAULT_BACKOFF,
+      policy: backoffPolicy(config, opts.policy),
       random: opts.random ?? Math.random,
     });
     s = addEvent(

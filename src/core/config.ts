@@ -90,6 +90,8 @@ const relaunchSchema = z
     maxAttempts: z.number().describe("failed relaunch attempts before giving up (exit 4)"),
     onDemandAfter: z.number().describe("after this many failed spot attempts, relaunch on demand"),
     webhook: z.string().describe("URL that receives a POST for each relaunch event"),
+    backoff: duration.describe("wait after the first failed relaunch attempt; doubles per failure (default 1m)"),
+    backoffMax: duration.describe("longest wait between failed relaunch attempts (default 30m)"),
   })
   .partial();
 
@@ -141,7 +143,14 @@ export interface Config {
   };
   sglang: { repo: string; ref: string; python: string };
   launch: { timeoutMs: number; template: string | undefined };
-  relaunch: { maxAttempts: number; onDemandAfter: number | undefined; webhook: string | undefined };
+  relaunch: {
+    maxAttempts: number;
+    onDemandAfter: number | undefined;
+    webhook: string | undefined;
+    /** Undefined: the built-in default (1m, capped at 30m), or the command's flags. */
+    backoffMs?: number | undefined;
+    backoffMaxMs?: number | undefined;
+  };
   warnings: string[];
 }
 
@@ -297,6 +306,12 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
     issues.push({ path: "relaunch.onDemandAfter", message: "must be a whole number ≥ 1" });
   }
   const webhook = f.relaunch?.webhook;
+  const backoffMs = f.relaunch?.backoff === undefined ? undefined : checkDuration(issues, "relaunch.backoff", f.relaunch.backoff);
+  const backoffMaxMs =
+    f.relaunch?.backoffMax === undefined ? undefined : checkDuration(issues, "relaunch.backoffMax", f.relaunch.backoffMax);
+  if (backoffMs && backoffMaxMs && backoffMaxMs < backoffMs) {
+    issues.push({ path: "relaunch.backoffMax", message: "is shorter than relaunch.backoff" });
+  }
   if (webhook !== undefined && !/^https?:\/\/[^\s]+$/.test(webhook)) {
     issues.push({ path: "relaunch.webhook", message: "must be an http(s) URL" });
   }
@@ -338,7 +353,7 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
         python: f.sglang?.python ?? DEFAULTS.python,
       },
       launch: { timeoutMs: launchTimeoutMs, template: f.launch?.template },
-      relaunch: { maxAttempts, onDemandAfter, webhook },
+      relaunch: { maxAttempts, onDemandAfter, webhook, backoffMs, backoffMaxMs },
       warnings,
     },
   };

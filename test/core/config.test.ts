@@ -202,6 +202,8 @@ describe("every key of the file", () => {
     ["relaunch.maxAttempts", 3, (c) => c.relaunch.maxAttempts, 3],
     ["relaunch.onDemandAfter", 2, (c) => c.relaunch.onDemandAfter, 2],
     ["relaunch.webhook", "https://hooks.example.com/tpu", (c) => c.relaunch.webhook, "https://hooks.example.com/tpu"],
+    ["relaunch.backoff", "2m", (c) => c.relaunch.backoffMs, 120_000],
+    ["relaunch.backoffMax", "1h", (c) => c.relaunch.backoffMaxMs, 3_600_000],
   ];
 
   it.each(cases)("%s: %j", (path, value, read, want) => {
@@ -597,6 +599,8 @@ describe("ports, zones, env, relaunch", () => {
     ["relaunch.maxAttempts", 2.5],
     ["relaunch.onDemandAfter", 0],
     ["relaunch.webhook", "not a url"],
+    ["relaunch.backoff", "soon"],
+    ["relaunch.backoffMax", "0s"],
     ["relaunch.webhook", "ftp://example.com/x"],
   ])("%s %j is refused", (path, value) => {
     expect(resolveBad([file(at(path, value))]).issues.map((i) => i.path)).toEqual([path]);

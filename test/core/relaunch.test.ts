@@ -19,8 +19,10 @@ import {
   resetRelaunch,
   type SkyView,
   type VerdictKind,
+  type BackoffPolicy,
 } from "../../src/core/relaunch.js";
 import type { RelaunchState } from "../../src/core/state.js";
+import { backoffPolicy } from "../../src/app/relaunch.js";
 
 const NOW = new Date("2026-01-01T12:00:00.000Z");
 const ago = (ms: number) => new Date(NOW.getTime() - ms).toISOString();
@@ -427,5 +429,22 @@ describe("attempt bookkeeping across cron runs", () => {
     { r: fresh({ churn: { a: 3 } }), want: false },
   ])("needsClearing($r) = $want", ({ r, want }) => {
     expect(needsClearing(r)).toBe(want);
+  });
+});
+
+describe("backoff policy: flags, then the deployment's relaunch.backoff/backoffMax, then the defaults", () => {
+  const config = (backoffMs?: number, backoffMaxMs?: number) =>
+    ({ relaunch: { maxAttempts: 3, onDemandAfter: undefined, webhook: undefined, backoffMs, backoffMaxMs } }) as unknown as Parameters<
+      typeof backoffPolicy
+    >[0];
+  it.each<[string, number | undefined, number | undefined, Partial<BackoffPolicy>, number, number]>([
+    ["defaults", undefined, undefined, {}, 60_000, 30 * 60_000],
+    ["config", 120_000, 3_600_000, {}, 120_000, 3_600_000],
+    ["flags win over config", 120_000, 3_600_000, { baseMs: 5_000 }, 5_000, 3_600_000],
+    ["a base above the default cap raises the cap", 45 * 60_000, undefined, {}, 45 * 60_000, 45 * 60_000],
+  ])("%s", (_name, base, max, flags, wantBase, wantMax) => {
+    const p = backoffPolicy(config(base, max), flags);
+    expect([p.baseMs, p.maxMs]).toEqual([wantBase, wantMax]);
+    expect(p.factor).toBe(DEFAULT_BACKOFF.factor);
   });
 });

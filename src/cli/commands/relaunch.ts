@@ -1,7 +1,6 @@
 import { makeContext } from "../../app/context.js";
 import { combinedCode, errorReport, type RelaunchOptions, type RelaunchReport, relaunchOne } from "../../app/relaunch.js";
 import { parseDuration } from "../../core/duration.js";
-import { DEFAULT_BACKOFF } from "../../core/relaunch.js";
 import { TpuDeployError, UsageError } from "../../errors.js";
 import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -65,10 +64,13 @@ export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backo
     return d;
   };
   const timeoutMs = ms("--timeout", opts.timeout);
-  const baseMs = ms("--backoff", opts.backoff) ?? DEFAULT_BACKOFF.baseMs;
-  const maxMs = ms("--backoff-max", opts.backoffMax) ?? Math.max(DEFAULT_BACKOFF.maxMs, baseMs);
-  if (maxMs < baseMs) throw new UsageError(`--backoff-max (${opts.backoffMax}) is shorter than --backoff (${opts.backoff})`);
-  return { reset: Boolean(opts.reset), ...(timeoutMs ? { timeoutMs } : {}), policy: { ...DEFAULT_BACKOFF, baseMs, maxMs } };
+  // Flags override the deployment's relaunch.backoff / relaunch.backoffMax, which override the defaults.
+  const baseMs = ms("--backoff", opts.backoff);
+  const maxMs = ms("--backoff-max", opts.backoffMax);
+  if (baseMs && maxMs && maxMs < baseMs)
+    throw new UsageError(`--backoff-max (${opts.backoffMax}) is shorter than --backoff (${opts.backoff})`);
+  const policy = { ...(baseMs ? { baseMs } : {}), ...(maxMs ? { maxMs } : {}) };
+  return { reset: Boolean(opts.reset), ...(timeoutMs ? { timeoutMs } : {}), policy };
 }
 
 export function reportJson(r: RelaunchReport): Record<string, unknown> {
