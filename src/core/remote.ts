@@ -104,23 +104,19 @@ export function installAndStartCommand(files: RemoteFiles, script: string): stri
  * hit: TERM, a grace period, then KILL. Never matches processes by name.
  */
 export function stopCommand(pgid: number, startTime: string | undefined, graceSeconds = 10): string {
-  const check = startTime
-    ? `if [ -e /proc/${pgid} ] && [ "$(${startTimeOf(String(pgid))})" != ${shellQuote(startTime)} ]; then echo reused; exit 0; fi; `
-    : "";
-  return (
-    `${check}if ! kill -0 -- -${pgid} 2>/dev/null; then echo gone; exit 0; fi; ` +
-    `kill -TERM -- -${pgid} 2>/dev/null; ` +
-    `for i in $(seq 1 ${graceSeconds * 10}); do kill -0 -- -${pgid} 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done; ` +
-    `kill -KILL -- -${pgid} 2>/dev/null; sleep 0.2; echo killed`
-  );
+  return `pg=${pgid}; st=${startTime === undefined ? "" : shellQuote(startTime)}; ${stopGroup(graceSeconds)}`;
 }
 
 /** Stops whatever server.pid on the host names (for servers whose pid the local state lost). */
 export function stopFromPidFileCommand(files: RemoteFiles, graceSeconds = 10): string {
+  const pid = shellQuote(files.pid);
+  return `cd; if [ ! -s ${pid} ]; then echo none; exit 0; fi; read pg st < ${pid}; ${stopGroup(graceSeconds)}`;
+}
+
+/** The stop itself, on shell variables $pg (process group) and $st (leader start time, may be empty). */
+function stopGroup(graceSeconds: number): string {
   return (
-    `cd; if [ ! -s ${shellQuote(files.pid)} ]; then echo none; exit 0; fi; ` +
-    `read pg st < ${shellQuote(files.pid)}; ` +
-    `if [ -e /proc/$pg ] && [ "$(${startTimeOf("$pg")})" != "$st" ]; then echo reused; exit 0; fi; ` +
+    `if [ -n "$st" ] && [ -e /proc/$pg ] && [ "$(${startTimeOf("$pg")})" != "$st" ]; then echo reused; exit 0; fi; ` +
     `if ! kill -0 -- -$pg 2>/dev/null; then echo gone; exit 0; fi; ` +
     `kill -TERM -- -$pg 2>/dev/null; ` +
     `for i in $(seq 1 ${graceSeconds * 10}); do kill -0 -- -$pg 2>/dev/null || { echo stopped; exit 0; }; sleep 0.1; done; ` +
