@@ -1,6 +1,6 @@
 // Output and prompts of the client. Writes are synchronous (fd 1/2) so that an exit right after a
 // print never loses it, even when stdout is a pipe that the caller reads slowly.
-import { writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, writeSync } from "node:fs";
 import { Abort } from "./errors.js";
 
 export function out(text: string): void {
@@ -105,4 +105,36 @@ export async function confirm(text: string, defaultYes: boolean): Promise<void> 
     if (!yes) throw new Abort();
     return;
   }
+}
+
+/** A reader of what has been appended to a file since the last call (a log another process writes). */
+export function fileTailer(path: string): () => string {
+  let offset = 0;
+  return () => {
+    if (!existsSync(path)) return "";
+    const fd = openSync(path, "r");
+    try {
+      const chunks: Buffer[] = [];
+      const buf = Buffer.alloc(65536);
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, offset);
+        if (n <= 0) break;
+        chunks.push(Buffer.from(buf.subarray(0, n)));
+        offset += n;
+      }
+      return Buffer.concat(chunks).toString("utf8");
+    } finally {
+      closeSync(fd);
+    }
+  };
+}
+
+/** All of stdin (how a detached worker receives its secrets). */
+export function readStdin(): Promise<string> {
+  return new Promise((resolve) => {
+    let data = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (d: string) => (data += d));
+    process.stdin.on("end", () => resolve(data));
+  });
 }

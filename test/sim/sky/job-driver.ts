@@ -8,6 +8,7 @@ import { readFaults, readState, updateState, type SimHost } from "../state.js";
 import { stableHosts, teardownCluster } from "./cluster.js";
 import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
 import { readClusterMeta, readJobMeta, writeJobMeta } from "./server-db.js";
+import { readStdin } from "./io.js";
 
 const SSH_USER = "gcpuser";
 const AUTODOWN_MIN_IDLE_MS = 5000;
@@ -302,15 +303,6 @@ function sshSessionsIn(netns: string): number {
     }
   }
   return n;
-}
-
-function readStdin(): Promise<string> {
-  return new Promise((resolve) => {
-    let data = "";
-    process.stdin.setEncoding("utf8");
-    process.stdin.on("data", (d: string) => (data += d));
-    process.stdin.on("end", () => resolve(data));
-  });
 }
 
 main().then(

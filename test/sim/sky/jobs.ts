@@ -1,11 +1,11 @@
 // SkyPilot's per-cluster job queue: submitting a job (setup + run on every host, run by a detached
 // driver process as the cluster's job driver would be), job statuses, and tailing a job's log.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readState, updateState } from "../state.js";
-import { out, outln } from "./io.js";
+import { fileTailer, out, outln } from "./io.js";
 import { pyJsonFlat } from "./pyfmt.js";
 import { jobDir, readClusterMeta, updateClusterMeta, writeJobMeta, type JobMeta } from "./server-db.js";
 
@@ -152,25 +152,8 @@ export async function tailJobLog(o: TailOptions): Promise<number> {
     outln(`├── Waiting for task resources on ${o.numNodes} node${o.numNodes === 1 ? "" : "s"}.`);
     outln("└── Job started. Streaming logs... (Ctrl-C to exit log streaming; job will not be killed)");
   }
-  let offset = 0;
   let pending = "";
-  const readNew = (): string => {
-    if (!existsSync(path)) return "";
-    const fd = openSync(path, "r");
-    try {
-      const chunks: Buffer[] = [];
-      const buf = Buffer.alloc(65536);
-      for (;;) {
-        const n = readSync(fd, buf, 0, buf.length, offset);
-        if (n <= 0) break;
-        chunks.push(Buffer.from(buf.subarray(0, n)));
-        offset += n;
-      }
-      return Buffer.concat(chunks).toString("utf8");
-    } finally {
-      closeSync(fd);
-    }
-  };
+  const readNew = fileTailer(path);
   if (o.tail > 0) {
     const all = readNew();
     const lines = all.split("\n");

@@ -1,13 +1,13 @@
 // The client's side of API-server requests: create one, start its detached executor, stream its log
 // (Ctrl-C leaves it running, as command.py _async_call_or_wait does), print the --async hints.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync, } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { processAlive } from "./cluster.js";
 import { Abort, SkyException } from "./errors.js";
 import { beginStreaming, endStreaming, wasInterrupted } from "./interrupt.js";
-import { out, outln } from "./io.js";
+import { fileTailer, out, outln } from "./io.js";
 import { localUsername } from "./names.js";
 import { newRequestId, readRequest, requestLogPath, updateRequest, writeRequest, type RequestRecord } from "./server-db.js";
 
@@ -66,26 +66,9 @@ const TERMINAL = ["SUCCEEDED", "FAILED", "CANCELLED"];
 // sdk.stream_and_get: the request's log to stdout until it finishes; its error is raised here.
 export async function streamRequest(root: string, env: NodeJS.ProcessEnv, id: string): Promise<RequestRecord> {
   const path = requestLogPath(root, id);
-  let offset = 0;
   let pending = "";
   beginStreaming();
-  const readNew = (): string => {
-    if (!existsSync(path)) return "";
-    const fd = openSync(path, "r");
-    try {
-      const chunks: Buffer[] = [];
-      const buf = Buffer.alloc(65536);
-      for (;;) {
-        const n = readSync(fd, buf, 0, buf.length, offset);
-        if (n <= 0) break;
-        chunks.push(Buffer.from(buf.subarray(0, n)));
-        offset += n;
-      }
-      return Buffer.concat(chunks).toString("utf8");
-    } finally {
-      closeSync(fd);
-    }
-  };
+  const readNew = fileTailer(path);
   try {
     for (;;) {
       if (wasInterrupted()) {

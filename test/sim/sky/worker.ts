@@ -13,6 +13,7 @@ import { submitJob } from "./jobs.js";
 import { nameOnCloud, tpuNodeId } from "./names.js";
 import type { Candidate } from "./optimizer.js";
 import { pyStr, renderTable } from "./pyfmt.js";
+import { readStdin } from "./io.js";
 import {
   listRequests,
   readClusterMeta,
@@ -423,15 +424,6 @@ function otherLaunchInFlight(root: string, cluster: string, self: string): boole
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function readStdin(): Promise<string> {
-  return new Promise((resolve) => {
-    let data = "";
-    process.stdin.setEncoding("utf8");
-    process.stdin.on("data", (d: string) => (data += d));
-    process.stdin.on("end", () => resolve(data));
-  });
 }
 
 main().then(
