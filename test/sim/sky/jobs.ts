@@ -1,7 +1,7 @@
 // SkyPilot's per-cluster job queue: submitting a job (setup + run on every host, run by a detached
 // driver process as the cluster's job driver would be), job statuses, and tailing a job's log.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readState, updateState } from "../state.js";

@@ -1,7 +1,7 @@
 // The client's side of API-server requests: create one, start its detached executor, stream its log
 // (Ctrl-C leaves it running, as command.py _async_call_or_wait does), print the --async hints.
 import { spawn } from "node:child_process";
-import { closeSync, openSync, } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { processAlive } from "./cluster.js";
