@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { getEventListeners, getMaxListeners, setMaxListeners } from "node:events";
 import { readFile } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
-import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Client, ConnectConfig } from "ssh2";
@@ -703,7 +703,6 @@ export interface HttpProxyOptions {
  * channel, with `headers` injected, and the response (SSE included) streams back as it arrives.
  */
 export async function startHttpProxy(opts: HttpProxyOptions): Promise<LocalForward> {
-  const { createServer: createHttpServer } = await import("node:http");
   const bindHost = opts.bindHost ?? "127.0.0.1";
   const open = new Set<Duplex>();
   const server = createHttpServer((req, res) => {

@@ -4,6 +4,7 @@ import type { Config } from "../core/config.js";
 import type { DeploymentState } from "../core/state.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
+import { skyRecord } from "./discover.js";
 import { sessionsFor } from "./hosts.js";
 import { stopServers } from "./servers.js";
 import { teardownCluster } from "./teardown.js";
@@ -22,7 +23,6 @@ export async function downDeployment(ctx: AppContext, name: string, fallbackConf
     const config = state?.config ?? fallbackConfig;
     if (!config) {
       // No state: maybe only a cluster of that name.
-      const { skyRecord } = await import("./discover.js");
       const rec = await skyRecord(ctx, name);
       if (!rec) {
         ctx.store.remove(name);
@@ -38,7 +38,7 @@ export async function downDeployment(ctx: AppContext, name: string, fallbackConf
       try {
         if (hs.unreachable.length > 0) ctx.report.debug(`unreachable: ${hs.unreachable.map((u) => u.host.sshAlias).join(", ")}`);
         const reachable = state.hosts.filter((h) => hs.sessions.has(h.sshAlias));
-        await stopServers(ctx, hs.sessions, name, reachable, 5).catch((err: Error) => ctx.report.warn(err.message));
+        await stopServers(hs.sessions, name, reachable, 5).catch((err: Error) => ctx.report.warn(err.message));
       } finally {
         await hs.close();
       }

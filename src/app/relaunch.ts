@@ -2,6 +2,7 @@
 // serve again. Never waits for the lock; decides from the cheapest evidence first (core/relaunch.ts);
 // restarts servers on healthy hosts, or cleans up a preempted cluster and runs the `up` path again.
 import { httpViaSsh } from "../adapters/ssh.js";
+import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";
 import { loadTemplate } from "../cli/load-spec.js";
@@ -349,7 +350,6 @@ export async function assess(ctx: AppContext, state: DeploymentState): Promise<V
 async function tpuNodes(ctx: AppContext, project: string, zone: string, nameOnCloud: string): Promise<Evidence["tpuNodes"]> {
   try {
     const api = await ctx.tpuApi();
-    const { nodesOfCluster } = await import("../adapters/tpu-api.js");
     return nodesOfCluster(await api.listNodes(project, zone), nameOnCloud).map((n) => ({ name: n.name, state: n.state }));
   } catch (err) {
     if (!(err instanceof CloudApiError)) throw err;

@@ -43,9 +43,11 @@ export function toHostRecords(hosts: RankedHost[]): HostRecord[] {
   }));
 }
 
-/** Stops what this tool started on the hosts, by recorded process group (or the host's pid file). */
+/**
+ * Stops what this tool started on the hosts, by recorded process group (or the host's pid file).
+ * Not tied to the run's signal: a stop must finish even after Ctrl-C.
+ */
 export async function stopServers(
-  _ctx: AppContext,
   sessions: Map<string, HostSession>,
   name: string,
   hosts: HostRecord[],

@@ -1,5 +1,6 @@
 // Tearing a cluster down and proving it is gone: `sky down` exits 0 even when it failed, so check
 // `sky status -o json` and, where it serves the slice, the Cloud TPU API.
+import { nodesOfCluster } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
 import { CloudApiError, OperationError } from "../errors.js";
 import { type AppContext, sleep } from "./context.js";
@@ -69,7 +70,6 @@ export async function leftoverTpuNodes(
   if (config.tpu.generation !== "v6e" || !project || !nameOnCloud) return [];
   try {
     const api = await ctx.tpuApi();
-    const { nodesOfCluster } = await import("../adapters/tpu-api.js");
     const zones = zone ? [zone] : config.tpu.zones;
     const found: { name: string; state: string }[] = [];
     for (const z of zones) {

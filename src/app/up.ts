@@ -1,9 +1,10 @@
 // `tpu-deploy up`: validate, lock, launch with zone failover, find the hosts, assign ranks, check the
 // rendezvous ports, start sglang-jax everywhere, wait until it serves. Resumable: the state file records
 // progress, and a rerun continues instead of starting a second cluster.
-import { closeSessions, type HostSession } from "../adapters/ssh.js";
+import { closeSessions, type HostSession, httpViaSsh } from "../adapters/ssh.js";
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { CommandResult, RunContext } from "../cli/program.js";
+import { confirm } from "../cli/prompt.js";
 import type { UpFlags } from "../cli/commands/up.js";
 import type { Config } from "../core/config.js";
 import { formatDuration, parseDuration } from "../core/duration.js";
@@ -13,6 +14,7 @@ import { addEvent, type DeploymentState, newState, resourcesKey, serverKey } fro
 import { OperationError, TpuDeployError, UsageError } from "../errors.js";
 import { type AppContext, interruptedFrom, makeContext } from "./context.js";
 import { discoverCluster, skyRecord } from "./discover.js";
+import { sessionsFor } from "./hosts.js";
 import { launchWithFailover } from "./launch.js";
 import { checkPorts, startServers, stopServers, toHostRecords, waitReady } from "./servers.js";
 import { teardownCluster } from "./teardown.js";
@@ -117,7 +119,6 @@ export async function deploy(
             },
           );
         }
-        const { confirm } = await import("../cli/prompt.js");
         await confirm(
           ctx.io,
           `Tear down ${config.name} (${state.config.topology.slices} x ${state.config.tpu.accelerator}) to launch ${config.topology.slices} x ${config.tpu.accelerator}?`,
@@ -206,7 +207,7 @@ export async function deploy(
     );
 
     // 3. Stop what an earlier run started, then prove the rendezvous ports are open.
-    await stopServers(ctx, sessions, config.name, withOld);
+    await stopServers(sessions, config.name, withOld);
     const tPorts = Date.now();
     await checkPorts(ctx, sessions, hostsNow, config.server.distPort);
     phase(`ports ${config.server.distPort}, ${config.server.distPort + 5}, ${config.server.distPort + 6} open between hosts`);
@@ -286,7 +287,7 @@ async function onFailure(
   try {
     if (state.hosts.some((h) => h.pgid) && sessions.size > 0) {
       ctx.report.info("stopping the servers started by this run");
-      await stopServers(cleanupCtx, sessions, config.name, state.hosts, 5).catch(() => undefined);
+      await stopServers(sessions, config.name, state.hosts, 5).catch(() => undefined);
       state = { ...state, hosts: state.hosts.map((h) => ({ ...h, pgid: undefined, startTime: undefined })) };
     }
     const tearDown = how.interrupted && how.launchedHere && !how.keepOnFailure;
@@ -325,8 +326,6 @@ async function onFailure(
 async function stillServing(ctx: AppContext, state: DeploymentState): Promise<boolean> {
   const rank0 = state.hosts.find((h) => h.rank === 0);
   if (!rank0) return false;
-  const { sessionsFor } = await import("./hosts.js");
-  const { httpViaSsh } = await import("../adapters/ssh.js");
   const hs = await sessionsFor(ctx, [rank0], 15_000);
   try {
     const s = hs.sessions.get(rank0.sshAlias);
@@ -340,28 +339,15 @@ async function stillServing(ctx: AppContext, state: DeploymentState): Promise<bo
   }
 }
 
+/** Before --recreate tears a cluster down: stop its servers on whichever hosts still answer. */
 async function stopQuietly(ctx: AppContext, state: DeploymentState): Promise<void> {
   if (state.hosts.length === 0) return;
-  const { connectSessions } = await import("./discover.js");
+  const hs = await sessionsFor(ctx, state.hosts, 15_000);
   try {
-    const sessions = await connectSessions(
-      ctx,
-      state.hosts.map((h) => ({
-        alias: h.sshAlias,
-        index: h.rank,
-        hostName: h.externalIp,
-        user: h.user,
-        port: h.port,
-        identityFile: h.identityFile,
-      })),
-    );
-    try {
-      await stopServers(ctx, sessions, state.name, state.hosts, 5);
-    } finally {
-      await closeSessions([...sessions.values()]);
-    }
-  } catch {
-    // hosts may be gone already
+    const reachable = state.hosts.filter((h) => hs.sessions.has(h.sshAlias));
+    await stopServers(hs.sessions, state.name, reachable, 5).catch(() => undefined);
+  } finally {
+    await hs.close();
   }
 }
 
