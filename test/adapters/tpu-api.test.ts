@@ -160,7 +160,9 @@ describe("createTpuApi against the emulator", () => {
       endpoints: [{ workerId: 0, internalIp: "198.19.6.1" }],
     });
     expect(await api.getNode(nodeName("gone-2ea485ef-head-cccccccc-tpu"))).toBeNull();
-    expect(await api.getNode(HEAD.replace(PROJECT, "someone-else"))).toBeNull();
+    // A project we cannot see is IAM's 403, never "gone": relaunch must not read it as a deleted node.
+    const denied = await failure(api.getNode(HEAD.replace(PROJECT, "someone-else")));
+    expect(denied).toMatchObject({ status: "PERMISSION_DENIED", method: "getNode", code: "cloud_api" });
     const err = await failure(api.getNode("sgl-2ea485ef"));
     expect(err).toBeInstanceOf(TpuApiError);
     expect(err).toMatchObject({ status: "INVALID_ARGUMENT", method: "getNode", code: "cloud_api" });

@@ -163,20 +163,23 @@ describe("TPU API emulator", () => {
     expect(node.health).toBe("HEALTH_UNSPECIFIED");
   });
 
-  it("answers NOT_FOUND for a missing node or another project, INVALID_ARGUMENT for a malformed name", async () => {
+  it("answers NOT_FOUND for a missing node, PERMISSION_DENIED for another project, INVALID_ARGUMENT for a malformed name", async () => {
     const missing = `projects/${PROJECT}/locations/${ZONE}/nodes/nope`;
     expect(await rpcError(client.getNode({ name: missing }))).toEqual({
       code: grpc.status.NOT_FOUND,
       details: `Resource '${missing}' was not found`,
     });
     const otherProject = V6E16.replace(PROJECT, "someone-else");
-    expect((await rpcError(client.getNode({ name: otherProject }))).code).toBe(grpc.status.NOT_FOUND);
+    expect(await rpcError(client.getNode({ name: otherProject }))).toEqual({
+      code: grpc.status.PERMISSION_DENIED,
+      details: `Permission 'tpu.nodes.get' denied on resource '//tpu.googleapis.com/${otherProject}' (or it may not exist).`,
+    });
     expect((await rpcError(client.getNode({ name: "sgl-v6e16" }))).code).toBe(grpc.status.INVALID_ARGUMENT);
     expect((await rpcError(client.listNodes({ parent: `projects/${PROJECT}/zones/${ZONE}` }, { autoPaginate: false }))).code).toBe(
       grpc.status.INVALID_ARGUMENT,
     );
     expect((await rpcError(client.listNodes({ parent: `projects/someone-else/locations/${ZONE}` }, { autoPaginate: false }))).code).toBe(
-      grpc.status.NOT_FOUND,
+      grpc.status.PERMISSION_DENIED,
     );
   });
 

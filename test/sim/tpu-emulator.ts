@@ -80,6 +80,12 @@ class RpcError extends Error {
 }
 
 const notFound = (name: string): RpcError => new RpcError(grpc.status.NOT_FOUND, `Resource '${name}' was not found`);
+// Google answers a project the caller cannot see with IAM's 403, not 404 (it never says whether the project exists).
+const denied = (permission: string, name: string): RpcError =>
+  new RpcError(
+    grpc.status.PERMISSION_DENIED,
+    `Permission '${permission}' denied on resource '//tpu.googleapis.com/${name}' (or it may not exist).`,
+  );
 const invalid = (field: string, value: unknown, expected: string): RpcError =>
   new RpcError(grpc.status.INVALID_ARGUMENT, `Invalid value for field '${field}': ${JSON.stringify(value)}. Expected ${expected}.`);
 
@@ -123,21 +129,22 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
   const timers = new Set<NodeJS.Timeout>();
   const pending = new Set<Promise<void>>();
 
-  const parseParent = (parent: unknown, s: SimState): { project: string; zone: string } => {
+  const parseParent = (parent: unknown, s: SimState, permission: string): { project: string; zone: string } => {
     const m = typeof parent === "string" ? PARENT_RE.exec(parent) : null;
     if (!m?.[1] || !m[2]) throw invalid("parent", parent, "projects/{project}/locations/{zone}");
-    if (m[1] !== s.project) throw notFound(`projects/${m[1]}`);
+    if (m[1] !== s.project) throw denied(permission, String(parent));
     return { project: m[1], zone: m[2] };
   };
   const zoneOnly = (p: { zone: string }, field: string, value: unknown): string => {
     if (p.zone === "-") throw invalid(field, value, "a zone, not the '-' wildcard");
     return p.zone;
   };
-  const findNode = (name: unknown, s: SimState): SimTpuNode => {
+  const findNode = (name: unknown, s: SimState, permission: string): SimTpuNode => {
     const m = typeof name === "string" ? NODE_RE.exec(name) : null;
     if (!m) throw invalid("name", name, "projects/{project}/locations/{zone}/nodes/{node}");
     const node = s.nodes[m[0]];
-    if (m[1] !== s.project || !node) throw notFound(m[0]);
+    if (m[1] !== s.project) throw denied(permission, m[0]);
+    if (!node) throw notFound(m[0]);
     return node;
   };
 
@@ -192,11 +199,11 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
   const impl: Record<string, Handler> = {
     async GetNode(req) {
       const s = await readState(root);
-      return apiNode(findNode(req.name, s), s);
+      return apiNode(findNode(req.name, s, "tpu.nodes.get"), s);
     },
     async ListNodes(req) {
       const s = await readState(root);
-      const { zone } = parseParent(req.parent, s);
+      const { zone } = parseParent(req.parent, s, "tpu.nodes.list");
       const all = Object.values(s.nodes)
         .filter((n) => zone === "-" || n.zone === zone)
         .sort((a, b) => a.name.localeCompare(b.name));
@@ -205,7 +212,7 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
     },
     async DeleteNode(req) {
       const s = await readState(root);
-      const node = findNode(req.name, s);
+      const node = findNode(req.name, s, "tpu.nodes.delete");
       const zone = node.zone;
       await updateState(root, (st) => {
         const n = st.nodes[node.name];
@@ -242,7 +249,7 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
     },
     async ListAcceleratorTypes(req) {
       const s = await readState(root);
-      const p = parseParent(req.parent, s);
+      const p = parseParent(req.parent, s, "tpu.acceleratortypes.list");
       const zone = zoneOnly(p, "parent", req.parent);
       rejectUnsupported(req);
       const all = V6E_ZONES.has(zone)
@@ -257,7 +264,7 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
     },
     async ListRuntimeVersions(req) {
       const s = await readState(root);
-      const p = parseParent(req.parent, s);
+      const p = parseParent(req.parent, s, "tpu.runtimeversions.list");
       const zone = zoneOnly(p, "parent", req.parent);
       rejectUnsupported(req);
       const all = V6E_ZONES.has(zone)
@@ -268,7 +275,7 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
     },
     async GetGuestAttributes(req) {
       const s = await readState(root);
-      const node = findNode(req.name, s);
+      const node = findNode(req.name, s, "tpu.nodes.get");
       const workers = node.hostIds.map((_, i) => String(i));
       const wanted = Array.isArray(req.workerIds) && req.workerIds.length > 0 ? req.workerIds.map(String) : workers;
       for (const w of wanted) if (!workers.includes(w)) throw invalid("worker_ids", w, `a worker id of ${node.name}`);
