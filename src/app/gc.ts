@@ -47,12 +47,17 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     }
   }
 
-  for (const n of await deadNodes(ctx, [...states.values()])) items.push(n);
+  for (const n of await deadNodes(ctx, [...states.values()])) {
+    // A dead node of a deployment that relaunch will bring back is relaunch's to clean (it deletes
+    // PREEMPTED nodes before relaunching); only what no deployment owns any more is garbage.
+    const owner = n.deployment === null ? undefined : states.get(n.deployment);
+    if (owner && awaitingRelaunch(owner)) continue;
+    items.push(n);
+  }
 
   for (const [name, s] of states) {
     if (byName.has(name)) continue;
-    const awaiting = s.config.tpu.spot && !s.relaunch.gaveUp;
-    if (awaiting) continue; // a spot deployment whose cluster is gone is what relaunch brings back
+    if (awaitingRelaunch(s)) continue; // a spot deployment whose cluster is gone is what relaunch brings back
     if (busy(ctx, name)) continue; // an up or relaunch is making its cluster right now
     items.push({
       kind: "state",
@@ -64,6 +69,10 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     });
   }
   return items;
+}
+
+function awaitingRelaunch(s: DeploymentState): boolean {
+  return s.config.tpu.spot && !s.relaunch.gaveUp;
 }
 
 function busy(ctx: AppContext, name: string): boolean {
