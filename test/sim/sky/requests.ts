@@ -80,7 +80,10 @@ export async function streamRequest(root: string, env: NodeJS.ProcessEnv, id: st
         outln();
         throw new Abort(true);
       }
-      const r = readRequest(root, id);
+      let r = readRequest(root, id);
+      // The worker writes its final status, then exits: a record read just before that write, checked
+      // against a process that has just exited, is not a dead executor. Read it once more first.
+      if (r !== null && !TERMINAL.includes(r.status) && r.pid !== null && !processAlive(r.pid)) r = readRequest(root, id);
       pending += readNew();
       const nl = pending.lastIndexOf("\n");
       if (nl >= 0) {
