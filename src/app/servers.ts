@@ -2,9 +2,10 @@
 import { type HostSession, httpViaSsh, SshError } from "../adapters/ssh.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
-import { serverCommand } from "../core/plan.js";
+import { serverCommand, setupMarker, venvPython } from "../core/plan.js";
 import type { RankedHost } from "../core/ranks.js";
 import {
+  MISSING_MARK,
   portConnectCommand,
   portListenCommand,
   remoteFiles,
@@ -152,6 +153,8 @@ export async function startServers(
 ): Promise<HostRecord[]> {
   const files = remoteFiles(config.name);
   const secretsText = secretsEnvFile(secrets);
+  const pre = { python: venvPython(config), marker: setupMarker(config) };
+  const missing: { rank: number; host: string; kind: string; path: string }[] = [];
   const results = await mapLimit(hosts, CONCURRENCY, async (h) => {
     const s = session(sessions, h);
     const opts = { timeoutMs: 30_000, signal: ctx.signal };
@@ -161,7 +164,12 @@ export async function startServers(
       env: config.server.env,
       apiKeySecret: config.server.apiKeySecret,
     });
-    const r = await s.exec(installAndStartCommand(files, script), { ...opts, stdin: secretsText });
+    const r = await s.exec(installAndStartCommand(files, script, pre), { ...opts, stdin: secretsText });
+    const miss = new RegExp(`^${MISSING_MARK} (python|marker) (.*)$`, "m").exec(r.stdout);
+    if (r.code === 3 && miss) {
+      missing.push({ rank: h.rank, host: h.sshAlias, kind: miss[1] ?? "", path: miss[2] ?? "" });
+      return h;
+    }
     const m = /^(\d+) (\d+)\s*$/.exec(r.stdout.trim());
     if (r.code !== 0 || !m) throw new Error(`start failed: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
     return { ...h, pgid: Number(m[1]), startTime: m[2] };
@@ -171,7 +179,33 @@ export async function startServers(
     if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
     throw new OperationError("ssh_failed", `could not start the server on ${failed.length} host(s):\n  ${failed.join("\n  ")}`);
   }
+  if (missing.length > 0) throw missingPrerequisites(config, missing);
   return results.map((r) => (r as PromiseFulfilledResult<HostRecord>).value);
+}
+
+function missingPrerequisites(config: Config, missing: { rank: number; host: string; kind: string; path: string }[]): OperationError {
+  const where = (kind: string) =>
+    missing
+      .filter((m) => m.kind === kind)
+      .sort((a, b) => a.rank - b.rank)
+      .map((m) => `rank ${m.rank} (${m.host}): ${m.path}`);
+  const noPython = where("python");
+  if (noPython.length > 0) {
+    return new OperationError(
+      "setup_failed",
+      `sglang-jax's interpreter is not where the server start looks for it (sglang.dir ${config.sglang.dir} + /.venv/bin/python) on ${noPython.length} host(s):\n  ${noPython.join("\n  ")}`,
+      {
+        hint: `the task's setup installed sglang-jax elsewhere (a template installing relative to its working directory lands in ~/sky_workdir); set sglang.dir (--sglang-dir) to the absolute directory your template installs into, or install into $TPD_SGLANG_DIR`,
+      },
+    );
+  }
+  return new OperationError(
+    "setup_failed",
+    `the task's setup did not finish on ${missing.length} host(s): its marker is missing:\n  ${where("marker").join("\n  ")}`,
+    {
+      hint: `read the setup log with \`sky logs ${config.name}\`; a template of your own must end its setup with: touch "$TPD_SETUP_MARKER"; then run up again`,
+    },
+  );
 }
 
 export async function lastLogLines(sessions: Map<string, HostSession>, name: string, h: HostRecord, n = 30): Promise<string> {

@@ -25,6 +25,7 @@ export interface SpecFlags {
   launchTimeout?: string;
   template?: string;
   sglangRef?: string;
+  sglangDir?: string;
 }
 
 function int(flag: string) {
@@ -62,7 +63,8 @@ export function addSpecOptions(cmd: Command): Command {
     .option("--ready-timeout <duration>", "how long to wait for the cluster to serve (default 45m)")
     .option("--launch-timeout <duration>", "how long sky launch may take in one zone (default 20m)")
     .option("--template <file>", "sky.yaml template to render instead of the built-in one")
-    .option("--sglang-ref <ref>", "sglang-jax git ref to install");
+    .option("--sglang-ref <ref>", "sglang-jax git ref to install")
+    .option("--sglang-dir <path>", "where setup installs sglang-jax on the hosts (absolute or ~/; default ~/sglang-jax)");
 }
 
 const FLAG_NAMES: Record<string, string> = {
@@ -87,6 +89,7 @@ const FLAG_NAMES: Record<string, string> = {
   "launch.timeout": "--launch-timeout",
   "launch.template": "--template",
   "sglang.ref": "--sglang-ref",
+  "sglang.dir": "--sglang-dir",
 };
 
 export function flagName(path: string): string {
@@ -131,6 +134,6 @@ export function flagsToConfig(f: SpecFlags): Record<string, unknown> {
       readyTimeout: f.readyTimeout,
     }),
     launch: section({ timeout: f.launchTimeout, template: f.template }),
-    sglang: section({ ref: f.sglangRef }),
+    sglang: section({ ref: f.sglangRef, dir: f.sglangDir }),
   });
 }

@@ -17,6 +17,8 @@ import { ownedFlagConflicts } from "./server-args.js";
 
 export const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A path on the hosts: absolute, or relative to the login user's home with ~/. */
+const HOST_PATH = /^(\/|~\/)[A-Za-z0-9._+@/-]+$/;
 const duration = z.union([z.string(), z.number()]).describe("a duration: 90s, 20m, 1h30m, or a number of seconds");
 
 export const DEFAULTS = {
@@ -33,6 +35,9 @@ export const DEFAULTS = {
   // The commit the reference notes were read at (sglang-jax.md); change with sglang.ref.
   sglangRef: "cddbf6f1",
   python: "3.12",
+  // Where setup installs sglang-jax on every host; absolute (or ~/), because SkyPilot runs setup in
+  // ~/sky_workdir while the server starts over SSH in $HOME (skypilot.md: make_task_bash_script).
+  sglangDir: "~/sglang-jax",
   maxAttempts: 10,
 } as const;
 
@@ -75,6 +80,12 @@ const sglangSchema = z
     repo: z.string().min(1).describe("git URL of sglang-jax"),
     ref: z.string().min(1).describe("git ref (commit, tag or branch) to install"),
     python: z.string().min(1).describe("Python version of the venv uv creates"),
+    dir: z
+      .string()
+      .min(1)
+      .describe(
+        "where setup installs sglang-jax on every host (absolute, or ~/ for the login user's home); the server runs <dir>/.venv/bin/python",
+      ),
   })
   .partial();
 
@@ -141,7 +152,7 @@ export interface Config {
     public: boolean;
     readyTimeoutMs: number;
   };
-  sglang: { repo: string; ref: string; python: string };
+  sglang: { repo: string; ref: string; python: string; dir: string };
   launch: { timeoutMs: number; template: string | undefined };
   relaunch: {
     maxAttempts: number;
@@ -296,6 +307,14 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
     if (s in env2) issues.push({ path: `server.env.${s}`, message: `'${s}' is also a secret; keep secret values out of server.env` });
   }
 
+  const sglangDir = f.sglang?.dir ?? DEFAULTS.sglangDir;
+  if (!HOST_PATH.test(sglangDir) || sglangDir.split("/").includes("..")) {
+    issues.push({
+      path: "sglang.dir",
+      message: `'${sglangDir}' must be an absolute path or start with ~/ (letters, digits, . _ - + @ and /; no ..): setup and the server start run in different directories`,
+    });
+  }
+
   const readyTimeoutMs = checkDuration(issues, "server.readyTimeout", f.server?.readyTimeout ?? DEFAULTS.readyTimeout);
   const launchTimeoutMs = checkDuration(issues, "launch.timeout", f.launch?.timeout ?? DEFAULTS.launchTimeout);
   const maxAttempts = f.relaunch?.maxAttempts ?? DEFAULTS.maxAttempts;
@@ -351,6 +370,7 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
         repo: f.sglang?.repo ?? DEFAULTS.sglangRepo,
         ref: f.sglang?.ref ?? DEFAULTS.sglangRef,
         python: f.sglang?.python ?? DEFAULTS.python,
+        dir: sglangDir.replace(/\/+$/, ""),
       },
       launch: { timeoutMs: launchTimeoutMs, template: f.launch?.template },
       relaunch: { maxAttempts, onDemandAfter, webhook, backoffMs, backoffMaxMs },

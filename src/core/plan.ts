@@ -6,9 +6,20 @@ import { renderTemplate, type TemplateValue } from "./render.js";
 import { validateSkyTask } from "./sky-task-schema.js";
 import { regionOf } from "./topology.js";
 
-/** Where the setup step installs sglang-jax, relative to the login user's home (see templates/). */
-export const VENV_PYTHON = "sglang-jax/.venv/bin/python";
 export const LABEL_KEY = "tpu-deploy";
+
+/** The interpreter the server runs: <sglang.dir>/.venv/bin/python (absolute or ~/, never relative). */
+export function venvPython(config: Config): string {
+  return `${config.sglang.dir}/.venv/bin/python`;
+}
+
+/**
+ * The file the task's setup writes last on every host (templates: `touch "$TPD_SETUP_MARKER"`); the start
+ * checks it, because `sky launch`'s exit code alone does not prove setup finished everywhere (skypilot#8928).
+ */
+export function setupMarker(config: Config): string {
+  return `${config.sglang.dir}/.venv/.tpu-deploy-installed-${config.sglang.ref.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+}
 
 export interface RankSpec {
   rank: number;
@@ -54,6 +65,8 @@ export function taskValues(config: Config, zone: string, spot: boolean): Record<
       TPD_SGLANG_REPO: config.sglang.repo,
       TPD_SGLANG_REF: config.sglang.ref,
       TPD_PYTHON: config.sglang.python,
+      TPD_SGLANG_DIR: config.sglang.dir,
+      TPD_SETUP_MARKER: setupMarker(config),
     },
     secrets: config.server.secrets.length > 0 ? Object.fromEntries(config.server.secrets.map((s) => [s, null])) : null,
   };
@@ -94,7 +107,7 @@ export function skyLaunchArgv(config: Config, taskPath: string, zone: string, sp
 export function serverCommand(config: Config, rank: number, distInitAddr: string): ServerCommand {
   const multi = config.topology.hosts > 1;
   const argv = [
-    VENV_PYTHON,
+    venvPython(config),
     "-u",
     "-m",
     "sgl_jax.launch_server",

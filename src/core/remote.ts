@@ -10,6 +10,14 @@ function startTimeOf(pid: string): string {
   return `sed 's/.*) //' /proc/${pid}/stat | cut -d' ' -f20`;
 }
 
+/**
+ * A path on the host as one shell word: `~/x` becomes `"$HOME"/'x'` (a quoted ~ is not expanded), anything
+ * else is quoted as it is.
+ */
+export function hostPathWord(path: string): string {
+  return path.startsWith("~/") ? `"$HOME"/${shellQuote(path.slice(2))}` : shellQuote(path);
+}
+
 /** Per-deployment directory on each host, relative to the login user's home. */
 export function remoteDir(name: string): string {
   return `.tpu-deploy/${name}`;
@@ -64,12 +72,12 @@ export function runScript(opts: {
     `if [ -f ${shellQuote(files.secrets)} ]; then . ${shellQuote(files.secrets)}; fi`,
     ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
   ];
-  const [python, ...rest] = argv;
-  if (apiKeySecret && python && rest[0] === "-u" && rest[1] === "-m") {
+  const [python = "", ...rest] = argv;
+  if (apiKeySecret && rest[0] === "-u" && rest[1] === "-m") {
     // python -u -c BOOT SECRET_NAME <server flags>
-    lines.push(`exec ${shellJoin([python, "-u", "-c", API_KEY_BOOT, apiKeySecret, ...rest.slice(3)])}`);
+    lines.push(`exec ${hostPathWord(python)} ${shellJoin(["-u", "-c", API_KEY_BOOT, apiKeySecret, ...rest.slice(3)])}`);
   } else {
-    lines.push(`exec ${shellJoin(argv)}`);
+    lines.push(`exec ${[hostPathWord(python), ...rest.map(shellQuote)].join(" ")}`);
   }
   return `${lines.join("\n")}\n`;
 }
@@ -86,13 +94,28 @@ export function startCommand(files: RemoteFiles): string {
   ].join("\n"); // not "; ": `cmd &;` is a syntax error in bash and sh
 }
 
+/** What must exist on a host before its server starts: setup's interpreter and its finish marker. */
+export interface StartPrerequisites {
+  python: string;
+  marker: string;
+}
+
+/** Printed (and exit 3) by the start when a prerequisite is missing: `tpd-missing python|marker <path>`. */
+export const MISSING_MARK = "tpd-missing";
+
 /**
- * One round trip per host: the secrets file from stdin (0600), run.sh from the (secret-free) command
- * itself, then the start. The script holds secret names only, so it may appear in a command line.
+ * One round trip per host: the prerequisites checked, the secrets file from stdin (0600), run.sh from the
+ * (secret-free) command itself, then the start. The script holds secret names only, so it may appear in a
+ * command line.
  */
-export function installAndStartCommand(files: RemoteFiles, script: string): string {
+export function installAndStartCommand(files: RemoteFiles, script: string, pre: StartPrerequisites): string {
   const q = shellQuote;
+  const check = (kind: string, test: string, path: string) =>
+    `p=${hostPathWord(path)}; if ! [ ${test} "$p" ]; then cat > /dev/null; echo "${MISSING_MARK} ${kind} $p"; exit 3; fi`;
   return [
+    "cd",
+    check("python", "-x", pre.python),
+    check("marker", "-f", pre.marker),
     `{ ${writeFromStdin(files.secrets)}; } || exit 1`,
     `printf '%s' ${q(script)} > ${q(files.run)}.tmp && mv -f ${q(files.run)}.tmp ${q(files.run)} || exit 1`,
     startCommand(files),

@@ -112,7 +112,7 @@ describe("defaults when nothing is given", () => {
     expect(c.server.public).toBe(false);
     expect(c.launch).toEqual({ timeoutMs: 20 * 60_000, template: undefined });
     expect(c.relaunch.maxAttempts).toBe(10);
-    expect(c.sglang).toEqual({ repo: DEFAULTS.sglangRepo, ref: DEFAULTS.sglangRef, python: "3.12" });
+    expect(c.sglang).toEqual({ repo: DEFAULTS.sglangRepo, ref: DEFAULTS.sglangRef, python: "3.12", dir: "~/sglang-jax" });
   });
 
   it("v6e zones come from SkyPilot's catalog (skypilot.md §7), tried in order", () => {
@@ -197,6 +197,7 @@ describe("every key of the file", () => {
     ["sglang.repo", "https://example.com/sglang-jax.git", (c) => c.sglang.repo, "https://example.com/sglang-jax.git"],
     ["sglang.ref", "v0.0.3", (c) => c.sglang.ref, "v0.0.3"],
     ["sglang.python", "3.11", (c) => c.sglang.python, "3.11"],
+    ["sglang.dir", "/opt/sglang-jax", (c) => c.sglang.dir, "/opt/sglang-jax"],
     ["launch.timeout", 90, (c) => c.launch.timeoutMs, 90_000],
     ["launch.template", "my.sky.yaml", (c) => c.launch.template, "my.sky.yaml"],
     ["relaunch.maxAttempts", 3, (c) => c.relaunch.maxAttempts, 3],
@@ -602,6 +603,13 @@ describe("ports, zones, env, relaunch", () => {
     ["relaunch.backoff", "soon"],
     ["relaunch.backoffMax", "0s"],
     ["relaunch.webhook", "ftp://example.com/x"],
+    // Relative to what? SkyPilot's setup runs in ~/sky_workdir, the server start in $HOME.
+    ["sglang.dir", "sglang-jax"],
+    ["sglang.dir", "./sglang-jax"],
+    ["sglang.dir", "~/../etc"],
+    ["sglang.dir", "~/a b"],
+    ["sglang.dir", "/opt/$(id)"],
+    ["sglang.dir", "~user/x"],
   ])("%s %j is refused", (path, value) => {
     expect(resolveBad([file(at(path, value))]).issues.map((i) => i.path)).toEqual([path]);
   });

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { type Config, resolveConfig } from "../../src/core/config.js";
-import { planDeploy, rankSpecs, serverCommand, skyLaunchArgv, VENV_PYTHON } from "../../src/core/plan.js";
+import { planDeploy, rankSpecs, serverCommand, setupMarker, skyLaunchArgv, venvPython } from "../../src/core/plan.js";
 
 const V6E = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v6e.sky.yaml"), "utf8");
 const V7 = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v7.sky.yaml"), "utf8");
@@ -101,7 +101,7 @@ describe("the server command", () => {
       model: "Qwen/Qwen3-32B",
     });
     expect(serverCommand(c, 2, "10.0.0.5:12000").argv).toEqual([
-      VENV_PYTHON,
+      "~/sglang-jax/.venv/bin/python",
       "-u",
       "-m",
       "sgl_jax.launch_server",
@@ -123,7 +123,16 @@ describe("the server command", () => {
       "--dtype",
       "bfloat16",
     ]);
-    expect(VENV_PYTHON).toBe("sglang-jax/.venv/bin/python");
+  });
+
+  it("the interpreter and the setup marker live under sglang.dir, never relative to a working directory", () => {
+    const c = config({});
+    expect(venvPython(c)).toBe("~/sglang-jax/.venv/bin/python");
+    expect(setupMarker(c)).toBe("~/sglang-jax/.venv/.tpu-deploy-installed-cddbf6f1");
+    const custom = config({}, { sglang: { dir: "/opt/sgl/", ref: "release/v0.2" } });
+    expect(venvPython(custom)).toBe("/opt/sgl/.venv/bin/python");
+    expect(setupMarker(custom)).toBe("/opt/sgl/.venv/.tpu-deploy-installed-release_v0.2");
+    expect(serverCommand(custom, 0, "").argv[0]).toBe("/opt/sgl/.venv/bin/python");
   });
 
   it("single host: no --dist-init-addr", () => {

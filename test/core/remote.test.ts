@@ -6,7 +6,6 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { VENV_PYTHON } from "../../src/core/plan.js";
 import { shellQuote } from "../../src/core/quote.js";
 import {
   aliveCommand,
@@ -170,7 +169,7 @@ time.sleep(300)
 `;
 
 function installFakeServer(home: string): string {
-  const python = join(home, VENV_PYTHON);
+  const python = join(home, VENV_PYTHON.slice(2));
   mkdirSync(join(python, ".."), { recursive: true });
   writeFileSync(python, '#!/bin/sh\nexec /usr/bin/python3 "$@"\n');
   chmodSync(python, 0o755);
@@ -195,6 +194,8 @@ async function seenBy(home: string): Promise<Seen> {
   return JSON.parse(readFileSync(path, "utf8")) as Seen;
 }
 
+// Home-relative as sglang.dir's default: run.sh must expand the ~ itself (a quoted ~ stays literal).
+const VENV_PYTHON = "~/sglang-jax/.venv/bin/python";
 const SERVER_ARGV = [VENV_PYTHON, "-u", "-m", "sgl_jax.launch_server", "--model-path", "meta-llama/Llama-3.1-8B", "--node-rank", "2"];
 
 describe("runScript + startCommand", () => {
@@ -305,13 +306,36 @@ describe("runScript + startCommand", () => {
   });
 });
 
+/** An interpreter and a setup marker that exist in `home`, as setup leaves them. */
+function prerequisitesIn(home: string): { python: string; marker: string } {
+  mkdirSync(join(home, "venv dir"), { recursive: true });
+  writeFileSync(join(home, "venv dir", "python"), "#!/bin/sh\n", { mode: 0o755 });
+  writeFileSync(join(home, "venv dir", "marker"), "");
+  return { python: "~/venv dir/python", marker: "~/venv dir/marker" };
+}
+
 describe("installAndStartCommand", () => {
+  it("starts nothing and names the path when the interpreter or the setup marker is missing", () => {
+    const home = newHome();
+    const files = remoteFiles("llama-serve");
+    const script = runScript({ files, argv: ["bash", "-c", "touch $HOME/STARTED"], env: {} });
+    const noPython = sh(home, installAndStartCommand(files, script, { python: "~/nope/python", marker: "~/m" }), "export K=v\n");
+    expect(noPython.code).toBe(3);
+    expect(noPython.stdout).toBe(`tpd-missing python ${home}/nope/python\n`);
+    const pre = prerequisitesIn(home);
+    const noMarker = sh(home, installAndStartCommand(files, script, { ...pre, marker: "/abs/marker" }), "export K=v\n");
+    expect(noMarker.code).toBe(3);
+    expect(noMarker.stdout).toBe("tpd-missing marker /abs/marker\n");
+    expect(existsSync(join(home, "STARTED"))).toBe(false);
+    expect(existsSync(join(home, files.secrets))).toBe(false);
+  });
+
   it("writes the secrets (0600, from stdin) and run.sh in a 0700 directory, then starts, in one command", async () => {
     const home = newHome();
     const files = remoteFiles("llama-serve");
     const secrets = new Map([["HF_TOKEN", NASTY]]);
     const script = runScript({ files, argv: ["bash", "-c", 'printf %s "$HF_TOKEN" > "$HOME/got"; exec sleep 300'], env: {} });
-    const command = installAndStartCommand(files, script);
+    const command = installAndStartCommand(files, script, prerequisitesIn(home));
     expect(command).not.toContain("touch PWNED");
 
     const r = sh(home, command, secretsEnvFile(secrets));
@@ -336,7 +360,7 @@ describe("installAndStartCommand", () => {
     const files = remoteFiles("again");
     const script = (n: number) => runScript({ files, argv: ["sleep", String(300 + n)], env: {} });
     for (const n of [1, 2]) {
-      const r = sh(home, installAndStartCommand(files, script(n)), secretsEnvFile(new Map([["K", `v${n}`]])));
+      const r = sh(home, installAndStartCommand(files, script(n), prerequisitesIn(home)), secretsEnvFile(new Map([["K", `v${n}`]])));
       started.push({ pid: Number(r.stdout.split(" ")[0]), group: true });
       expect(r.code).toBe(0);
     }

@@ -62,6 +62,8 @@ describe("representative tasks", () => {
       TPD_SGLANG_REPO: "https://github.com/sgl-project/sglang-jax.git",
       TPD_SGLANG_REF: "cddbf6f1",
       TPD_PYTHON: "3.12",
+      TPD_SGLANG_DIR: "~/sglang-jax",
+      TPD_SETUP_MARKER: "~/sglang-jax/.venv/.tpu-deploy-installed-cddbf6f1",
     });
     expect(task.setup).toMatch(/uv venv --python "\$TPD_PYTHON"/);
     expect(task.setup).toMatch(/git checkout --quiet "\$TPD_SGLANG_REF"/);
@@ -169,7 +171,7 @@ describe("inputs stay inert", () => {
     const r = render(c);
     const task = parse(r.yaml) as Task;
     const want = value || "x";
-    expect(task.envs).toEqual({ TPD_SGLANG_REPO: want, TPD_SGLANG_REF: want, TPD_PYTHON: want });
+    expect(task.envs).toMatchObject({ TPD_SGLANG_REPO: want, TPD_SGLANG_REF: want, TPD_PYTHON: want });
     expect(Object.keys(task)).toEqual(["name", "num_nodes", "resources", "envs", "setup", "run"]);
     expect(Object.keys(task.resources)).toEqual(["infra", "accelerators", "accelerator_args", "use_spot", "labels"]);
     // The setup script is the template's, untouched.

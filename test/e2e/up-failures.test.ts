@@ -4,11 +4,12 @@
 // that cannot be resolved. Each test checks what the user is left with: exit code, error code, the
 // message and hint, and what is (not) left running or billed in the cloud.
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DeploymentState } from "../../src/core/state.js";
 import type { SimHost } from "../sim/state.js";
+import { repoRoot } from "../sim/sim.js";
 import { type CliResult, type E2E, serverInfo, startE2E } from "./helpers.js";
 
 let e: E2E;
@@ -205,6 +206,48 @@ describe("tpu-deploy up: failure paths", () => {
     expect(calls.filter((a) => a[0] === "launch")).toHaveLength(1);
     expect(await serverProcesses("setupfail")).toEqual({});
     expect(deployment("setupfail").lastError?.code).toBe("setup_failed");
+  });
+
+  it("a template that installs sglang-jax relative to setup's working directory fails at the start, naming the path and sglang.dir", async () => {
+    // The setup of the templates before the fix: `git clone ... sglang-jax` with no absolute path. SkyPilot
+    // runs setup in ~/sky_workdir, so the venv lands in ~/sky_workdir/sglang-jax.
+    const builtIn = readFileSync(join(repoRoot(), "templates", "v6e.sky.yaml"), "utf8");
+    const relative = `${builtIn.slice(0, builtIn.indexOf("setup: |"))}setup: |
+  set -euo pipefail
+  export PATH="$HOME/.local/bin:$PATH"
+  command -v uv >/dev/null 2>&1 || curl -LsSf https://astral.sh/uv/install.sh | sh
+  [ -d sglang-jax/.git ] || git clone "$TPD_SGLANG_REPO" sglang-jax
+  cd sglang-jax
+  git checkout --quiet "$TPD_SGLANG_REF"
+  [ -d .venv ] || uv venv --python "$TPD_PYTHON" .venv
+  source .venv/bin/activate
+  uv pip install -e "python[all]"
+  touch ".venv/.tpu-deploy-installed-$TPD_SGLANG_REF"
+run: |
+  echo ready
+`;
+    const template = join(e.sim.home, "relative.sky.yaml");
+    writeFileSync(template, relative);
+    const r = await e.cli(upArgs("reltpl", ["us-east5-b"], ["--template", template, "--json"]));
+    expect(r.code, r.stdout).toBe(1);
+    const doc = jsonFailure(r);
+    expect(doc.error.code).toBe("setup_failed");
+    expect(doc.error.message).toContain("/home/gcpuser/sglang-jax/.venv/bin/python");
+    expect(doc.error.message).toContain("sglang.dir");
+    expect(doc.error.message).toMatch(/rank 0 \(reltpl\)/);
+    expect(doc.error.hint).toMatch(/sky_workdir/);
+    expect(doc.error.hint).toMatch(/--sglang-dir/);
+    // Setup really ran, in ~/sky_workdir: the venv is there, not in $HOME.
+    const head = (await liveHosts("reltpl"))[0];
+    if (!head) throw new Error("no host");
+    const ls = await e.sim.execOnHost(
+      head.id,
+      "ls -d /home/gcpuser/sky_workdir/sglang-jax/.venv/bin/python /home/gcpuser/sglang-jax 2>&1; true",
+    );
+    expect(ls.stdout).toContain("/home/gcpuser/sky_workdir/sglang-jax/.venv/bin/python");
+    expect(ls.stdout).toMatch(/cannot access '\/home\/gcpuser\/sglang-jax'/);
+    expect(await serverProcesses("reltpl")).toEqual({});
+    ok(await e.cli(["down", "reltpl", "-y"]));
   });
 
   it("a rank crashes during start: fails at once with that rank's log lines, and no server is left anywhere", async () => {

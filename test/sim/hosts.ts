@@ -482,6 +482,9 @@ async function prepareHostDir(
   const tmp = join(dir, "tmp");
   await mkdir(home, { recursive: true });
   await cp("/etc/skel", home, { recursive: true }).catch(() => undefined);
+  // SkyPilot makes ~/sky_workdir on every node at provisioning (`mkdir -p ~/sky_workdir` in
+  // SETUP_SKY_DIRS_COMMANDS, sky/skylet/constants.py); setup and run start there (make_task_bash_script).
+  await mkdir(join(home, "sky_workdir"), { recursive: true });
   await chownTree(home, user.uid, user.gid);
   await chmod(home, 0o755);
   // /tmp of the host; SIM_ROOT is mounted again inside it, because it lives under the real /tmp.

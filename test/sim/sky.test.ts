@@ -185,7 +185,7 @@ describe("a v6e-32 slice", () => {
       "v6e32.yaml",
       V6E(
         "tpu-v6e-32",
-        'envs: {GREETING: hello}\nsecrets: {HF_TOKEN: null}\nsetup: |\n  echo setup-rank=$SKYPILOT_SETUP_NODE_RANK\nrun: |\n  echo run-rank=$SKYPILOT_NODE_RANK n=$SKYPILOT_NUM_NODES g=$GREETING t=$HF_TOKEN host=$(hostname) ip=$(echo "$SKYPILOT_NODE_IPS" | sed -n "$((SKYPILOT_NODE_RANK+1))p")\n',
+        'envs: {GREETING: hello}\nsecrets: {HF_TOKEN: null}\nsetup: |\n  echo setup-rank=$SKYPILOT_SETUP_NODE_RANK setup-cwd=$(pwd) setup-shell=$- setup-file=$0 unbuffered=$PYTHONUNBUFFERED\nrun: |\n  echo run-cwd=$(pwd) run-file=$0\n  echo run-rank=$SKYPILOT_NODE_RANK n=$SKYPILOT_NUM_NODES g=$GREETING t=$HF_TOKEN host=$(hostname) ip=$(echo "$SKYPILOT_NODE_IPS" | sed -n "$((SKYPILOT_NODE_RANK+1))p")\n',
       ),
     );
     const r = sky(["launch", "-y", "-c", name, task, "--secret", "HF_TOKEN"], { env: { HF_TOKEN: "s3cret" } });
@@ -224,6 +224,15 @@ describe("a v6e-32 slice", () => {
       expect(r.stdout).toContain(`run-rank=${rank} n=8 g=hello t=s3cret host=${h.hostname} ip=${h.internalIp}`);
     });
     expect(r.stdout).toMatch(/\(head, rank=0, pid=\d+\) run-rank=0/);
+    // make_task_bash_script: setup and run start in ~/sky_workdir, in an interactive bash reading a
+    // /tmp/sky_app_* file; bash's "no job control" lines are skipped.
+    const setupLines = r.stdout.split("\n").filter((l) => l.includes("setup-rank="));
+    expect(setupLines).toHaveLength(8);
+    for (const l of setupLines) {
+      expect(l).toMatch(/setup-cwd=\/home\/gcpuser\/sky_workdir setup-shell=\S*i\S* setup-file=\/tmp\/sky_app_\w{8} unbuffered=1$/);
+    }
+    expect(r.stdout.match(/run-cwd=\/home\/gcpuser\/sky_workdir run-file=\/tmp\/sky_app_\w{8}/g)).toHaveLength(8);
+    expect(r.stdout).not.toMatch(/no job control|cannot set terminal process group/);
     expect(r.stdout).toMatch(new RegExp(`\\(worker1, rank=1, pid=\\d+, ip=${stable[1]?.internalIp.replace(/\./g, "\\.")}\\) run-rank=1`));
 
     // SSH config exactly as SkyPilot writes it.

@@ -13,6 +13,7 @@ import { readStdin } from "./io.js";
 const SSH_USER = "gcpuser";
 const AUTODOWN_MIN_IDLE_MS = 5000;
 
+// Python's shlex.quote.
 export function shQuote(s: string): string {
   if (s === "") return "''";
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'"'"'`)}'`;
@@ -49,10 +50,42 @@ export function sshArgs(keyPath: string, ip: string): string[] {
   ];
 }
 
-// The script arrives on stdin and runs from a pipe (never in argv or a file on the host), as the
-// leader of its own session so that it can be killed as a group.
-const REMOTE = `__s=$(cat); exec 3<<<"$__s"; unset __s; exec setsid -w bash --login /dev/fd/3 </dev/null`;
+// What a Ray worker does with each setup/run command (sky/skylet/log_lib.py run_bash_command_with_log):
+// the wrapped script goes into a temporary file `/tmp/sky_app_*` (tempfile.NamedTemporaryFile(prefix=
+// 'sky_app_', delete=False)) and runs as `/bin/bash -i <file>` ("Need this `-i` option to make sure
+// `source ~/.bashrc` work"). Here the script arrives on the SSH channel's stdin; the pid marker line is the
+// sim's stand-in for Ray's task pid (used to kill a failed job's other ranks as a group).
+const REMOTE =
+  `f=$(mktemp /tmp/sky_app_XXXXXXXX) && cat > "$f" && ` +
+  `exec setsid -w /bin/bash -c 'echo "__SKYPILOT_JOB_PID__ $$"; exec /bin/bash -i "$1"' bash "$f" </dev/null`;
 const PID_MARK = "__SKYPILOT_JOB_PID__";
+// log_lib.run_with_log's skip_lines for `bash -i` without a terminal.
+const SKIP_LINES = ["bash: cannot set terminal process group", "bash: no job control in this shell"];
+
+// sky/skylet/constants.py: DEACTIVATE_SKY_REMOTE_PYTHON_ENV (SKY_REMOTE_PYTHON_ENV = ~/skypilot-runtime).
+const DEACTIVATE_SKY_REMOTE_PYTHON_ENV =
+  'export PATH=$(echo $PATH | sed "s|$(echo ~/skypilot-runtime)/bin:||") && unset VIRTUAL_ENV && unset VIRTUAL_ENV_PROMPT';
+
+/**
+ * log_lib.make_task_bash_script, line for line: ~/.bashrc, conda's profile under set -a, SkyPilot's own
+ * runtime env deactivated, PYTHONUNBUFFERED, `cd ~/sky_workdir` (constants.SKY_REMOTE_WORKDIR), then one
+ * `export K=<shlex.quote(v)>` per env var, then the command.
+ */
+export function makeTaskBashScript(codegen: string, envVars: Record<string, string>): string {
+  return [
+    "#!/bin/bash",
+    "source ~/.bashrc",
+    "set -a",
+    ". $(conda info --base 2> /dev/null)/etc/profile.d/conda.sh > /dev/null 2>&1 || true",
+    "set +a",
+    DEACTIVATE_SKY_REMOTE_PYTHON_ENV,
+    "export PYTHONUNBUFFERED=1",
+    "cd ~/sky_workdir",
+    ...Object.entries(envVars).map(([k, v]) => `export ${k}=${shQuote(v)}`),
+    codegen,
+    "",
+  ].join("\n");
+}
 
 interface HostRun {
   host: SimHost;
@@ -90,7 +123,9 @@ async function main(): Promise<void> {
     await setStatus(spec, "SETTING_UP", { start: true });
     // faults.json sky.setupFail: setup exits 1 on every host.
     const failSetup = (await readFaults(spec.root)).sky?.setupFail === true;
-    const setupCmd = failSetup ? `echo "setup failed (simulated: faults.json sky.setupFail)" >&2\nexit 1\n${spec.setup}` : spec.setup;
+    const userSetup = failSetup ? `echo "setup failed (simulated: faults.json sky.setupFail)" >&2\nexit 1\n${spec.setup}` : spec.setup;
+    // task_codegen.RayCodeGen.add_setup: setup_cmd = 'unset CUDA_VISIBLE_DEVICES; ' + setup_cmd
+    const setupCmd = `unset CUDA_VISIBLE_DEVICES; ${userSetup}`;
     const codes = await runPhase(
       spec,
       hosts,
@@ -126,7 +161,8 @@ async function main(): Promise<void> {
         SKYPILOT_NUM_NODES: String(hosts.length),
         SKYPILOT_NUM_GPUS_PER_NODE: "0",
       }),
-      spec.run,
+      // task_codegen.RayCodeGen._add_ray_task: script = f'{unset_ray_env_vars}; {script}' (UNSET_RAY_ENV_VARS).
+      `unset RAY_RAYLET_PID; ${spec.run}`,
       (h, rank, pid) => (rank === 0 ? `(head, rank=0, pid=${pid})` : `(worker${rank}, rank=${rank}, pid=${pid}, ip=${h.internalIp})`),
     );
     if (codes.some((x) => x !== 0)) {
@@ -158,10 +194,12 @@ async function runPhase(
 ): Promise<number[]> {
   const runs: HostRun[] = hosts.map((host, rank) => ({ host, rank, pid: null, child: null, code: null, killed: false }));
   let failed = false;
-  // Ray's cleanup of the other ranks: their process groups are killed (reported as 137). A rank whose
-  // script has not reported its pid yet is killed as soon as it does.
+  // Ray's cleanup of the other ranks (get_or_fail: ray.cancel(force=True); log_lib's
+  // subprocess_utils.kill_children_processes kills the whole process tree), reported as 137. `bash -i`
+  // puts each command in a process group of its own, so the whole session is killed, not one group.
+  // A rank whose script has not reported its pid yet is killed as soon as it does.
   const killRemote = (r: HostRun) => {
-    if (r.pid !== null) void sshOnce(spec.keyPath, r.host.externalIp, `kill -KILL -- -${r.pid} 2>/dev/null; true`);
+    if (r.pid !== null) void sshOnce(spec.keyPath, r.host.externalIp, `pkill -KILL -s ${r.pid} 2>/dev/null; true`);
   };
   const killOthers = () => {
     for (const r of runs.filter((x) => x.code === null)) {
@@ -173,14 +211,12 @@ async function runPhase(
     runs.map(
       (r) =>
         new Promise<void>((resolve) => {
-          const exports = Object.entries(envFor(r.rank))
-            .map(([k, v]) => `export ${k}=${shQuote(v)}`)
-            .join("\n");
-          const script = `echo "${PID_MARK} $$"\ncd ~ 2>/dev/null\n${exports}\n${command}\n`;
+          const script = makeTaskBashScript(command, envFor(r.rank));
           const child = spawn("ssh", [...sshArgs(spec.keyPath, r.host.externalIp), REMOTE], { stdio: ["pipe", "pipe", "pipe"] });
           r.child = child;
           const early: string[] = [];
           const emit = (line: string) => {
+            if (SKIP_LINES.some((skip) => line.includes(skip))) return;
             if (r.pid === null) {
               const m = new RegExp(`^${PID_MARK} (\\d+)$`).exec(line);
               if (m?.[1]) {
