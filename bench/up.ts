@@ -3,11 +3,19 @@
 // Not part of the timed test suite.
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { ensureSimPrerequisites, PreflightError } from "../test/sim/preflight.js";
 import { repoRoot, startSim } from "../test/sim/sim.js";
 
 const bin = join(repoRoot(), "bin", "tpu-deploy.js");
 const sizes = (process.argv[2] ?? "16,64").split(",").map(Number);
 
+try {
+  ensureSimPrerequisites({ command: "npm run bench" });
+} catch (err) {
+  if (!(err instanceof PreflightError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exit(2);
+}
 const sim = await startSim();
 const env = { ...sim.env, TPU_DEPLOY_HOME: join(sim.home, ".tpu-deploy") };
 try {

@@ -3,6 +3,7 @@
 // would (`up --nodes 2`, `status`, a chat request through `proxy`, `down`), then removes everything.
 import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
+import { PreflightError, ensureSimPrerequisites } from "./preflight.js";
 import { repoRoot, startSim } from "./sim.js";
 
 const bin = join(repoRoot(), "bin", "tpu-deploy.js");
@@ -12,8 +13,11 @@ function say(text: string): void {
 }
 
 async function main(): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    process.stderr.write("npm run demo needs root: the simulated TPU hosts are network namespaces running sshd\n");
+  try {
+    ensureSimPrerequisites({ command: "npm run demo" });
+  } catch (err) {
+    if (!(err instanceof PreflightError)) throw err;
+    process.stderr.write(`${err.message}\n`);
     return 2;
   }
   say("starting the simulated cloud (fake sky, Cloud TPU API emulator, metadata server, sshd hosts)");

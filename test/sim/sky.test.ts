@@ -2,7 +2,7 @@
 // messages (exit 1), a real multi-host slice with SkyPilot's SSH config and rank order, job exit codes,
 // fault injection, Ctrl-C that leaves the request running, teardown and preemption handling.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot, startSim, type Sim } from "./sim.js";
@@ -93,12 +93,12 @@ describe("command line like click", () => {
     const launch = sky(["launch", "--help"]);
     expect(launch.code).toBe(0);
     expect(launch.stdout).toBe(HELP_TEXTS.launch);
-    // The embedded copies are the reference files byte for byte (shared/ sits beside the repo).
-    const ref = join(repoRoot(), "..", "shared", "reference", "skypilot-cli-help");
-    if (existsSync(ref)) {
-      for (const [key, text] of Object.entries(HELP_TEXTS)) {
-        expect(text).toBe(readFileSync(join(ref, `${key === "" ? "sky" : key.replace(/ /g, "_")}.txt`), "utf8"));
-      }
+    // The embedded copies are the real CLI's texts (docs/upstream/skypilot-cli-help) byte for byte.
+    const ref = join(repoRoot(), "docs", "upstream", "skypilot-cli-help");
+    const files = readdirSync(ref).filter((f) => f.endsWith(".txt"));
+    expect(files.length).toBe(Object.keys(HELP_TEXTS).length);
+    for (const [key, text] of Object.entries(HELP_TEXTS)) {
+      expect(text).toBe(readFileSync(join(ref, `${key === "" ? "sky" : key.replace(/ /g, "_")}.txt`), "utf8"));
     }
     expect(sky(["api", "cancel", "-h"]).stdout).toContain("Usage: sky api cancel [OPTIONS] [REQUEST_IDS]...");
     const bare = sky([]);

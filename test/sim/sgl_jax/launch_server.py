@@ -1,5 +1,5 @@
 """`python -u -m sgl_jax.launch_server ...`: the sglang-jax test double (see test/sim/README.md and
-../shared/reference/sglang-jax.md §10). Logs go to stdout; nothing is written to disk."""
+docs/upstream/sglang-jax.md §10). Logs go to stdout; nothing is written to disk."""
 
 import os
 import signal

@@ -2,7 +2,7 @@
 
 libtpu reads the worker number from GCE metadata; the double reads the same metadata server
 (GCE_METADATA_HOST) and derives the JAX device count from the accelerator type
-(../shared/reference/tpu.md): v6e has 1 device per chip, TPU7x has 2.
+(docs/upstream/tpu.md): v6e has 1 device per chip, TPU7x has 2.
 """
 
 import fcntl

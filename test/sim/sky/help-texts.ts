@@ -1,5 +1,5 @@
 // Verbatim `sky ... --help` texts of SkyPilot 93a24d4 (click 8.1, 80 columns), copied from
-// /work/shared/reference/skypilot-cli-help/ so the fake prints them byte for byte. Generated; do not edit.
+// docs/upstream/skypilot-cli-help/ so the fake prints them byte for byte. Generated; do not edit.
 
 export const HELP_TEXTS: Record<string, string> = {
   "api cancel":
