@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   "cloud_api", // the Cloud TPU API failed
   "locked", // another run holds the deployment's lock
   "not_found", // no such deployment
+  "state_corrupt", // a state file was damaged outside tpu-deploy
   "not_verified", // teardown could not be verified
   "partial", // some targets failed
   "gave_up", // relaunch attempts exhausted

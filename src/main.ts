@@ -1,4 +1,6 @@
-// Entry point used by bin/ and by in-process tests: never calls process.exit.
+// Entry point used by bin/ and by in-process tests: never calls process.exit. Builds the dependencies
+// once (or takes a test's), runs one command, closes what it opened.
+import { type Deps, type DepsOptions, makeDeps } from "./app/deps.js";
 import type { Io } from "./cli/io.js";
 import { runProgram } from "./cli/program.js";
 
@@ -8,11 +10,21 @@ export function processIo(): Io {
   return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(), stdin: process.stdin };
 }
 
+export interface RunOptions extends DepsOptions {
+  /** Replaces the real dependencies (tests). */
+  deps?: Deps;
+}
+
 export async function run(
   argv: string[],
   io: Io = processIo(),
   signal: AbortSignal = new AbortController().signal,
-  opts: { now?: () => Date } = {},
+  opts: RunOptions = {},
 ): Promise<number> {
-  return runProgram(argv, { io, signal, ...(opts.now ? { now: opts.now } : {}) });
+  const deps = opts.deps ?? makeDeps(io.env, opts);
+  try {
+    return await runProgram(argv, { io, signal, deps });
+  } finally {
+    await deps.close();
+  }
 }

@@ -1,6 +1,8 @@
 // Deployment state under TPU_DEPLOY_HOME: one directory per deployment with state.json (written
 // atomically: temp file, fsync, rename, fsync of the directory) and a lock file held by one run at a time.
 import {
+  accessSync,
+  appendFileSync,
   closeSync,
   constants,
   fsyncSync,
@@ -10,16 +12,20 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
-import { deploymentDir, stateHome } from "../core/paths.js";
-import type { DeploymentState } from "../core/state.js";
-import { OperationError } from "../errors.js";
+import { join, relative, resolve } from "node:path";
+import { NAME_PATTERN } from "../core/config.js";
+import { checkName, stateHome } from "../core/paths.js";
+import { type DeploymentState, parseState } from "../core/state.js";
+import { OperationError, UsageError } from "../errors.js";
+
+export { checkName };
 
 export function writeFileAtomic(path: string, data: string, mode = 0o600): void {
   const dir = path.slice(0, path.lastIndexOf("/"));
@@ -70,8 +76,68 @@ function pidAlive(pid: number): boolean {
 export class StateStore {
   constructor(private readonly env: NodeJS.ProcessEnv) {}
 
+  private root(): string {
+    return resolve(stateHome(this.env), "deployments");
+  }
+
+  /** The deployment's directory; refuses any name that is not one, and any path outside the store. */
   dir(name: string): string {
-    return deploymentDir(this.env, name);
+    checkName(name);
+    const root = this.root();
+    const dir = resolve(root, name);
+    const rel = relative(root, dir);
+    if (rel === "" || rel.startsWith("..") || rel.includes("/")) throw new UsageError(`'${name}' resolves outside ${root}`);
+    return dir;
+  }
+
+  taskPath(name: string): string {
+    return join(this.dir(name), "sky.yaml");
+  }
+
+  launchLogPath(name: string): string {
+    return join(this.dir(name), "sky-launch.log");
+  }
+
+  /** The rendered task, where `sky launch` reads it (0600: it is the user's, and may name secrets). */
+  writeTask(name: string, yaml: string): string {
+    const path = this.taskPath(name);
+    writeFileAtomic(path, yaml, 0o600);
+    return path;
+  }
+
+  appendLaunchLog(name: string, text: string): void {
+    mkdirSync(this.dir(name), { recursive: true, mode: 0o700 });
+    appendFileSync(this.launchLogPath(name), text, { mode: 0o600 });
+  }
+
+  /** Removes the directory when nothing is in it (gc made it only to hold a lock). */
+  removeIfEmpty(name: string): void {
+    try {
+      if (readdirSync(this.dir(name)).length === 0) rmdirSync(this.dir(name));
+    } catch {
+      // gone or not empty
+    }
+  }
+
+  /** Whether the state directory can be made and written (doctor). */
+  checkWritable(): { ok: true; path: string } | { ok: false; path: string; why: string } {
+    const path = stateHome(this.env);
+    try {
+      mkdirSync(path, { recursive: true, mode: 0o700 });
+      accessSync(path, constants.W_OK);
+      return { ok: true, path };
+    } catch (err) {
+      return { ok: false, path, why: (err as Error).message };
+    }
+  }
+
+  exists(name: string): boolean {
+    try {
+      statSync(this.dir(name));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   path(name: string): string {
@@ -86,14 +152,13 @@ export class StateStore {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
-    try {
-      return JSON.parse(text) as DeploymentState;
-    } catch (cause) {
-      throw new OperationError("internal", `state file ${this.path(name)} is not valid JSON`, {
-        hint: "it was written atomically, so this is outside damage: move it away and run `tpu-deploy gc`",
-        cause,
+    const parsed = parseState(text);
+    if (!parsed.ok) {
+      throw new OperationError("state_corrupt", `state file corrupt: ${this.path(name)} (${parsed.why})`, {
+        hint: `it is written atomically, so this is outside damage: move it away (mv ${this.path(name)} ${this.path(name)}.bad), then tpu-deploy gc finds what it described`,
       });
     }
+    return parsed.state;
   }
 
   write(state: DeploymentState): void {
@@ -101,13 +166,14 @@ export class StateStore {
   }
 
   remove(name: string): void {
+    // dir() has refused anything but a name inside the store: `down ..` or an empty name cannot get here.
     rmSync(this.dir(name), { recursive: true, force: true });
   }
 
   list(): string[] {
     try {
-      return readdirSync(join(stateHome(this.env), "deployments"), { withFileTypes: true })
-        .filter((d) => d.isDirectory())
+      return readdirSync(this.root(), { withFileTypes: true })
+        .filter((d) => d.isDirectory() && NAME_PATTERN.test(d.name))
         .map((d) => d.name)
         .filter((n) => {
           try {

@@ -1,58 +1,44 @@
-// The dependencies a use case gets, built once per command run. Heavy adapters load on first use.
-import { homedir } from "node:os";
-import type { Sky } from "../adapters/sky.js";
-import { StateStore } from "../adapters/state-store.js";
-import type { TpuApi } from "../adapters/tpu-api.js";
-import { type Io, makeReporter, type OutputFlags, type Reporter } from "../cli/io.js";
+// What a use case receives: the dependencies (built once in main.ts, or by a test), plus the run's signal,
+// the progress reporter and the prompt. Use cases know no flags and no terminal: the CLI implements
+// Reporter and Prompt and hands them in.
+import { setTimeout as delay } from "node:timers/promises";
+import pLimit from "p-limit";
 import { InterruptedError, TpuDeployError } from "../errors.js";
+import type { Deps } from "./deps.js";
 
-export interface AppContext {
-  io: Io;
-  env: NodeJS.ProcessEnv;
-  home: string;
-  signal: AbortSignal;
-  flags: OutputFlags;
-  report: Reporter;
-  store: StateStore;
-  now(): Date;
-  sky(): Promise<Sky>;
-  /** The Cloud TPU API client; created once, closed by close(). */
-  tpuApi(): Promise<TpuApi>;
-  close(): Promise<void>;
+/** Progress lines for people (stderr in the CLI); silent under --quiet and --json. */
+export interface Reporter {
+  info(msg: string): void;
+  warn(msg: string): void;
+  debug(msg: string): void;
+  /** A phase of a long wait: one line, and on a TTY a spinner with the phase's elapsed time until the next. */
+  phase(msg: string): void;
+  /** Ends the spinner (if any) and leaves the terminal line clean. */
+  stop(): void;
 }
 
-export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now: () => Date = () => new Date()): AppContext {
-  let sky: Promise<Sky> | undefined;
-  let api: Promise<TpuApi> | undefined;
-  const report = makeReporter(io, flags);
-  return {
-    io,
-    env: io.env,
-    home: io.env.HOME || homedir(),
-    signal,
-    flags,
-    report,
-    store: new StateStore(io.env),
-    now,
-    sky: () => {
-      sky ??= import("../adapters/sky.js").then((m) => m.createSky());
-      return sky;
-    },
-    tpuApi: () => {
-      api ??= import("../adapters/tpu-api.js").then((m) => m.createTpuApi(io.env));
-      return api;
-    },
-    close: async () => {
-      report.stop();
-      if (api) {
-        try {
-          await (await api).close();
-        } catch {
-          // closing a client that never connected can reject (tpu.md P8)
-        }
-      }
-    },
-  };
+/** Confirmation for destructive actions; rejects (UsageError without a terminal, InterruptedError on "no"). */
+export interface Prompt {
+  confirm(question: string, yes: boolean): Promise<void>;
+}
+
+export interface AppContext extends Deps {
+  signal: AbortSignal;
+  report: Reporter;
+  prompt: Prompt;
+}
+
+export const silentReporter: Reporter = {
+  info: () => undefined,
+  warn: () => undefined,
+  debug: () => undefined,
+  phase: () => undefined,
+  stop: () => undefined,
+};
+
+/** The same context with another signal (a timeout, or a fresh one for cleanup after Ctrl-C). */
+export function withSignal(ctx: AppContext, signal: AbortSignal): AppContext {
+  return { ...ctx, signal };
 }
 
 export function throwIfAborted(signal: AbortSignal): void {
@@ -65,42 +51,22 @@ export function interruptedFrom(signal: AbortSignal): TpuDeployError {
   return new InterruptedError("interrupted", { hint: "run the same command again to continue", cause: reason });
 }
 
-/** Runs fn over items with at most `limit` at once; results in input order, every item settled. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, i: number) => Promise<R>,
-): Promise<PromiseSettledResult<R>[]> {
-  const out: PromiseSettledResult<R>[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) {
-      const item = items[i] as T;
-      try {
-        out[i] = { status: "fulfilled", value: await fn(item, i) };
-      } catch (reason) {
-        out[i] = { status: "rejected", reason };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return out;
+/** Sleeps; an aborted signal ends it with the run's InterruptedError. */
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await delay(ms, undefined, signal ? { signal } : undefined);
+  } catch (err) {
+    if (signal?.aborted) throw interruptedFrom(signal);
+    throw err;
+  }
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(interruptedFrom(signal));
-      return;
-    }
-    const t = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal ? interruptedFrom(signal) : new InterruptedError());
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+/** Runs fn over items, at most `concurrency` at once; every item settles, results in input order. */
+export async function settleEach<T, R>(
+  items: readonly T[],
+  concurrency: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const limit = pLimit(Math.max(1, concurrency));
+  return await Promise.allSettled(items.map((item, i) => limit(() => fn(item, i))));
 }

@@ -1,8 +1,7 @@
 // Finding every host of a cluster and its rank: SkyPilot's status and SSH config, then each host's TPU
 // worker number and internal address from the Cloud TPU API (v6e) or the host's metadata server (v7).
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { SkyClusterRecord } from "../adapters/sky.js";
+import { readSkySshConfig, skySshConfigPath } from "../adapters/sky-ssh.js";
 import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
 import { nodesOfCluster, type TpuNode } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
@@ -23,19 +22,16 @@ export interface Discovered {
 
 export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?: boolean } = {}): Promise<SkyClusterRecord | undefined> {
   const sky = await ctx.sky();
-  const records = await sky.status([name], { verbose: true, refresh: opts.refresh, env: ctx.env, signal: ctx.signal });
+  const records = await sky.status([name], { verbose: true, refresh: opts.refresh ?? false, signal: ctx.signal });
   return records.find((r) => r.name === name);
 }
 
 export function readSshTargets(ctx: AppContext, cluster: string): SshTarget[] {
-  const path = join(ctx.home, ".sky", "generated", "ssh", cluster);
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (cause) {
+  const path = skySshConfigPath(ctx.home, cluster);
+  const text = readSkySshConfig(ctx.home, cluster);
+  if (text === undefined) {
     throw new OperationError("hosts_mismatch", `SkyPilot's SSH config for ${cluster} is missing (${path})`, {
       hint: `run \`sky status ${cluster}\` (it rewrites the file), then try again`,
-      cause,
     });
   }
   const parsed = parseSshConfig(text, cluster);

@@ -2,16 +2,14 @@
 // with no state file, TPU nodes labelled as ours that are PREEMPTED or TERMINATED (they still hold
 // quota), and state files whose cluster is gone and that no relaunch will bring back. Each removal
 // runs under the deployment's lock, so gc never races an `up` or a `relaunch` of the same name.
-import { existsSync, readdirSync, rmdirSync } from "node:fs";
 import type { SkyClusterRecord } from "../adapters/sky.js";
 import type { Lock } from "../adapters/state-store.js";
-import { LABEL_KEY } from "../core/plan.js";
+import { LABEL_KEY, MANAGED_BY } from "../core/plan.js";
 import type { DeploymentState } from "../core/state.js";
 import { DEFAULT_ZONES } from "../core/topology.js";
 import { CloudApiError, OperationError } from "../errors.js";
 import { type AppContext, sleep } from "./context.js";
 
-export const MANAGED_BY = { key: "managed-by", value: "tpu-deploy" } as const;
 const DEAD_NODE_STATES = new Set(["PREEMPTED", "TERMINATED"]);
 
 export interface GcItem {
@@ -32,7 +30,7 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     if (s) states.set(n, s);
   }
   const sky = await ctx.sky();
-  const records = await sky.status([], { verbose: true, env: ctx.env, signal: ctx.signal });
+  const records = await sky.status([], { verbose: true, signal: ctx.signal });
   const byName = new Map(records.map((r) => [r.name, r]));
   const items: GcItem[] = [];
 
@@ -132,7 +130,7 @@ export async function removeGarbage(ctx: AppContext, items: GcItem[]): Promise<G
   for (const item of items) {
     const owner = item.deployment ?? undefined;
     let lock: Lock | undefined;
-    const dirExisted = owner ? existsSync(ctx.store.dir(owner)) : true;
+    const dirExisted = owner ? ctx.store.exists(owner) : true;
     try {
       if (owner) lock = ctx.store.lock(owner, "tpu-deploy gc");
       await removeOne(ctx, item);
@@ -144,7 +142,7 @@ export async function removeGarbage(ctx: AppContext, items: GcItem[]): Promise<G
       ctx.report.warn(`${item.kind} ${item.name}: ${message}`);
     } finally {
       lock?.release();
-      if (owner && !dirExisted) removeIfEmpty(ctx.store.dir(owner));
+      if (owner && !dirExisted) ctx.store.removeIfEmpty(owner);
     }
   }
   return done;
@@ -155,7 +153,7 @@ async function removeOne(ctx: AppContext, item: GcItem): Promise<void> {
     case "cluster": {
       if (ctx.store.read(item.name)) throw new OperationError("locked", `${item.name} has a state file again (an up started meanwhile)`);
       const sky = await ctx.sky();
-      await sky.down(item.name, { env: ctx.env, signal: ctx.signal, onLine: (l) => ctx.report.debug(`sky | ${l}`) });
+      await sky.down(item.name, { signal: ctx.signal, onLine: (l) => ctx.report.debug(`sky | ${l}`) });
       await verifyGone(ctx, item.name);
       return;
     }
@@ -168,9 +166,7 @@ async function removeOne(ctx: AppContext, item: GcItem): Promise<void> {
       const s = ctx.store.read(item.name);
       if (!s) return;
       const sky = await ctx.sky();
-      const rec: SkyClusterRecord | undefined = (await sky.status([item.name], { env: ctx.env, signal: ctx.signal })).find(
-        (r) => r.name === item.name,
-      );
+      const rec: SkyClusterRecord | undefined = (await sky.status([item.name], { signal: ctx.signal })).find((r) => r.name === item.name);
       if (rec) throw new OperationError("locked", `${item.name}'s cluster exists again (${rec.status}); kept`);
       ctx.store.remove(item.name);
       return;
@@ -181,18 +177,10 @@ async function removeOne(ctx: AppContext, item: GcItem): Promise<void> {
 async function verifyGone(ctx: AppContext, name: string): Promise<void> {
   const sky = await ctx.sky();
   for (let i = 0; i < 5; i++) {
-    if (!(await sky.status([name], { env: ctx.env, signal: ctx.signal })).some((r) => r.name === name)) return;
+    if (!(await sky.status([name], { signal: ctx.signal })).some((r) => r.name === name)) return;
     await sleep(1000, ctx.signal);
   }
   throw new OperationError("not_verified", `sky down ${name} did not remove the cluster`, {
     hint: `see sky status -v ${name}; sky down --purge ${name} as a last resort`,
   });
-}
-
-function removeIfEmpty(dir: string): void {
-  try {
-    if (readdirSync(dir).length === 0) rmdirSync(dir);
-  } catch {
-    // gone or not empty
-  }
 }

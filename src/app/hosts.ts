@@ -10,7 +10,7 @@ export interface HostSessions {
   close(): Promise<void>;
 }
 
-export async function sessionsFor(ctx: AppContext, hosts: HostRecord[], timeoutMs = 15_000): Promise<HostSessions> {
+export async function sessionsFor(ctx: AppContext, hosts: readonly HostRecord[], timeoutMs = 15_000): Promise<HostSessions> {
   const results = await connectAll(
     hosts.map((h) => ({ alias: h.sshAlias, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
     { concurrency: 16, timeoutMs, signal: ctx.signal },

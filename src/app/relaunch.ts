@@ -1,11 +1,8 @@
 // `tpu-deploy relaunch`: one cron-safe check of a deployment and, when needed, one attempt to make it
 // serve again. Never waits for the lock; decides from the cheapest evidence first (core/relaunch.ts);
 // restarts servers on healthy hosts, or cleans up a preempted cluster and runs the `up` path again.
-import { httpViaSsh } from "../adapters/ssh.js";
-import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";
-import { loadTemplate } from "../cli/load-spec.js";
 import { formatDuration } from "../core/duration.js";
 import {
   type Action,
@@ -16,26 +13,23 @@ import {
   type BackoffPolicy,
   beginAttempt,
   chooseSpot,
-  decide,
   DEFAULT_BACKOFF,
-  type Evidence,
   gate,
   needsClearing,
   notePreemption,
   orderZones,
-  type ProcessState,
   resetRelaunch,
   type Verdict,
   type VerdictKind,
 } from "../core/relaunch.js";
-import { aliveCommand } from "../core/remote.js";
 import { addEvent, type DeploymentState } from "../core/state.js";
-import { CloudApiError, GaveUpError, InternalError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
-import { type AppContext, interruptedFrom, sleep, throwIfAborted } from "./context.js";
-import { skyRecord } from "./discover.js";
-import { requireState, sessionsFor } from "./hosts.js";
+import { EXIT, GaveUpError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
+import { assess } from "./assess.js";
+import { type AppContext, interruptedFrom, throwIfAborted, withSignal } from "./context.js";
+import { clusterRefOf, deploy } from "./deploy.js";
+import { requireState } from "./hosts.js";
 import { teardownCluster } from "./teardown.js";
-import { deploy } from "./up.js";
+import { planFor } from "./up.js";
 import { postWebhook } from "./webhook.js";
 
 export interface RelaunchOptions {
@@ -81,7 +75,7 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
         attempt: 0,
         zone: null,
         nextAttemptAt: null,
-        code: 0,
+        code: EXIT.ok,
         message: `another run is in progress (${err.message}); nothing to do`,
       };
     }
@@ -116,9 +110,9 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
     const seen = { ...base, verdict: verdict.kind, action, nextAttemptAt: null };
     if (action === "none") {
       if (needsClearing(state.relaunch)) write(ctx, { ...state, relaunch: attemptSucceeded(state.relaunch) });
-      return { ...seen, attempt: 0, code: 0, message: `healthy: ${verdict.reason}` };
+      return { ...seen, attempt: 0, code: EXIT.ok, message: `healthy: ${verdict.reason}` };
     }
-    if (action === "wait") return { ...seen, code: 0, message: `still coming up: ${verdict.reason}` };
+    if (action === "wait") return { ...seen, code: EXIT.ok, message: `still coming up: ${verdict.reason}` };
 
     if (action === "relaunch") state = notePreemptionOnce(ctx, state, verdict);
     const g = gate(state.relaunch, ctx.now());
@@ -128,7 +122,7 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
         ...seen,
         action: "backoff",
         nextAttemptAt: g.until,
-        code: 0,
+        code: EXIT.ok,
         message: `${verdict.reason}; backing off after ${state.relaunch.attempts} failed attempt(s): next attempt at ${g.until} (in ${formatDuration(inMs)})`,
       };
     }
@@ -191,18 +185,16 @@ async function attempt(
   await postWebhook(ctx, webhook, { event: "started", name, attempt: n, zone: relaunching ? (zones[0] ?? null) : (state.zone ?? null) });
 
   const timeout = opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined;
-  const runCtx: AppContext = timeout ? { ...ctx, signal: AbortSignal.any([ctx.signal, timeout]) } : ctx;
+  const runCtx = timeout ? withSignal(ctx, AbortSignal.any([ctx.signal, timeout])) : ctx;
   try {
     if (relaunching) {
       // Remnants first: sky's record of the dead cluster and its PREEMPTED/TERMINATED nodes still hold quota.
-      await teardownCluster(runCtx, config, { nameOnCloud: state.nameOnCloud, zone: state.zone });
+      await teardownCluster(runCtx, clusterRefOf(state), { leftovers: "dead-only" });
       state = write(ctx, { ...state, phase: "launching", hosts: [], distInitAddr: undefined });
     }
     throwIfAborted(runCtx.signal);
-    await deploy(runCtx, { ...config, tpu: { ...config.tpu, zones } }, loadTemplate(config), secrets, {
-      recreate: false,
+    await deploy(runCtx, config, planFor(ctx, config, { zones, spot }), secrets, {
       keepOnFailure: !relaunching,
-      spot,
       lockHeld: true,
       keepState: true,
       // The verdict already says the servers do not serve: restart even if a probe inside deploy() would pass.
@@ -236,7 +228,7 @@ async function attempt(
       attempt: n,
       zone: s.zone ?? null,
       nextAttemptAt: null,
-      code: 0,
+      code: EXIT.ok,
       message: `${verdict.reason}; ${what}`,
     };
   } catch (err) {
@@ -299,103 +291,10 @@ async function attempt(
     return {
       ...report,
       nextAttemptAt: relaunch.nextAttemptAt ?? null,
-      code: 1,
+      code: EXIT.failed,
       message: `attempt ${n} of ${config.relaunch.maxAttempts} failed (${e.code}); the next run after ${relaunch.nextAttemptAt} tries again`,
       error: errorJson(e),
     };
-  }
-}
-
-/** The verdict from the cheapest evidence first; each probe only when the evidence so far is not conclusive. */
-export async function assess(ctx: AppContext, state: DeploymentState): Promise<Verdict> {
-  const config = state.config;
-  const project = config.tpu.project;
-  const ev: Evidence = {
-    apiServes: config.tpu.generation === "v6e" && Boolean(project && state.zone && state.nameOnCloud),
-    spot: state.spot,
-    phase: state.phase,
-    hosts: state.hosts.length,
-    startedAt: state.history.findLast((e) => e.event === "servers-started")?.at,
-    readyTimeoutMs: config.server.readyTimeoutMs,
-    now: ctx.now(),
-  };
-  for (let step = 0; step < 8; step++) {
-    const d = decide(ev);
-    if (d.kind === "verdict") return d.verdict;
-    ctx.report.debug(`relaunch ${state.name}: probing ${d.probe}`);
-    switch (d.probe) {
-      case "tpu-nodes":
-        ev.tpuNodes = await tpuNodes(ctx, project ?? "", state.zone ?? "", state.nameOnCloud ?? "");
-        break;
-      case "sky-status":
-      case "sky-refresh": {
-        const rec = await skyRecord(ctx, state.name, { refresh: d.probe === "sky-refresh" });
-        const view = rec ? { status: rec.status } : ("missing" as const);
-        if (d.probe === "sky-status") ev.sky = view;
-        else ev.skyRefreshed = view;
-        break;
-      }
-      case "health":
-        ev.health = await probeHealth(ctx, state);
-        break;
-      case "processes":
-        ev.processes = await probeProcesses(ctx, state);
-        break;
-    }
-    throwIfAborted(ctx.signal);
-  }
-  throw new InternalError(`relaunch ${state.name}: the evidence never became conclusive`);
-}
-
-async function tpuNodes(ctx: AppContext, project: string, zone: string, nameOnCloud: string): Promise<Evidence["tpuNodes"]> {
-  try {
-    const api = await ctx.tpuApi();
-    return nodesOfCluster(await api.listNodes(project, zone), nameOnCloud).map((n) => ({ name: n.name, state: n.state }));
-  } catch (err) {
-    if (!(err instanceof CloudApiError)) throw err;
-    ctx.report.warn(`Cloud TPU API unavailable (${err.message}); asking SkyPilot instead`);
-    return "unavailable";
-  }
-}
-
-async function probeHealth(ctx: AppContext, state: DeploymentState): Promise<Evidence["health"]> {
-  const rank0 = state.hosts.find((h) => h.rank === 0);
-  if (!rank0) return "unreachable";
-  const hs = await sessionsFor(ctx, [rank0], 15_000);
-  try {
-    const s = hs.sessions.get(rank0.sshAlias);
-    if (!s) return "unreachable";
-    const r = await httpViaSsh(s, rank0.internalIp, state.config.server.port, {
-      path: "/health_generate",
-      timeoutMs: 30_000,
-      signal: ctx.signal,
-    });
-    return r.status === 200 ? "ok" : "failing";
-  } catch (err) {
-    if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
-    ctx.report.debug(`rank 0 health: ${(err as Error).message}`);
-    return "unreachable";
-  } finally {
-    await hs.close();
-  }
-}
-
-async function probeProcesses(ctx: AppContext, state: DeploymentState): Promise<ProcessState[]> {
-  const hosts = [...state.hosts].sort((a, b) => a.rank - b.rank);
-  const hs = await sessionsFor(ctx, hosts, 15_000);
-  try {
-    return await Promise.all(
-      hosts.map(async (h): Promise<ProcessState> => {
-        const s = hs.sessions.get(h.sshAlias);
-        if (!s) return "unreachable";
-        if (!h.pgid) return "not started";
-        const r = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000, signal: ctx.signal }).catch(() => undefined);
-        if (!r) return "unreachable";
-        return r.stdout.includes("alive") ? "running" : "dead";
-      }),
-    );
-  } finally {
-    await hs.close();
   }
 }
 
@@ -420,52 +319,5 @@ export function combinedCode(reports: readonly RelaunchReport[]): number {
   const codes = new Set(reports.map((r) => r.code));
   if (codes.size === 0) return 0;
   if (codes.size === 1) return reports[0]?.code ?? 0;
-  return 3;
-}
-
-export interface WatchOptions extends RelaunchOptions {
-  names: string[] | "all";
-  intervalMs: number;
-  onReport(r: RelaunchReport, changed: boolean): void;
-}
-
-/**
- * The relaunch check in a loop, one lock per pass. Stops when the run's signal aborts (SIGTERM/SIGINT):
- * an attempt under way cleans up through deploy()'s own interrupt path and records the attempt as
- * interrupted, so the next run (cron, or watch again) finishes the job. Returns the last reports.
- */
-export async function watch(
-  ctx: AppContext,
-  opts: WatchOptions,
-): Promise<{ reports: RelaunchReport[]; stopped: "signal" | "gave-up" | "gone" }> {
-  const last = new Map<string, string>();
-  let reports: RelaunchReport[] = [];
-  for (let pass = 0; ; pass++) {
-    const names = opts.names === "all" ? ctx.store.list() : opts.names;
-    reports = [];
-    for (const name of names) {
-      if (ctx.signal.aborted) return { reports, stopped: "signal" };
-      let r: RelaunchReport;
-      try {
-        r = await relaunchOne(ctx, name, opts);
-      } catch (err) {
-        if (ctx.signal.aborted) return { reports, stopped: "signal" };
-        r = errorReport(name, err);
-      }
-      reports.push(r);
-      const key = `${r.verdict}/${r.action}/${r.code}/${r.nextAttemptAt}`;
-      opts.onReport(r, last.get(name) !== key);
-      last.set(name, key);
-    }
-    if (opts.names !== "all") {
-      if (reports.length > 0 && reports.every((r) => r.action === "gave-up" || r.code === 4)) return { reports, stopped: "gave-up" };
-      // A deployment torn down with `down` while watched: nothing left to watch.
-      if (pass > 0 && reports.length > 0 && reports.every((r) => r.error?.code === "not_found")) return { reports, stopped: "gone" };
-    }
-    try {
-      await sleep(opts.intervalMs, ctx.signal);
-    } catch {
-      return { reports, stopped: "signal" };
-    }
-  }
+  return EXIT.partial;
 }

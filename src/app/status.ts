@@ -1,12 +1,12 @@
 // `tpu-deploy status`: every deployment's recorded state, the live cluster (sky status -v -o json), the TPU
 // node state where the API serves it, each rank's process and rank 0's health.
-import { httpViaSsh } from "../adapters/ssh.js";
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { aliveCommand } from "../core/remote.js";
 import type { DeploymentState, HistoryEvent } from "../core/state.js";
 import { CloudApiError } from "../errors.js";
-import { type AppContext, mapLimit } from "./context.js";
+import { type AppContext, settleEach } from "./context.js";
 import { sessionsFor } from "./hosts.js";
+import { probeRank0 } from "./probe.js";
 
 export interface DeploymentStatus {
   name: string;
@@ -36,9 +36,9 @@ export async function statusOf(ctx: AppContext, states: DeploymentState[]): Prom
   const sky = await ctx.sky();
   const records = await sky.status(
     states.map((s) => s.name),
-    { verbose: true, env: ctx.env, signal: ctx.signal },
+    { verbose: true, signal: ctx.signal },
   );
-  const results = await mapLimit(states, 4, async (state) => {
+  const results = await settleEach(states, 4, async (state) => {
     const rec = records.find((r) => r.name === state.name);
     const config = state.config;
     let tpuNodes: DeploymentStatus["tpuNodes"] = null;
@@ -74,20 +74,15 @@ export async function statusOf(ctx: AppContext, states: DeploymentState[]): Prom
             row.process = r?.stdout.includes("alive") ? "running" : r ? "dead" : "unreachable";
           }),
         );
-        const rank0 = state.hosts.find((h) => h.rank === 0);
-        const s0 = rank0 && hs.sessions.get(rank0.sshAlias);
-        if (rank0 && s0) {
-          health = "starting";
-          try {
-            const h = await httpViaSsh(s0, rank0.internalIp, config.server.port, { path: "/health", timeoutMs: 5000 });
-            if (h.status === 200) {
-              const hg = await httpViaSsh(s0, rank0.internalIp, config.server.port, { path: "/health_generate", timeoutMs: 30_000 });
-              health = hg.status === 200 ? "serving" : "wedged";
-            }
-          } catch {
-            health = hosts.some((h) => h.process === "running") ? "starting" : "down";
-          }
-        }
+        const h = await probeRank0(ctx, state.hosts, config.server.port, { generateTimeoutMs: 30_000, connectTimeoutMs: 10_000 });
+        health =
+          h.kind === "serving"
+            ? "serving"
+            : h.kind === "wedged"
+              ? "wedged"
+              : hosts.some((x) => x.process === "running")
+                ? "starting"
+                : "down";
       } finally {
         await hs.close();
       }

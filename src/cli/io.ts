@@ -1,4 +1,5 @@
 // Where output goes: results on stdout, progress and logs on stderr, `--json` as one versioned document.
+import type { Reporter } from "../app/context.js";
 import { EXIT, type TpuDeployError, toTpuDeployError } from "../errors.js";
 
 export interface Io {
@@ -42,19 +43,9 @@ export function reportError(io: Io, command: string, err: unknown, flags: Output
   return e.exitCode ?? EXIT.failed;
 }
 
-/** Progress lines for people, on stderr; silent under --quiet and --json. */
-export interface Reporter {
-  info(msg: string): void;
-  warn(msg: string): void;
-  debug(msg: string): void;
-  /** A phase of a long wait: one line, and on a TTY a spinner with the phase's elapsed time until the next. */
-  phase(msg: string): void;
-  /** Ends the spinner (if any) and leaves the terminal line clean. */
-  stop(): void;
-}
-
 const FRAMES = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
+/** The app's Reporter on stderr: silent under --quiet and --json, a spinner only on a TTY. */
 export function makeReporter(io: Io, flags: OutputFlags): Reporter {
   const quiet = Boolean(flags.quiet || flags.json);
   // Spinners only on a terminal, and never with --json or --quiet.

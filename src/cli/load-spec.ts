@@ -1,7 +1,6 @@
 // Reads the config file (if any), merges the flags over it, and resolves the config; reads the template.
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import { type Config, type ConfigSource, resolveConfig } from "../core/config.js";
 import { ConfigError, UsageError } from "../errors.js";
@@ -9,16 +8,6 @@ import { flagName, flagsToConfig, type SpecFlags } from "./config-flags.js";
 import type { Io } from "./io.js";
 
 export const DEFAULT_CONFIG_FILE = "tpu-deploy.yaml";
-
-/** The package root: dist/src/cli/ → ../../.. ; src/cli/ (tests) → ../.. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, "package.json")) && existsSync(join(dir, "templates"))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error("cannot find the tpu-deploy package root (templates/)");
-}
 
 function expandHome(p: string, env: NodeJS.ProcessEnv): string {
   return p.startsWith("~/") && env.HOME ? join(env.HOME, p.slice(2)) : p;
@@ -62,10 +51,4 @@ export function loadSpec(flags: SpecFlags, io: Io): Config {
 
 function absolute(p: string, base: string): string {
   return isAbsolute(p) ? p : resolve(base, p);
-}
-
-export function loadTemplate(config: Config): { text: string; name: string } {
-  const path = config.launch.template ?? join(packageRoot(), "templates", `${config.tpu.generation}.sky.yaml`);
-  if (!existsSync(path)) throw new UsageError(`template ${path} does not exist`);
-  return { text: readFileSync(path, "utf8"), name: config.launch.template ?? `templates/${config.tpu.generation}.sky.yaml` };
 }

@@ -1,20 +1,25 @@
 // The command tree. Each command's module is imported only when it runs, so `--help` stays instant.
 import { Command, CommanderError } from "commander";
+import type { Deps } from "../app/deps.js";
 import { EXIT, UsageError } from "../errors.js";
 import { addSpecOptions } from "./config-flags.js";
 import { type Io, type OutputFlags, reportError, writeJson } from "./io.js";
 
+/** What every command gets: the terminal, the run's signal (Ctrl-C, SIGTERM) and the dependencies. */
 export interface RunContext {
   io: Io;
   signal: AbortSignal;
-  /** The clock; tests inject one (relaunch backoff). */
-  now?: () => Date;
+  deps: Deps;
 }
 
 /** A command's outcome. With a non-zero code, `json` is the error document: {code, message, hint?, ...details}. */
 export type CommandResult = { code: number; json?: unknown };
 
-type Handler = (opts: Record<string, unknown>, args: string[], ctx: RunContext) => Promise<CommandResult>;
+// Each command declares its own flags type; commander hands a plain object. A method's parameters are
+// checked bivariantly, which lets `(opts: UpFlags) => …` stand where any flags object may arrive.
+type Handler = {
+  handle(opts: Record<string, unknown>, args: string[], ctx: RunContext): Promise<CommandResult>;
+}["handle"];
 
 export const VERSION = "0.1.0";
 
@@ -36,7 +41,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
       writeErr: (s) => ctx.io.stderr.write(s),
     });
 
-  const define = (name: string, description: string, load: () => Promise<{ default: Handler }>) => {
+  const define = (name: string, description: string, load: () => Promise<Handler>) => {
     const cmd = addOutputOptions(program.command(name).description(description));
     cmd.action(async (...raw: unknown[]) => {
       const command = raw.at(-1) as Command;
@@ -44,7 +49,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
       const args = command.args;
       const flags = opts as OutputFlags;
       try {
-        const handler = (await load()).default;
+        const handler = await load();
         const result = await handler(opts, args, ctx);
         if (flags.json && result.json !== undefined) {
           const payload = result.code === EXIT.ok ? { ok: true as const, result: result.json } : { ok: false as const, error: result.json };
@@ -58,54 +63,56 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     return cmd;
   };
 
-  addSpecOptions(define("up", "launch a slice, start sglang-jax on every host and wait until it serves", () => import("./commands/up.js")))
+  addSpecOptions(
+    define("up", "launch a slice, start sglang-jax on every host and wait until it serves", () =>
+      import("./commands/up.js").then((m) => m.upCommand),
+    ),
+  )
     .option("--dry-run", "print the sky.yaml, the sky launch argv and the rank plan; touch nothing")
     .option("--timeout <duration>", "bound the whole run")
     .option("--recreate", "tear down and launch again when the slice's resources changed")
     .option("--keep-on-failure", "leave the cluster up when up fails (for debugging)")
     .option("-y, --yes", "do not prompt");
 
-  addSpecOptions(define("render", "write the rendered sky.yaml (stdout, or -o FILE)", () => import("./commands/render.js"))).option(
-    "-o, --output <file>",
-    "write to this file instead of stdout",
+  addSpecOptions(
+    define("render", "write the rendered sky.yaml (stdout, or -o FILE)", () => import("./commands/render.js").then((m) => m.renderCommand)),
+  ).option("-o, --output <file>", "write to this file instead of stdout");
+
+  define("schema", "print the JSON Schema of tpu-deploy.yaml", () => import("./commands/schema.js").then((m) => m.schemaCommand));
+
+  define("status [names...]", "show every deployment (or the named ones): cluster, TPU nodes, ranks, health", () =>
+    import("./commands/status.js").then((m) => m.statusCommand),
   );
 
-  define("schema", "print the JSON Schema of tpu-deploy.yaml", () => import("./commands/schema.js"));
-
-  define(
-    "status [names...]",
-    "show every deployment (or the named ones): cluster, TPU nodes, ranks, health",
-    () => import("./commands/status.js"),
-  );
-
-  define("logs <name>", "server logs from the hosts, each line prefixed with its rank", () => import("./commands/logs.js"))
+  define("logs <name>", "server logs from the hosts, each line prefixed with its rank", () =>
+    import("./commands/logs.js").then((m) => m.logsCommand),
+  )
     .option("--rank <n|all>", "one rank, or all (default)")
     .option("-f, --follow", "keep following")
     .option("--tail <n>", "lines from the end of each log (default 100)");
 
-  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () => import("./commands/proxy.js")).option(
-    "--local-port <n>",
-    "local port (0 picks a free one)",
+  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () =>
+    import("./commands/proxy.js").then((m) => m.proxyCommand),
+  ).option("--local-port <n>", "local port (0 picks a free one)");
+
+  define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () =>
+    import("./commands/restart.js").then((m) => m.restartCommand),
   );
 
-  define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () => import("./commands/restart.js"));
-
   addSpecOptions(
-    define(
-      "doctor [name]",
-      "check what usually breaks a launch: sky, zones, secrets, state directory",
-      () => import("./commands/doctor.js"),
+    define("doctor [name]", "check what usually breaks a launch: sky, zones, secrets, state directory", () =>
+      import("./commands/doctor.js").then((m) => m.doctorCommand),
     ),
   );
 
-  define("down [names...]", "stop the servers, tear the cluster down and verify it is gone", () => import("./commands/down.js"))
+  define("down [names...]", "stop the servers, tear the cluster down and verify it is gone", () =>
+    import("./commands/down.js").then((m) => m.downCommand),
+  )
     .option("--all", "every deployment")
     .option("-y, --yes", "do not prompt");
 
-  define(
-    "relaunch [name]",
-    "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)",
-    () => import("./commands/relaunch.js"),
+  define("relaunch [name]", "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)", () =>
+    import("./commands/relaunch.js").then((m) => m.relaunchCommand),
   )
     .option("--all", "every deployment")
     .option("--reset", "forget failed attempts and a give-up, then check again")
@@ -113,17 +120,17 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
     .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
 
-  define("watch [name]", "the relaunch check in a loop in the foreground, until SIGTERM or Ctrl-C", () => import("./commands/watch.js"))
+  define("watch [name]", "the relaunch check in a loop in the foreground, until SIGTERM or Ctrl-C", () =>
+    import("./commands/watch.js").then((m) => m.watchCommand),
+  )
     .option("--all", "every deployment")
     .option("--interval <duration>", "time between checks (default 60s)")
     .option("--timeout <duration>", "bound each attempt")
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
     .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
 
-  define(
-    "schedule <name>",
-    "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME",
-    () => import("./commands/schedule.js"),
+  define("schedule <name>", "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME", () =>
+    import("./commands/schedule.js").then((m) => m.scheduleCommand),
   )
     .option("--every <interval>", "how often: 1m…30m dividing an hour, 1h…24h dividing a day")
     .option("--cron <expr>", "a 5-field cron expression instead of --every")
@@ -131,7 +138,9 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--systemd", "print the systemd service and timer units instead of the crontab line")
     .option("--uninstall", "remove what --install installed for NAME");
 
-  define("gc", "find clusters, TPU nodes and state files of tpu-deploy that nobody owns; -y removes them", () => import("./commands/gc.js"))
+  define("gc", "find clusters, TPU nodes and state files of tpu-deploy that nobody owns; -y removes them", () =>
+    import("./commands/gc.js").then((m) => m.gcCommand),
+  )
     .option("--dry-run", "only list them")
     .option("-y, --yes", "remove without asking");
 

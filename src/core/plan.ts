@@ -1,5 +1,7 @@
-// Plan a deployment from a resolved config: the sky task, the `sky launch` argv per zone, and the
-// rank plan with every rank's exact server command. Pure: no I/O.
+// The deployment plan: everything `up` will do, computed from the config and the template before anything
+// runs. `--dry-run` prints this object and `up` executes this object (app/deploy.ts), so the two cannot
+// drift. Per replica (one SkyPilot cluster each): the rendered task and `sky launch` argv per zone, the rank
+// rule with every rank's server argv, the rendezvous ports to check and what setup must have left. Pure.
 import type { Config } from "./config.js";
 import { shellJoin } from "./quote.js";
 import { renderTemplate, type TemplateValue } from "./render.js";
@@ -7,6 +9,9 @@ import { validateSkyTask } from "./sky-task-schema.js";
 import { regionOf } from "./topology.js";
 
 export const LABEL_KEY = "tpu-deploy";
+export const MANAGED_BY = { key: "managed-by", value: "tpu-deploy" } as const;
+/** Stands for rank 0's internal IPv4 until the hosts are known; `bindRank` fills it in. */
+export const RANK0_IP = "<rank-0-internal-ip>";
 
 /** The interpreter the server runs: <sglang.dir>/.venv/bin/python (absolute or ~/, never relative). */
 export function venvPython(config: Config): string {
@@ -21,32 +26,81 @@ export function setupMarker(config: Config): string {
   return `${config.sglang.dir}/.venv/.tpu-deploy-installed-${config.sglang.ref.replace(/[^A-Za-z0-9._-]/g, "_")}`;
 }
 
-export interface RankSpec {
+export interface Template {
+  text: string;
+  /** Shown in messages: `templates/v6e.sky.yaml` or the user's path. */
+  name: string;
+}
+
+export interface ZoneLaunch {
+  zone: string;
+  /** The task file as written for this zone. */
+  taskYaml: string;
+  task: Record<string, unknown>;
+  /** `sky launch` argv (without the `sky` itself). */
+  skyArgv: string[];
+}
+
+export interface RankPlan {
   rank: number;
   slice: number;
   workerId: number;
+  /** Which host this will be, before the hosts exist. */
+  host: string;
+  /** The server's argv; `--dist-init-addr` holds RANK0_IP until bindRank. */
+  argv: string[];
 }
 
-export interface ServerCommand {
-  /** The exact argv the host runs (without the API key, which the wrapper injects in-process). */
-  argv: string[];
-  /** argv quoted for a POSIX shell by the one quoting function. */
-  command: string;
+export interface ReplicaPlan {
+  replica: number;
+  /** The SkyPilot cluster of this replica. */
+  cluster: string;
+  spot: boolean;
+  /** Where the rendered task is written before `sky launch` reads it. */
+  taskPath: string;
+  /** One per zone, tried in this order (capacity and quota failures move on to the next). */
+  launches: ZoneLaunch[];
+  ranks: RankPlan[];
+  /** `RANK0_IP:P` for several hosts, "" for one. */
+  distInitAddr: string;
+  /** Ports on rank 0 every other rank must reach before any server starts (none for one host). */
+  portCheck: number[];
+  /** What setup must have left on every host before a server starts there. */
+  prerequisites: { python: string; marker: string };
 }
 
 export interface DeployPlan {
   name: string;
-  taskYaml: string;
-  task: Record<string, unknown>;
-  /** `sky launch` argv for the first zone, with the task path as given. */
-  skyArgv: string[];
+  /** The template's name (the user's path, or templates/<generation>.sky.yaml). */
+  template: string;
+  generation: string;
+  accelerator: string;
+  /** Slices per replica (several only for the multi-slice v6e layout), hosts serving one copy of the model
+   * (sglang-jax --nnodes), and its --tp-size. */
+  slices: number;
+  hosts: number;
+  tpSize: number;
+  spot: boolean;
   zones: string[];
-  ranks: (RankSpec & { host: string; server: ServerCommand })[];
-  distInitAddr: string;
+  replicas: ReplicaPlan[];
+  /** Names of the secrets every server receives (values travel over SSH stdin, never through sky). */
+  secrets: string[];
   warnings: string[];
 }
 
 export type PlanResult = { ok: true; plan: DeployPlan } | { ok: false; errors: string[] };
+
+export interface PlanOptions {
+  /** Where replica R's task file goes (the state directory). */
+  taskPath(replica: number): string;
+  /** Relaunch's zone order and spot choice for one attempt; the config's otherwise. */
+  zones?: string[] | undefined;
+  spot?: boolean | undefined;
+}
+
+export function infraFor(zone: string): string {
+  return `gcp/${regionOf(zone)}/${zone}`;
+}
 
 export function taskValues(config: Config, zone: string, spot: boolean): Record<string, TemplateValue> {
   const t = config.topology;
@@ -59,7 +113,7 @@ export function taskValues(config: Config, zone: string, spot: boolean): Record<
     runtimeVersion: config.tpu.runtimeVersion,
     spot,
     ports: config.server.public ? [config.server.port] : null,
-    labels: { [LABEL_KEY]: config.name, "managed-by": "tpu-deploy" },
+    labels: { [LABEL_KEY]: config.name, [MANAGED_BY.key]: MANAGED_BY.value },
     runDurationSeconds: Math.round(config.tpu.maxRunHours * 3600),
     envs: {
       TPD_SGLANG_REPO: config.sglang.repo,
@@ -68,25 +122,24 @@ export function taskValues(config: Config, zone: string, spot: boolean): Record<
       TPD_SGLANG_DIR: config.sglang.dir,
       TPD_SETUP_MARKER: setupMarker(config),
     },
-    secrets: config.server.secrets.length > 0 ? Object.fromEntries(config.server.secrets.map((s) => [s, null])) : null,
+    // Secrets never go through SkyPilot: it writes a task's secrets in plain text into the job driver
+    // file on the head (~/.sky/sky_app/sky_job_<id>). The server gets them over SSH (app/start.ts).
+    secrets: null,
   };
 }
 
-export function infraFor(zone: string): string {
-  return `gcp/${regionOf(zone)}/${zone}`;
-}
-
-export function renderTask(config: Config, templateText: string, templateName: string, zone: string, spot = config.tpu.spot) {
-  const rendered = renderTemplate(templateText, taskValues(config, zone, spot), templateName);
+export function renderTask(config: Config, template: Template, zone: string, spot = config.tpu.spot) {
+  const rendered = renderTemplate(template.text, taskValues(config, zone, spot), template.name);
   if (!rendered.ok) return rendered;
-  const errors = validateSkyTask(rendered.task).map((e) => `${templateName}: ${e}`);
+  const errors = validateSkyTask(rendered.task).map((e) => `${template.name}: ${e}`);
   if (errors.length > 0) return { ok: false as const, errors };
   return rendered;
 }
 
 /**
  * `sky launch` for one zone. Never `-i`/`--down`: SkyPilot counts a cluster as idle when its job queue
- * is empty, and our servers run outside that queue, so it would tear a serving cluster down.
+ * is empty, and our servers run outside that queue, so it would tear a serving cluster down. Never
+ * `--secret`: see taskValues.
  */
 export function skyLaunchArgv(config: Config, taskPath: string, zone: string, spot = config.tpu.spot): string[] {
   return [
@@ -99,14 +152,12 @@ export function skyLaunchArgv(config: Config, taskPath: string, zone: string, sp
     ...(spot ? ["--use-spot"] : []),
     "-y",
     ...Object.entries(config.server.env).flatMap(([k, v]) => ["--env", `${k}=${v}`]),
-    // Bare names: SkyPilot reads each value from the environment tpu-deploy passes to it.
-    ...config.server.secrets.flatMap((s) => ["--secret", s]),
   ];
 }
 
-export function serverCommand(config: Config, rank: number, distInitAddr: string): ServerCommand {
+export function serverArgv(config: Config, rank: number, distInitAddr: string): string[] {
   const multi = config.topology.hosts > 1;
-  const argv = [
+  return [
     venvPython(config),
     "-u",
     "-m",
@@ -126,41 +177,73 @@ export function serverCommand(config: Config, rank: number, distInitAddr: string
     String(config.server.port),
     ...config.server.args,
   ];
-  return { argv, command: shellJoin(argv) };
+}
+
+/** A rank's argv with rank 0's internal address in place of RANK0_IP. */
+export function bindRank(rank: RankPlan, rank0InternalIp: string): string[] {
+  return rank.argv.map((a) => a.replace(RANK0_IP, rank0InternalIp));
 }
 
 /** Ranks by slice and TPU worker number: rank = slice offset + worker id; slice 0 holds the head. */
-export function rankSpecs(config: Config): RankSpec[] {
+export function rankSpecs(config: Config): { rank: number; slice: number; workerId: number }[] {
   const per = config.topology.slice.vmsPerSlice;
-  const specs: RankSpec[] = [];
+  const specs: { rank: number; slice: number; workerId: number }[] = [];
   for (let slice = 0; slice < config.topology.slices; slice++) {
     for (let workerId = 0; workerId < per; workerId++) specs.push({ rank: slice * per + workerId, slice, workerId });
   }
   return specs;
 }
 
-export function planDeploy(config: Config, templateText: string, templateName: string, taskPath: string): PlanResult {
-  const zone = config.tpu.zones[0];
-  if (zone === undefined) return { ok: false, errors: ["no zone to launch in"] };
-  const rendered = renderTask(config, templateText, templateName, zone);
-  if (!rendered.ok) return rendered;
-  const distInitAddr = `<rank-0-internal-ip>:${config.server.distPort}`;
-  const ranks = rankSpecs(config).map((spec) => ({
-    ...spec,
-    host: `<slice ${spec.slice} worker ${spec.workerId}>`,
-    server: serverCommand(config, spec.rank, distInitAddr),
+export function planDeploy(config: Config, template: Template, opts: PlanOptions): PlanResult {
+  const zones = opts.zones ?? config.tpu.zones;
+  const spot = opts.spot ?? config.tpu.spot;
+  if (zones.length === 0) return { ok: false, errors: ["no zone to launch in"] };
+  const taskPath = opts.taskPath(0);
+  const launches: ZoneLaunch[] = [];
+  for (const zone of zones) {
+    const rendered = renderTask(config, template, zone, spot);
+    if (!rendered.ok) return rendered;
+    launches.push({ zone, taskYaml: rendered.yaml, task: rendered.task, skyArgv: skyLaunchArgv(config, taskPath, zone, spot) });
+  }
+  const multi = config.topology.hosts > 1;
+  const distInitAddr = multi ? `${RANK0_IP}:${config.server.distPort}` : "";
+  const ranks = rankSpecs(config).map((s) => ({
+    ...s,
+    host: `slice ${s.slice} worker ${s.workerId}`,
+    argv: serverArgv(config, s.rank, distInitAddr),
   }));
+  const P = config.server.distPort;
+  const replica: ReplicaPlan = {
+    replica: 0,
+    cluster: config.name,
+    spot,
+    taskPath,
+    launches,
+    ranks,
+    distInitAddr,
+    portCheck: multi ? [P, P + 5, P + 6] : [],
+    prerequisites: { python: venvPython(config), marker: setupMarker(config) },
+  };
   return {
     ok: true,
     plan: {
       name: config.name,
-      taskYaml: rendered.yaml,
-      task: rendered.task,
-      skyArgv: skyLaunchArgv(config, taskPath, zone),
-      zones: config.tpu.zones,
-      ranks,
-      distInitAddr,
+      template: template.name,
+      generation: config.tpu.generation,
+      accelerator: config.tpu.accelerator,
+      slices: config.topology.slices,
+      hosts: config.topology.hosts,
+      tpSize: config.server.tpSize,
+      spot,
+      zones,
+      replicas: [replica],
+      secrets: config.server.secrets,
       warnings: config.warnings,
     },
   };
+}
+
+/** The server command of a rank as one shell line (for people; the host receives it via run.sh). */
+export function commandLine(argv: readonly string[]): string {
+  return shellJoin(argv);
 }

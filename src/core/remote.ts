@@ -215,3 +215,21 @@ const CONNECT_PY = [
 export function portConnectCommand(host: string, ports: number[], timeoutSeconds: number): string {
   return `python3 -c ${shellQuote(CONNECT_PY)} ${shellQuote(host)} ${ports.join(",")} ${timeoutSeconds}`;
 }
+
+/** On rank 0: whether the scheduler logged the end of the startup handshake (sglang-jax.md §3). */
+export function rendezvousDoneCommand(files: RemoteFiles): string {
+  return `cd && if grep -qs 'Succeeds to synchronize' ${shellQuote(files.log)}; then echo yes; else echo no; fi`;
+}
+
+/** The connector's answer, {port: "ok" | reason}; undefined when it printed something else. */
+export function parsePortAnswer(stdout: string): Record<string, string> | undefined {
+  try {
+    const v: unknown = JSON.parse(stdout.trim());
+    if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
+    const entries = Object.entries(v);
+    if (!entries.every(([k, x]) => /^\d+$/.test(k) && typeof x === "string")) return undefined;
+    return Object.fromEntries(entries) as Record<string, string>;
+  } catch {
+    return undefined;
+  }
+}

@@ -114,8 +114,9 @@ describe("StateStore read/write/list/remove", () => {
     mkdirSync(store.dir("broken"), { recursive: true });
     writeFileSync(store.path("broken"), '{"version": 1, "name": "bro');
     const err = operationError(() => store.read("broken"));
-    expect(err.code).toBe("internal");
-    expect(err.message).toBe(`state file ${store.path("broken")} is not valid JSON`);
+    expect(err.code).toBe("state_corrupt");
+    expect(err.message).toMatch(new RegExp(`^state file corrupt: ${store.path("broken").replace(/[.]/g, "\\.")} \\(not JSON: `));
+    expect(err.hint).toContain("move it away");
     expect(err.hint).toContain("tpu-deploy gc");
   });
 

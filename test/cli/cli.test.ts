@@ -6,14 +6,13 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { fileConfigSchema } from "../../src/core/config.js";
 import { ERROR_CODES } from "../../src/errors.js";
-import { runCli } from "../helpers/run-cli.js";
+import { firstLaunch, type PlanDoc, runCli } from "../helpers/run-cli.js";
 
 const PACKAGE = JSON.parse(readFileSync(join(import.meta.dirname, "..", "..", "package.json"), "utf8")) as { version: string };
 
-type Rank = { rank: number; slice: number; workerId: number; host: string; argv: string[]; command: string };
 type Ok<R> = { version: number; command: string; ok: true; result: R };
 type Fail = { version: number; command: string; ok: false; error: { code: string; message: string; hint?: string } };
-type DryRun = { task: Record<string, unknown> & { resources: Record<string, unknown> }; skyArgv: string[]; ranks: Rank[] };
+type DryRun = PlanDoc;
 
 /** `--json` must print exactly one JSON document: JSON.parse of the whole stdout fails on two, or on stray text. */
 function oneJson<T>(stdout: string): T {
@@ -97,23 +96,24 @@ describe("up --nodes 2 --dry-run with no config file", () => {
     expect(existsSync(res.home)).toBe(false);
   });
 
-  it("--json: one document {version 1, command up, ok, result {task, skyArgv, ranks}}", async () => {
+  it("--json: one document {version 1, command up, ok, result {dryRun, plan}}: the plan up executes", async () => {
     const res = await runCli(["up", "--nodes", "2", "--dry-run", "--json"]);
     expect(res.code).toBe(0);
-    const doc = oneJson<Ok<DryRun>>(res.stdout);
+    const doc = oneJson<Ok<DryRun & { dryRun: boolean }>>(res.stdout);
     expect(Object.keys(doc).sort()).toEqual(["command", "ok", "result", "version"]);
-    expect(doc).toMatchObject({ version: 1, command: "up", ok: true });
-    expect(doc.result).toEqual(expect.objectContaining({ task: expect.any(Object), skyArgv: expect.any(Array), ranks: expect.any(Array) }));
-    expect(doc.result.task).toMatchObject({ name: "sgl-v6e-2", num_nodes: 2, resources: { accelerators: "tpu-v6e-4" } });
-    expect(doc.result.skyArgv.slice(0, 2)).toEqual(["sky", "launch"]);
-    expect(doc.result.skyArgv.slice(3)).toEqual(["-c", "sgl-v6e-2", "--infra", "gcp/us-east5/us-east5-a", "-y"]);
-    expect(doc.result.ranks.map((r) => [r.rank, r.slice, r.workerId])).toEqual([
+    expect(doc).toMatchObject({ version: 1, command: "up", ok: true, result: { dryRun: true } });
+    const first = firstLaunch(doc.result);
+    expect(first.task).toMatchObject({ name: "sgl-v6e-2", num_nodes: 2, resources: { accelerators: "tpu-v6e-4" } });
+    expect(first.skyArgv.slice(0, 2)).toEqual(["sky", "launch"]);
+    expect(first.skyArgv.slice(3)).toEqual(["-c", "sgl-v6e-2", "--infra", "gcp/us-east5/us-east5-a", "-y"]);
+    expect(first.ranks.map((r) => [r.rank, r.slice, r.workerId])).toEqual([
       [0, 0, 0],
       [1, 1, 0],
     ]);
-    for (const r of doc.result.ranks) expect(bashWords(r.command)).toEqual(r.argv);
+    // Every zone of the failover order is in the plan, rendered.
+    expect(doc.result.plan.replicas[0]?.launches.map((l) => l.zone)).toEqual(["us-east5-a", "us-east5-b", "us-central1-b", "us-east1-d"]);
     // Warnings travel inside the document (a machine reads them there), never as text around it.
-    expect((doc.result as unknown as { warnings: string[] }).warnings).toEqual([expect.stringMatching(/^2 separate v6e-4 slices/)]);
+    expect((doc.result.plan as unknown as { warnings: string[] }).warnings).toEqual([expect.stringMatching(/^2 separate v6e-4 slices/)]);
     expect(res.stdout.trimEnd().endsWith("}")).toBe(true);
     expect(res.stdout).not.toMatch(/^warning:/m);
   });
@@ -305,7 +305,7 @@ describe("render", () => {
   it("prints the same task as up --dry-run", async () => {
     const render = await runCli(["render", "--nodes", "2", "--json"]);
     const up = await runCli(["up", "--nodes", "2", "--dry-run", "--json"]);
-    expect(oneJson<Ok<{ task: unknown }>>(render.stdout).result.task).toEqual(oneJson<Ok<DryRun>>(up.stdout).result.task);
+    expect(oneJson<Ok<{ task: unknown }>>(render.stdout).result.task).toEqual(firstLaunch(oneJson<Ok<DryRun>>(up.stdout).result).task);
   });
 });
 
@@ -315,7 +315,7 @@ describe("the config file", () => {
   it("is found as tpu-deploy.yaml in the cwd", async () => {
     const res = await runCli(["up", "--dry-run", "--json"], { files: { "tpu-deploy.yaml": FILE } });
     expect(res.code).toBe(0);
-    const r = oneJson<Ok<DryRun>>(res.stdout).result;
+    const r = firstLaunch(oneJson<Ok<DryRun>>(res.stdout).result);
     expect(r.task).toMatchObject({
       name: "from-file",
       resources: { accelerators: "tpu-v6e-16", use_spot: true, infra: "gcp/us-central1/us-central1-b" },
@@ -330,7 +330,7 @@ describe("the config file", () => {
       files: { "conf/prod.yaml": FILE },
     });
     expect(res.code).toBe(0);
-    const r = oneJson<Ok<DryRun>>(res.stdout).result;
+    const r = firstLaunch(oneJson<Ok<DryRun>>(res.stdout).result);
     expect(r.task).toMatchObject({ name: "from-flag", resources: { accelerators: "tpu-v6e-16", use_spot: false } });
     expect(r.skyArgv).not.toContain("--use-spot");
   });

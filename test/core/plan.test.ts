@@ -4,7 +4,17 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { type Config, resolveConfig } from "../../src/core/config.js";
-import { planDeploy, rankSpecs, serverCommand, setupMarker, skyLaunchArgv, venvPython } from "../../src/core/plan.js";
+import {
+  bindRank,
+  commandLine,
+  planDeploy,
+  RANK0_IP,
+  rankSpecs,
+  serverArgv,
+  setupMarker,
+  skyLaunchArgv,
+  venvPython,
+} from "../../src/core/plan.js";
 
 const V6E = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v6e.sky.yaml"), "utf8");
 const V7 = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v7.sky.yaml"), "utf8");
@@ -19,7 +29,7 @@ function config(f: SpecFlags, fileData?: unknown): Config {
 }
 
 function plan(c: Config) {
-  const r = planDeploy(c, c.tpu.generation === "v7" ? V7 : V6E, "t", "/state/sky.yaml");
+  const r = planDeploy(c, { text: c.tpu.generation === "v7" ? V7 : V6E, name: "t" }, { taskPath: () => "/state/sky.yaml" });
   if (!r.ok) throw new Error(r.errors.join("\n"));
   return r.plan;
 }
@@ -100,7 +110,7 @@ describe("the server command", () => {
       serverArg: ["--page-size=64", "--dtype", "bfloat16"],
       model: "Qwen/Qwen3-32B",
     });
-    expect(serverCommand(c, 2, "10.0.0.5:12000").argv).toEqual([
+    expect(serverArgv(c, 2, "10.0.0.5:12000")).toEqual([
       "~/sglang-jax/.venv/bin/python",
       "-u",
       "-m",
@@ -132,11 +142,11 @@ describe("the server command", () => {
     const custom = config({}, { sglang: { dir: "/opt/sgl/", ref: "release/v0.2" } });
     expect(venvPython(custom)).toBe("/opt/sgl/.venv/bin/python");
     expect(setupMarker(custom)).toBe("/opt/sgl/.venv/.tpu-deploy-installed-release_v0.2");
-    expect(serverCommand(custom, 0, "").argv[0]).toBe("/opt/sgl/.venv/bin/python");
+    expect(serverArgv(custom, 0, "")[0]).toBe("/opt/sgl/.venv/bin/python");
   });
 
   it("single host: no --dist-init-addr", () => {
-    const argv = serverCommand(config({}), 0, "10.0.0.5:10011").argv;
+    const argv = serverArgv(config({}), 0, "10.0.0.5:10011");
     expect(argv).not.toContain("--dist-init-addr");
     expect(argv).not.toContain("10.0.0.5:10011");
     expect(argv.slice(4)).toEqual([
@@ -163,13 +173,13 @@ describe("the server command", () => {
     [{ tpu: "v7", nodes: 2 }, true],
   ] as [SpecFlags, boolean][])("%j: --dist-init-addr only when nnodes > 1 (%s)", (flags, multi) => {
     const c = config(flags);
-    const argv = serverCommand(c, 0, "10.1.2.3:10011").argv;
+    const argv = serverArgv(c, 0, "10.1.2.3:10011");
     expect(argv.includes("--dist-init-addr")).toBe(multi);
     expect(argv[argv.indexOf("--nnodes") + 1]).toBe(String(c.topology.hosts));
   });
 
   it("never carries the API key, whose value the wrapper injects", () => {
-    const argv = serverCommand(config({ apiKeySecret: "SGLANG_API_KEY" }), 0, "x").argv;
+    const argv = serverArgv(config({ apiKeySecret: "SGLANG_API_KEY" }), 0, "x");
     expect(argv.some((a) => a.startsWith("--api-key"))).toBe(false);
   });
 
@@ -180,8 +190,8 @@ describe("the server command", () => {
       serverArg: ["--chat-template={{ '$(id)' }}", "--served-model-name=a b;c", "--download-dir=/mnt/ü/\\x"],
     });
     for (const rank of [0, 1]) {
-      const cmd = serverCommand(c, rank, "<rank-0-internal-ip>:10011");
-      expect(bashWords(cmd.command)).toEqual(cmd.argv);
+      const argv = serverArgv(c, rank, "<rank-0-internal-ip>:10011");
+      expect(bashWords(commandLine(argv))).toEqual(argv);
     }
   });
 });
@@ -189,32 +199,66 @@ describe("the server command", () => {
 describe("the deploy plan", () => {
   it("2 × v6e-4: two ranks with placeholders, one dist-init address on rank 0's distPort", () => {
     const p = plan(config({ nodes: 2, distPort: 12000 }));
-    expect(p.distInitAddr).toBe("<rank-0-internal-ip>:12000");
-    expect(p.ranks.map((r) => [r.rank, r.host])).toEqual([
-      [0, "<slice 0 worker 0>"],
-      [1, "<slice 1 worker 0>"],
+    const r = p.replicas[0];
+    if (!r) throw new Error("no replica");
+    expect(p.replicas).toHaveLength(1);
+    expect(r.distInitAddr).toBe(`${RANK0_IP}:12000`);
+    expect(r.portCheck).toEqual([12000, 12005, 12006]);
+    expect(r.ranks.map((k) => [k.rank, k.host])).toEqual([
+      [0, "slice 0 worker 0"],
+      [1, "slice 1 worker 0"],
     ]);
-    for (const r of p.ranks) {
-      const argv = r.server.argv;
-      expect(argv[argv.indexOf("--node-rank") + 1]).toBe(String(r.rank));
-      expect(argv[argv.indexOf("--dist-init-addr") + 1]).toBe("<rank-0-internal-ip>:12000");
-      expect(argv[argv.indexOf("--tp-size") + 1]).toBe("8");
+    for (const k of r.ranks) {
+      expect(k.argv[k.argv.indexOf("--node-rank") + 1]).toBe(String(k.rank));
+      expect(k.argv[k.argv.indexOf("--dist-init-addr") + 1]).toBe(`${RANK0_IP}:12000`);
+      expect(k.argv[k.argv.indexOf("--tp-size") + 1]).toBe("8");
+      // What the host runs: the same argv with rank 0's address filled in, nothing else changed.
+      const bound = bindRank(k, "10.1.0.7");
+      expect(bound[bound.indexOf("--dist-init-addr") + 1]).toBe("10.1.0.7:12000");
+      expect(bound.filter((a, i) => a !== k.argv[i])).toEqual(["10.1.0.7:12000"]);
     }
     expect(p.warnings).toHaveLength(1);
-    expect(p.taskYaml).toContain("num_nodes: 2");
+    expect(r.launches[0]?.taskYaml).toContain("num_nodes: 2");
+    expect(r.prerequisites).toEqual({
+      python: "~/sglang-jax/.venv/bin/python",
+      marker: "~/sglang-jax/.venv/.tpu-deploy-installed-cddbf6f1",
+    });
   });
 
-  it("launches in the first zone and keeps the rest for failover", () => {
+  it("one host: no rendezvous address and no port check", () => {
+    const r = plan(config({})).replicas[0];
+    expect(r?.distInitAddr).toBe("");
+    expect(r?.portCheck).toEqual([]);
+    expect(r?.ranks[0]?.argv).not.toContain("--dist-init-addr");
+  });
+
+  it("renders the task and the sky argv for every zone, in the order they are tried", () => {
     const p = plan(config({ zone: ["us-central1-b", "us-east5-a"] }));
     expect(p.zones).toEqual(["us-central1-b", "us-east5-a"]);
-    expect(p.skyArgv.slice(p.skyArgv.indexOf("--infra"), p.skyArgv.indexOf("--infra") + 2)).toEqual([
-      "--infra",
+    const launches = p.replicas[0]?.launches ?? [];
+    expect(launches.map((l) => l.zone)).toEqual(["us-central1-b", "us-east5-a"]);
+    expect(launches.map((l) => l.skyArgv[l.skyArgv.indexOf("--infra") + 1])).toEqual([
       "gcp/us-central1/us-central1-b",
+      "gcp/us-east5/us-east5-a",
     ]);
+    expect(launches.map((l) => (l.task.resources as { infra: string }).infra)).toEqual([
+      "gcp/us-central1/us-central1-b",
+      "gcp/us-east5/us-east5-a",
+    ]);
+    for (const l of launches) expect(l.skyArgv[1]).toBe("/state/sky.yaml");
+  });
+
+  it("a relaunch's zone order and on-demand fallback replace the config's for that plan only", () => {
+    const c = config({ spot: true, zone: ["us-east5-a", "us-central1-b"] });
+    const r = planDeploy(c, { text: V6E, name: "t" }, { taskPath: () => "/t", zones: ["us-central1-b", "us-east5-a"], spot: false });
+    if (!r.ok) throw new Error(r.errors.join());
+    expect(r.plan.zones).toEqual(["us-central1-b", "us-east5-a"]);
+    expect(r.plan.replicas[0]?.spot).toBe(false);
+    expect(r.plan.replicas[0]?.launches.every((l) => !l.skyArgv.includes("--use-spot") && l.task.resources !== undefined)).toBe(true);
   });
 
   it("refuses to plan a broken template", () => {
-    const r = planDeploy(config({}), "name: ${nope}\n", "t", "/x");
+    const r = planDeploy(config({}), { text: "name: ${nope}\n", name: "t" }, { taskPath: () => "/x" });
     expect(r.ok).toBe(false);
   });
 });
@@ -232,7 +276,7 @@ describe("the sky launch argv", () => {
     ]);
   });
 
-  it("spot, env K=V in order, and bare secret names", () => {
+  it("spot and env K=V in order; never a secret, not even by name (SkyPilot writes task secrets to disk on the head)", () => {
     const c = config({
       name: "svc",
       spot: true,
@@ -255,10 +299,6 @@ describe("the sky launch argv", () => {
       "EMPTY=",
       "--env",
       "EQ=a=b",
-      "--secret",
-      "HF_TOKEN",
-      "--secret",
-      "SGLANG_API_KEY",
     ]);
     // A relaunch can fall back to on demand for one launch.
     expect(skyLaunchArgv(c, "task.yaml", "us-central1-a", false)).not.toContain("--use-spot");
@@ -295,9 +335,11 @@ describe("the sky launch argv", () => {
     const sources = [{ label: "flags", keyName: flagName, data: flagsToConfig({ secret: ["HF_TOKEN"], apiKeySecret: "API_KEY" }) }];
     const r = resolveConfig(sources, { HF_TOKEN: secretValue, API_KEY: secretValue });
     if (!r.ok) throw new Error("config");
-    const p = planDeploy(r.config, V6E, "t", "/x");
+    const p = planDeploy(r.config, { text: V6E, name: "t" }, { taskPath: () => "/x" });
     if (!p.ok) throw new Error("plan");
     expect(JSON.stringify(p.plan)).not.toContain(secretValue);
-    expect(p.plan.skyArgv.filter((_a, i) => p.plan.skyArgv[i - 1] === "--secret")).toEqual(["HF_TOKEN", "API_KEY"]);
+    const first = p.plan.replicas[0]?.launches[0];
+    expect(first?.skyArgv).not.toContain("--secret");
+    expect(first?.task).not.toHaveProperty("secrets");
   });
 });

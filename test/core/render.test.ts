@@ -7,7 +7,7 @@ import { type Config, type ConfigSource, resolveConfig } from "../../src/core/co
 import { renderTask } from "../../src/core/plan.js";
 import { renderTemplate } from "../../src/core/render.js";
 import { validateSkyTask } from "../../src/core/sky-task-schema.js";
-import { runCli } from "../helpers/run-cli.js";
+import { firstLaunch, type PlanDoc, runCli } from "../helpers/run-cli.js";
 
 const TEMPLATES = join(import.meta.dirname, "..", "..", "templates");
 const V6E = readFileSync(join(TEMPLATES, "v6e.sky.yaml"), "utf8");
@@ -24,7 +24,7 @@ function config(f: SpecFlags, fileData?: unknown): Config {
 
 function render(c: Config, zone = c.tpu.zones[0] ?? "") {
   const template = c.tpu.generation === "v7" ? V7 : V6E;
-  const r = renderTask(c, template, `templates/${c.tpu.generation}.sky.yaml`, zone);
+  const r = renderTask(c, { text: template, name: `templates/${c.tpu.generation}.sky.yaml` }, zone);
   if (!r.ok) throw new Error(r.errors.join("\n"));
   // The text is what sky reads: it must say exactly what the task object says.
   expect(parse(r.yaml)).toEqual(r.task);
@@ -102,8 +102,8 @@ describe("representative tasks", () => {
       ports: [30000],
       labels: { "tpu-deploy": "llama-serve", "managed-by": "tpu-deploy" },
     });
-    // Names only: SkyPilot gets each value from --secret NAME at launch.
-    expect(task.secrets).toEqual({ HF_TOKEN: null, SGLANG_API_KEY: null });
+    // No secrets at all: SkyPilot would write their values into the job driver file on the head.
+    expect(task).not.toHaveProperty("secrets");
     // server.env goes to `sky launch --env`, not into the file.
     expect(r.yaml).not.toContain("JAX_COMPILATION_CACHE_DIR");
     await expect(r.yaml).toMatchFileSnapshot("../__snapshots__/render/v6e-32-spot-secrets-public.sky.yaml");
@@ -129,7 +129,7 @@ describe("representative tasks", () => {
 
   it("renders each zone's infra, and spot can be switched off per launch", () => {
     const c = config({ spot: true, zone: ["us-east5-b", "europe-west4-a"] });
-    const t = renderTask(c, V6E, "v6e", "europe-west4-a", false);
+    const t = renderTask(c, { text: V6E, name: "v6e" }, "europe-west4-a", false);
     expect(t.ok && (t.task as Task).resources).toMatchObject({ infra: "gcp/europe-west4/europe-west4-a", use_spot: false });
   });
 });
@@ -230,7 +230,7 @@ describe("templates are checked before anything launches", () => {
     ["broken YAML", "name: [unclosed\n", /my\.sky\.yaml: /],
     ["a non-mapping task", "- just\n- a list\n", /a task must be a YAML mapping/],
   ])("refuses %s", (_what, text, error) => {
-    const r = renderTask(config({}), text, "my.sky.yaml", "us-east5-a");
+    const r = renderTask(config({}), { text, name: "my.sky.yaml" }, "us-east5-a");
     expect(r.ok).toBe(false);
     if (r.ok) return;
     expect(r.errors.join("\n")).toMatch(error);
@@ -242,7 +242,7 @@ describe("templates are checked before anything launches", () => {
       "envs: ${envs}",
       "file_mounts:\n  /mnt/x: gs://bucket\nenvs: ${envs}",
     );
-    const r = renderTask(config({}), text, "my.sky.yaml", "us-east5-a");
+    const r = renderTask(config({}), { text, name: "my.sky.yaml" }, "us-east5-a");
     expect(r.ok && r.task).toMatchObject({ resources: { disk_tier: "best" }, file_mounts: { "/mnt/x": "gs://bucket" } });
   });
 
@@ -275,8 +275,8 @@ describe("templates are checked before anything launches", () => {
     const text = V6E.replace("  use_spot: ${spot}", "  use_spot: ${spot}\n  disk_tier: best");
     const res = await runCli(["up", "--dry-run", "--json", "--template", "good.sky.yaml"], { files: { "good.sky.yaml": text } });
     expect(res.code).toBe(0);
-    const doc = JSON.parse(res.stdout) as { result: { task: Task } };
-    expect(doc.result.task.resources.disk_tier).toBe("best");
+    const doc = JSON.parse(res.stdout) as { result: PlanDoc };
+    expect(firstLaunch(doc.result).task.resources.disk_tier).toBe("best");
   });
 
   it("a missing --template file exits 2", async () => {

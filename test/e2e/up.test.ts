@@ -156,7 +156,12 @@ describe("up on the simulated cloud", () => {
 
     const down = await e2e.cli(["down", "solo", "-y", "--json"]);
     expect(down.code, down.stderr).toBe(0);
-    expect((down.json as { result: unknown }).result).toEqual({ name: "solo", verified: true });
+    expect((down.json as { result: unknown }).result).toMatchObject({
+      name: "solo",
+      verified: true,
+      existed: true,
+      checked: ["gone from sky status", "no TPU node left in the Cloud TPU API (us-east5-a)"],
+    });
     await expectNothingLeft("solo");
     // down of something already gone succeeds and says so
     const again = await e2e.cli(["down", "solo", "-y"]);

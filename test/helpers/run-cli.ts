@@ -52,3 +52,21 @@ export async function runCli(argv: string[], options: CliOptions = {}): Promise<
   });
   return { code, stdout, stderr, cwd, home };
 }
+
+/** The plan `up --dry-run --json` prints, as far as these tests read it. */
+export interface PlanDoc {
+  plan: {
+    replicas: {
+      launches: { zone: string; task: Record<string, unknown> & { resources: Record<string, unknown> }; skyArgv: string[] }[];
+      ranks: { rank: number; slice: number; workerId: number; host: string; argv: string[] }[];
+    }[];
+  };
+}
+
+/** The first replica's first launch and its ranks: what `up` runs first. */
+export function firstLaunch(doc: PlanDoc) {
+  const r = doc.plan.replicas[0];
+  const l = r?.launches[0];
+  if (!r || !l) throw new Error("the plan has no launch");
+  return { task: l.task, skyArgv: ["sky", ...l.skyArgv], ranks: r.ranks };
+}

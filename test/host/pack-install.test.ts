@@ -46,8 +46,8 @@ describe("npm pack, then npm install -g of the tarball", () => {
     expect(version.stdout.trim()).toBe((JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string }).version);
     const dry = run(["up", "--nodes", "2", "--dry-run", "--json"]);
     expect(dry.status, dry.stderr).toBe(0);
-    const doc = JSON.parse(dry.stdout) as { ok: boolean; result: { skyArgv: string[] } };
+    const doc = JSON.parse(dry.stdout) as { ok: boolean; result: { plan: { replicas: { launches: { skyArgv: string[] }[] }[] } } };
     expect(doc.ok).toBe(true);
-    expect(doc.result.skyArgv[0]).toBe("sky");
+    expect(doc.result.plan.replicas[0]?.launches[0]?.skyArgv[0]).toBe("launch");
   });
 });

@@ -1,16 +1,16 @@
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { downDeployment, type DownResult } from "../../app/down.js";
+import { checkName } from "../../core/paths.js";
 import { PartialFailureError, TpuDeployError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
-import { confirm } from "../prompt.js";
 
-export default async function down(
+export async function downCommand(
   opts: OutputFlags & { all?: boolean; yes?: boolean },
   args: string[],
   run: RunContext,
 ): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  const ctx = appContext(run, opts);
   try {
     const names = opts.all ? ctx.store.list() : args;
     if (names.length === 0) {
@@ -20,8 +20,9 @@ export default async function down(
       }
       throw new UsageError("name a deployment, or pass --all", { hint: "tpu-deploy status lists them" });
     }
-    await confirm(run.io, `Tear down ${names.join(", ")}? This deletes the TPU slice(s).`, Boolean(opts.yes));
-    const results: (DownResult | { name: string; verified: false; error: string })[] = [];
+    for (const n of names) checkName(n);
+    await ctx.prompt.confirm(`Tear down ${names.join(", ")}? This deletes the TPU slice(s).`, Boolean(opts.yes));
+    const results: (DownResult | { name: string; error: string })[] = [];
     for (const name of names) {
       try {
         const r = await downDeployment(ctx, name);
@@ -30,7 +31,7 @@ export default async function down(
       } catch (err) {
         if (!opts.all) throw err;
         const message = err instanceof TpuDeployError ? err.message : String(err);
-        results.push({ name, verified: false, error: message });
+        results.push({ name, error: message });
         run.io.stderr.write(`tpu-deploy down: ${name}: ${message}\n`);
       }
     }
@@ -44,9 +45,8 @@ export default async function down(
         results.map((r) => ({ target: r.name, ok: !("error" in r) })),
       );
     }
-    const one = results[0];
-    return { code: 0, json: opts.all ? results : one && "existed" ? { name: one.name, verified: one.verified } : one };
+    return { code: 0, json: opts.all ? results : results[0] };
   } finally {
-    await ctx.close();
+    ctx.report.stop();
   }
 }

@@ -1,21 +1,20 @@
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { findGarbage, type GcItem, removeGarbage } from "../../app/gc.js";
 import { PartialFailureError } from "../../errors.js";
 import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
-import { confirm } from "../prompt.js";
 
-export default async function gc(
+export async function gcCommand(
   opts: OutputFlags & { dryRun?: boolean; yes?: boolean },
   _args: string[],
   run: RunContext,
 ): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  const ctx = appContext(run, opts);
   try {
     const found = await findGarbage(ctx);
     if (!opts.json) printItems(run.io, found, opts.dryRun ? "would remove" : "found");
     if (found.length === 0 || opts.dryRun) return { code: 0, json: { dryRun: Boolean(opts.dryRun), found, removed: [] } };
-    await confirm(run.io, `Remove these ${found.length} item(s)? Clusters and TPU nodes are deleted.`, Boolean(opts.yes));
+    await ctx.prompt.confirm(`Remove these ${found.length} item(s)? Clusters and TPU nodes are deleted.`, Boolean(opts.yes));
     const removed = await removeGarbage(ctx, found);
     const failed = removed.filter((i) => !i.removed);
     if (!opts.json) {
@@ -31,7 +30,7 @@ export default async function gc(
     );
     return { code: e.exitCode, json: { code: e.code, message: e.message, found, removed } };
   } finally {
-    await ctx.close();
+    ctx.report.stop();
   }
 }
 

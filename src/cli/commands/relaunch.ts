@@ -1,4 +1,4 @@
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { combinedCode, errorReport, type RelaunchOptions, type RelaunchReport, relaunchOne } from "../../app/relaunch.js";
 import { parseDuration } from "../../core/duration.js";
 import { TpuDeployError, UsageError } from "../../errors.js";
@@ -7,10 +7,10 @@ import type { CommandResult, RunContext } from "../program.js";
 
 export type RelaunchFlags = OutputFlags & { all?: boolean; reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string };
 
-export default async function relaunch(opts: RelaunchFlags, args: string[], run: RunContext): Promise<CommandResult> {
+export async function relaunchCommand(opts: RelaunchFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const one = targetName(opts, args, "relaunch");
   const ropts = relaunchOptions(opts);
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  const ctx = appContext(run, opts);
   try {
     if (one !== undefined) {
       const r = await relaunchOne(ctx, one, ropts);
@@ -43,7 +43,7 @@ export default async function relaunch(opts: RelaunchFlags, args: string[], run:
       },
     };
   } finally {
-    await ctx.close();
+    ctx.report.stop();
   }
 }
 

@@ -1,28 +1,29 @@
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { renderTask } from "../../core/plan.js";
-import { ConfigError } from "../../errors.js";
+import { planFor } from "../../app/up.js";
 import type { SpecFlags } from "../config-flags.js";
-import { makeReporter } from "../io.js";
-import { loadSpec, loadTemplate } from "../load-spec.js";
+import { appContext } from "../context.js";
+import { loadSpec } from "../load-spec.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export default async function render(
+/** The task of the plan's first zone, exactly as `up` would write it for `sky launch`. */
+export async function renderCommand(
   opts: SpecFlags & { output?: string; json?: boolean },
   _args: string[],
-  ctx: RunContext,
+  run: RunContext,
 ): Promise<CommandResult> {
-  const config = loadSpec(opts, ctx.io);
-  const template = loadTemplate(config);
-  const zone = config.tpu.zones[0] ?? "";
-  const rendered = renderTask(config, template.text, template.name, zone);
-  if (!rendered.ok) throw new ConfigError(rendered.errors.map((message) => ({ path: "template", message })));
-  for (const w of config.warnings) makeReporter(ctx.io, opts).warn(w);
+  const config = loadSpec(opts, run.io);
+  const ctx = appContext(run, opts);
+  const plan = planFor(ctx, config);
+  for (const w of plan.warnings) ctx.report.warn(w);
+  const first = plan.replicas[0]?.launches[0];
+  if (!first) return { code: 0 };
   if (opts.output) {
-    writeFileSync(resolve(ctx.io.cwd, opts.output), rendered.yaml);
-    return { code: 0, json: { path: resolve(ctx.io.cwd, opts.output), task: rendered.task } };
+    const path = resolve(run.io.cwd, opts.output);
+    writeFileSync(path, first.taskYaml);
+    return { code: 0, json: { path, task: first.task } };
   }
-  if (opts.json) return { code: 0, json: { task: rendered.task, yaml: rendered.yaml } };
-  ctx.io.stdout.write(rendered.yaml);
+  if (opts.json) return { code: 0, json: { task: first.task, yaml: first.taskYaml } };
+  run.io.stdout.write(first.taskYaml);
   return { code: 0 };
 }

@@ -1,6 +1,6 @@
 import { mkdirSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
 import {
   buildSchedule,
@@ -18,10 +18,10 @@ import type { CommandResult, RunContext } from "../program.js";
 
 type ScheduleFlags = OutputFlags & { every?: string; cron?: string; install?: string; uninstall?: boolean; systemd?: boolean };
 
-export default async function schedule(opts: ScheduleFlags, args: string[], run: RunContext): Promise<CommandResult> {
+export async function scheduleCommand(opts: ScheduleFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy schedule NAME --every 5m");
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  const ctx = appContext(run, opts);
   const out = run.io.stdout;
   if (opts.uninstall) {
     if (opts.every || opts.cron || opts.install || opts.systemd)

@@ -1,7 +1,7 @@
 import { configJsonSchema } from "../../core/config.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export default async function schema(opts: { json?: boolean }, _args: string[], ctx: RunContext): Promise<CommandResult> {
+export async function schemaCommand(opts: { json?: boolean }, _args: string[], ctx: RunContext): Promise<CommandResult> {
   const s = configJsonSchema();
   if (opts.json) return { code: 0, json: s };
   ctx.io.stdout.write(`${JSON.stringify(s, null, 2)}\n`);

@@ -1,12 +1,12 @@
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
 import { statusOf } from "../../app/status.js";
 import { formatDuration } from "../../core/duration.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export default async function status(opts: OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+export async function statusCommand(opts: OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
+  const ctx = appContext(run, opts);
   try {
     const names = args.length > 0 ? args : ctx.store.list();
     const states = names.map((n) => requireState(ctx, n));
@@ -32,6 +32,6 @@ export default async function status(opts: OutputFlags, args: string[], run: Run
     }
     return { code: 0, json: { deployments } };
   } finally {
-    await ctx.close();
+    ctx.report.stop();
   }
 }

@@ -1,55 +1,84 @@
-import { planDeploy } from "../../core/plan.js";
-import { taskPath } from "../../core/paths.js";
-import { shellJoin } from "../../core/quote.js";
-import { ConfigError } from "../../errors.js";
+import type { DeploySummary } from "../../app/deploy.js";
+import { planFor, up } from "../../app/up.js";
+import { formatDuration, parseDuration } from "../../core/duration.js";
+import { commandLine, type DeployPlan } from "../../core/plan.js";
+import { UsageError } from "../../errors.js";
 import type { SpecFlags } from "../config-flags.js";
-import { makeReporter, type OutputFlags } from "../io.js";
-import { loadSpec, loadTemplate } from "../load-spec.js";
+import { appContext } from "../context.js";
+import type { Io, OutputFlags } from "../io.js";
+import { loadSpec } from "../load-spec.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export type UpFlags = SpecFlags &
   OutputFlags & { dryRun?: boolean; timeout?: string; recreate?: boolean; keepOnFailure?: boolean; yes?: boolean };
 
-export default async function up(opts: UpFlags, args: string[], ctx: RunContext): Promise<CommandResult> {
-  const config = loadSpec(opts, ctx.io);
-  const template = loadTemplate(config);
-  const planned = planDeploy(config, template.text, template.name, taskPath(ctx.io.env, config.name));
-  if (!planned.ok) throw new ConfigError(planned.errors.map((message) => ({ path: "template", message })));
-  const plan = planned.plan;
-  const report = makeReporter(ctx.io, opts);
-  for (const w of plan.warnings) report.warn(w);
+export async function upCommand(opts: UpFlags, _args: string[], run: RunContext): Promise<CommandResult> {
+  const config = loadSpec(opts, run.io);
+  const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout);
+  if (opts.timeout !== undefined && !timeoutMs) throw new UsageError(`--timeout '${opts.timeout}' is not a duration (examples: 30m, 1h)`);
+  const ctx = appContext(run, opts);
+  const plan = planFor(ctx, config);
+  for (const w of plan.warnings) ctx.report.warn(w);
   if (opts.dryRun) {
-    const result = {
-      dryRun: true,
-      name: plan.name,
-      accelerator: config.tpu.accelerator,
-      hosts: config.topology.hosts,
-      tpSize: config.server.tpSize,
-      zones: plan.zones,
-      warnings: plan.warnings,
-      task: plan.task,
-      skyArgv: ["sky", ...plan.skyArgv],
-      ranks: plan.ranks.map((r) => ({
-        rank: r.rank,
-        slice: r.slice,
-        workerId: r.workerId,
-        host: r.host,
-        argv: r.server.argv,
-        command: r.server.command,
-      })),
-    };
-    if (!opts.json) {
-      const out = ctx.io.stdout;
-      out.write(
-        `# ${plan.name}: ${config.topology.slices} x ${config.tpu.accelerator} = ${config.topology.hosts} host(s), tp-size ${config.server.tpSize}, ${config.tpu.spot ? "spot" : "on-demand"}\n`,
-      );
-      out.write(`# --- sky.yaml (${template.name}) ---\n${plan.taskYaml}`);
-      out.write(`# --- sky launch, first zone of ${plan.zones.join(", ")} ---\n${shellJoin(["sky", ...plan.skyArgv])}\n`);
-      out.write(`# --- ranks: rank = slice offset + TPU worker number; --dist-init-addr = rank 0's internal IPv4 ---\n`);
-      for (const r of plan.ranks) out.write(`rank ${r.rank}  slice ${r.slice} worker ${r.workerId}  ${r.host}\n  ${r.server.command}\n`);
-    }
-    return { code: 0, json: result };
+    if (!opts.json) printPlan(run.io, plan);
+    return { code: 0, json: { dryRun: true, plan } };
   }
-  const { runUp } = await import("../../app/up.js");
-  return runUp(config, plan, template, opts, args, ctx);
+  try {
+    const summary = await up(ctx, config, plan, {
+      timeoutMs,
+      timeoutText: opts.timeout,
+      recreate: Boolean(opts.recreate),
+      keepOnFailure: Boolean(opts.keepOnFailure),
+      yes: Boolean(opts.yes),
+    });
+    ctx.report.stop();
+    if (!opts.json) printSummary(run.io, summary);
+    return { code: 0, json: summary };
+  } finally {
+    ctx.report.stop();
+  }
+}
+
+/** The dry run for people: the plan `up` would execute, section by section. */
+function printPlan(io: Io, plan: DeployPlan): void {
+  const out = io.stdout;
+  for (const r of plan.replicas) {
+    const first = r.launches[0];
+    if (!first) continue;
+    out.write(
+      `# ${plan.name}: ${plan.slices} x ${plan.accelerator} = ${plan.hosts} host(s), tp-size ${plan.tpSize}, ${r.spot ? "spot" : "on-demand"}\n`,
+    );
+    out.write(`# --- sky.yaml (${plan.template}) ---\n${first.taskYaml}`);
+    out.write(
+      `# --- sky launch, first zone of ${r.launches.map((l) => l.zone).join(", ")} ---\n${commandLine(["sky", ...first.skyArgv])}\n`,
+    );
+    out.write(`# --- ranks: rank = slice offset + TPU worker number; --dist-init-addr = rank 0's internal IPv4 ---\n`);
+    for (const k of r.ranks) out.write(`rank ${k.rank}  slice ${k.slice} worker ${k.workerId}  <${k.host}>\n  ${commandLine(k.argv)}\n`);
+  }
+  if (plan.secrets.length > 0) {
+    out.write(
+      `# --- secrets of every server (names; values go to each host over SSH stdin, never through sky): ${plan.secrets.join(", ")}\n`,
+    );
+  }
+}
+
+function printSummary(io: Io, s: DeploySummary): void {
+  const out = io.stdout;
+  out.write(`${s.name} is serving ${s.accelerator}${s.spot ? " (spot)" : ""} in ${s.zone}\n`);
+  out.write(`  reach it:   ${s.endpoint.proxy}   (then http://127.0.0.1:<port>/v1/chat/completions)\n`);
+  if (s.endpoint.public) out.write(`  public:     ${s.endpoint.public}\n`);
+  out.write(`  rendezvous: --dist-init-addr ${s.distInitAddr}\n`);
+  out.write("  RANK  SLICE  WORKER  INTERNAL         EXTERNAL         SSH\n");
+  for (const h of s.hosts) {
+    out.write(
+      `  ${String(h.rank).padEnd(4)}  ${String(h.slice).padEnd(5)}  ${String(h.workerId).padEnd(6)}  ${h.internalIp.padEnd(15)}  ${h.externalIp.padEnd(15)}  ${h.sshHost}\n`,
+    );
+  }
+  const t = s.timings;
+  const parts = [
+    t.launchMs !== undefined ? `launch ${formatDuration(t.launchMs)}` : undefined,
+    t.readyMs !== undefined ? `start→serving ${formatDuration(t.readyMs)}` : undefined,
+    t.totalMs !== undefined ? `total ${formatDuration(t.totalMs)}` : undefined,
+  ].filter(Boolean);
+  if (parts.length > 0) out.write(`  timings:    ${parts.join(", ")}\n`);
 }

@@ -1,22 +1,18 @@
-import { makeContext } from "../../app/context.js";
+import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
-import { watch } from "../../app/relaunch.js";
+import { watch } from "../../app/watch.js";
 import { parseDuration } from "../../core/duration.js";
-import { UsageError } from "../../errors.js";
+import { EXIT, UsageError } from "../../errors.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { printReport, type RelaunchFlags, relaunchOptions, reportJson, targetName } from "./relaunch.js";
 
-export default async function watchCommand(
-  opts: RelaunchFlags & { interval?: string },
-  args: string[],
-  run: RunContext,
-): Promise<CommandResult> {
+export async function watchCommand(opts: RelaunchFlags & { interval?: string }, args: string[], run: RunContext): Promise<CommandResult> {
   const one = targetName(opts, args, "watch");
   const intervalMs = parseDuration(opts.interval ?? "60s");
   if (!intervalMs || intervalMs < 1000)
     throw new UsageError(`--interval '${opts.interval}' is not a duration of at least 1s (examples: 30s, 5m)`);
   const ropts = relaunchOptions(opts);
-  const ctx = makeContext(run.io, run.signal, opts, run.now);
+  const ctx = appContext(run, opts);
   try {
     if (one !== undefined) requireState(ctx, one);
     ctx.report.info(`watching ${one ?? "every deployment"} every ${opts.interval ?? "60s"} (Ctrl-C or SIGTERM stops)`);
@@ -32,10 +28,10 @@ export default async function watchCommand(
     });
     const json = end.reports.map(reportJson);
     if (end.stopped === "gave-up")
-      return { code: 4, json: { code: "gave_up", message: "every watched deployment gave up", results: json } };
+      return { code: EXIT.gaveUp, json: { code: "gave_up", message: "every watched deployment gave up", results: json } };
     ctx.report.info(end.stopped === "signal" ? "watch stopped" : `${one} no longer exists: watch ends`);
     return { code: 0, json };
   } finally {
-    await ctx.close();
+    ctx.report.stop();
   }
 }
