@@ -1,15 +1,24 @@
 // `npm run demo` as a user who is not root, on this machine: it stops within seconds, before any host
 // is made, with exit 2 and one message naming what is missing (root) and what to do.
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../sim/sim.js";
+
+// The checkout may sit where another user cannot read it (a 0700 temp dir in CI): run a copy of the
+// built demo from a world-readable directory instead.
+const copy = mkdtempSync(join(tmpdir(), "tpd-demo-"));
+afterAll(() => rmSync(copy, { recursive: true, force: true }));
 
 describe("npm run demo without root", () => {
   it("exits 2 within seconds, naming root and how to run it", () => {
-    const demo = join(repoRoot(), "dist", "test", "sim", "demo.js");
-    expect(existsSync(demo), "npm run build first (npm test does)").toBe(true);
+    const built = join(repoRoot(), "dist", "test", "sim");
+    expect(existsSync(join(built, "demo.js")), "npm run build first (npm test does)").toBe(true);
+    cpSync(built, join(copy, "dist", "test", "sim"), { recursive: true });
+    chmodSync(copy, 0o755);
+    const demo = join(copy, "dist", "test", "sim", "demo.js");
     const t0 = Date.now();
     const r = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, demo], {
       encoding: "utf8",

@@ -6,8 +6,6 @@ import { join } from "node:path";
 import { PreflightError, ensureSimPrerequisites } from "./preflight.js";
 import { repoRoot, startSim } from "./sim.js";
 
-const bin = join(repoRoot(), "bin", "tpu-deploy.js");
-
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 }
@@ -20,6 +18,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${err.message}\n`);
     return 2;
   }
+  const bin = join(repoRoot(), "bin", "tpu-deploy.js");
   say("starting the simulated cloud (fake sky, Cloud TPU API emulator, metadata server, sshd hosts)");
   const sim = await startSim();
   const env = { ...sim.env, TPU_DEPLOY_HOME: join(sim.home, ".tpu-deploy") };
