@@ -8,6 +8,7 @@ import { createServer as createHttpServer, request as httpRequest, type Incoming
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Client, ConnectConfig } from "ssh2";
+import type { SshTarget } from "../core/ssh-target.js";
 import { EXIT, TpuDeployError } from "../errors.js";
 
 export type SshStage = "connect" | "auth" | "exec" | "forward" | "timeout";
@@ -36,14 +37,6 @@ export class SshError extends TpuDeployError {
     this.hint = init.hint;
     this.reason = init.reason;
   }
-}
-
-export interface SshTarget {
-  alias: string;
-  hostName: string;
-  port: number;
-  user: string;
-  identityFile: string; // already tilde-expanded (expandTilde in core/ssh-config)
 }
 
 export interface StepLimits {

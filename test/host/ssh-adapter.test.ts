@@ -17,8 +17,8 @@ import {
   SshError,
   startLocalForward,
   type HostSession,
-  type SshTarget,
 } from "../../src/adapters/ssh.js";
+import type { SshTarget } from "../../src/core/ssh-target.js";
 
 const run = promisify(execFile);
 // Unique sleep durations, so pgrep finds this run's remote commands and no one else's.
