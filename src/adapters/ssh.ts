@@ -9,35 +9,7 @@ import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Client, ConnectConfig } from "ssh2";
 import type { SshTarget } from "../core/ssh-target.js";
-import { EXIT, TpuDeployError } from "../errors.js";
-
-export type SshStage = "connect" | "auth" | "exec" | "forward" | "timeout";
-// Why a step failed, when the caller must tell cases apart (a refused forward means "still starting").
-export type SshFailure = "refused" | "unreachable" | "prohibited" | "lost" | "cancelled";
-
-export class SshError extends TpuDeployError {
-  readonly host: string;
-  readonly stage: SshStage;
-  override readonly hint: string;
-  readonly reason: SshFailure | undefined;
-
-  constructor(init: { host: string; stage: SshStage; message: string; hint: string; reason?: SshFailure; cause?: unknown }) {
-    super(
-      init.reason === "cancelled" ? "interrupted" : "ssh_failed",
-      init.reason === "cancelled" ? EXIT.interrupted : EXIT.failed,
-      `${init.host}: ${init.message}`,
-      {
-        hint: init.hint,
-        cause: init.cause,
-      },
-    );
-    this.name = "SshError";
-    this.host = init.host;
-    this.stage = init.stage;
-    this.hint = init.hint;
-    this.reason = init.reason;
-  }
-}
+import { SshError, type SshFailure, type SshStage } from "../errors.js";
 
 export interface StepLimits {
   timeoutMs?: number;

@@ -1,5 +1,5 @@
 // Starting, watching, checking and stopping sglang-jax on every host, in parallel over SSH.
-import { type HostSession, httpViaSsh, SshError } from "../adapters/ssh.js";
+import { type HostSession, httpViaSsh } from "../adapters/ssh.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
 import { serverCommand, setupMarker, venvPython } from "../core/plan.js";
@@ -18,7 +18,7 @@ import {
   watchCommand,
 } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
-import { OperationError, PartialFailureError } from "../errors.js";
+import { OperationError, PartialFailureError, SshError } from "../errors.js";
 import { type AppContext, interruptedFrom, mapLimit, sleep } from "./context.js";
 
 const CONCURRENCY = 32;

@@ -9,16 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  closeSessions,
-  connectAll,
-  connectHost,
-  httpViaSsh,
-  SshError,
-  startLocalForward,
-  type HostSession,
-} from "../../src/adapters/ssh.js";
+import { closeSessions, connectAll, connectHost, httpViaSsh, startLocalForward, type HostSession } from "../../src/adapters/ssh.js";
 import type { SshTarget } from "../../src/core/ssh-target.js";
+import { SshError } from "../../src/errors.js";
 
 const run = promisify(execFile);
 // Unique sleep durations, so pgrep finds this run's remote commands and no one else's.
