@@ -3,7 +3,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SkyClusterRecord } from "../adapters/sky.js";
-import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
+import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import { nodesOfCluster, type TpuNode } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
 import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost, type SkyHost } from "../core/ranks.js";

@@ -1,5 +1,6 @@
 // SSH sessions to the hosts recorded in a deployment's state (status, logs, proxy, restart, down).
-import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
+import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import type { SshTarget } from "../core/ssh-target.js";
 import type { DeploymentState, HostRecord } from "../core/state.js";
 import { OperationError } from "../errors.js";

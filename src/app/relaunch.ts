@@ -1,7 +1,7 @@
 // `tpu-deploy relaunch`: one cron-safe check of a deployment and, when needed, one attempt to make it
 // serve again. Never waits for the lock; decides from the cheapest evidence first (core/relaunch.ts);
 // restarts servers on healthy hosts, or cleans up a preempted cluster and runs the `up` path again.
-import { httpViaSsh } from "../adapters/ssh.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";

@@ -1,5 +1,6 @@
 // Starting, watching, checking and stopping sglang-jax on every host, in parallel over SSH.
-import { type HostSession, httpViaSsh } from "../adapters/ssh.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
 import { serverCommand, setupMarker, venvPython } from "../core/plan.js";

@@ -1,6 +1,6 @@
 // `tpu-deploy status`: every deployment's recorded state, the live cluster (sky status -v -o json), the TPU
 // node state where the API serves it, each rank's process and rank 0's health.
-import { httpViaSsh } from "../adapters/ssh.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { aliveCommand } from "../core/remote.js";
 import type { DeploymentState, HistoryEvent } from "../core/state.js";

@@ -1,7 +1,9 @@
 // `tpu-deploy up`: validate, lock, launch with zone failover, find the hosts, assign ranks, check the
 // rendezvous ports, start sglang-jax everywhere, wait until it serves. Resumable: the state file records
 // progress, and a rerun continues instead of starting a second cluster.
-import { closeSessions, type HostSession, httpViaSsh } from "../adapters/ssh.js";
+import { closeSessions } from "../adapters/ssh/connection.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { CommandResult, RunContext } from "../cli/program.js";
 import { confirm } from "../cli/prompt.js";

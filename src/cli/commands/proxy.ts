@@ -1,6 +1,6 @@
 import { makeContext } from "../../app/context.js";
 import { requireHosts, requireState, sessionsFor } from "../../app/hosts.js";
-import { startHttpProxy, startLocalForward } from "../../adapters/ssh.js";
+import { startHttpProxy, startLocalForward } from "../../adapters/ssh/forward.js";
 import { resolveSecrets } from "../../adapters/secrets.js";
 import { OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
