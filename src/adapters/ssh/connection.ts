@@ -2,6 +2,7 @@
 // at once, every host settled (not first-error-wins), and ssh2's connect errors translated into SshError.
 // ssh2 is imported only inside connectHost, so commands that never connect (--help) never load it.
 import { readFile } from "node:fs/promises";
+import pLimit from "p-limit";
 import type { ConnectConfig } from "ssh2";
 import type { SshTarget } from "../../core/ssh-target.js";
 import { SshError, type SshFailure, type SshStage } from "../../errors.js";
@@ -88,32 +89,28 @@ export async function connectAll(
   targets: readonly SshTarget[],
   opts: ConnectOptions & { concurrency?: number } = {},
 ): Promise<ConnectResult[]> {
-  const results: ConnectResult[] = new Array<ConnectResult>(targets.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < targets.length; i = next++) {
-      const target = targets[i];
-      if (target === undefined) continue;
-      try {
-        results[i] = { kind: "ok", host: target.alias, session: await connectHost(target, opts) };
-      } catch (err) {
-        const error =
-          err instanceof SshError
-            ? err
-            : new SshError({
-                host: target.alias,
-                stage: "connect",
-                cause: err,
-                message: `unexpected failure while connecting: ${errorMessage(err)}`,
-                hint: "This looks like a bug in tpu-deploy; rerun with --verbose and report it.",
-              });
-        results[i] = { kind: "error", host: target.alias, stage: error.stage, error };
-      }
-    }
-  };
-  const width = Math.max(1, Math.min(opts.concurrency ?? 8, targets.length));
-  await Promise.all(Array.from({ length: width }, worker));
-  return results;
+  // p-limit accepts only a positive integer; this keeps a fractional or zero limit meaning what it did.
+  const limit = pLimit(Math.max(1, Math.floor(Math.min(opts.concurrency ?? 8, targets.length))));
+  // connectOne never rejects, so every host settles and map() keeps input order.
+  return await limit.map(targets, (target) => connectOne(target, opts));
+}
+
+async function connectOne(target: SshTarget, opts: ConnectOptions): Promise<ConnectResult> {
+  try {
+    return { kind: "ok", host: target.alias, session: await connectHost(target, opts) };
+  } catch (err) {
+    const error =
+      err instanceof SshError
+        ? err
+        : new SshError({
+            host: target.alias,
+            stage: "connect",
+            cause: err,
+            message: `unexpected failure while connecting: ${errorMessage(err)}`,
+            hint: "This looks like a bug in tpu-deploy; rerun with --verbose and report it.",
+          });
+    return { kind: "error", host: target.alias, stage: error.stage, error };
+  }
 }
 
 export async function closeSessions(sessions: readonly HostSession[]): Promise<void> {
