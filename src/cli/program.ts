@@ -83,10 +83,10 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("-f, --follow", "keep following")
     .option("--tail <n>", "lines from the end of each log (default 100)");
 
-  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () => import("./commands/proxy.js")).option(
-    "--local-port <n>",
-    "local port (0 picks a free one)",
-  );
+  // proxy has a named export (house style); the other commands still default-export their handler.
+  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () =>
+    import("./commands/proxy.js").then((m) => ({ default: m.proxy })),
+  ).option("--local-port <n>", "local port (0 picks a free one)");
 
   define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () => import("./commands/restart.js"));
 

@@ -6,7 +6,7 @@ import { OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export default async function proxy(opts: OutputFlags & { localPort?: string }, args: string[], run: RunContext): Promise<CommandResult> {
+export async function proxy(opts: OutputFlags & { localPort?: string }, args: string[], run: RunContext): Promise<CommandResult> {
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy proxy NAME");
   const localPort = opts.localPort === undefined ? 0 : Number(opts.localPort);
