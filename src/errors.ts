@@ -99,6 +99,35 @@ export class SkyError extends TpuDeployError {
   }
 }
 
+export type SshStage = "connect" | "auth" | "exec" | "forward" | "timeout";
+// Why a step failed, when the caller must tell cases apart (a refused forward means "still starting").
+export type SshFailure = "refused" | "unreachable" | "prohibited" | "lost" | "cancelled";
+
+// A step cancelled by the run's signal is an interruption (exit 130), not an SSH failure.
+export class SshError extends TpuDeployError {
+  readonly host: string;
+  readonly stage: SshStage;
+  override readonly hint: string;
+  readonly reason: SshFailure | undefined;
+
+  constructor(init: { host: string; stage: SshStage; message: string; hint: string; reason?: SshFailure; cause?: unknown }) {
+    super(
+      init.reason === "cancelled" ? "interrupted" : "ssh_failed",
+      init.reason === "cancelled" ? EXIT.interrupted : EXIT.failed,
+      `${init.host}: ${init.message}`,
+      {
+        hint: init.hint,
+        cause: init.cause,
+      },
+    );
+    this.name = "SshError";
+    this.host = init.host;
+    this.stage = init.stage;
+    this.hint = init.hint;
+    this.reason = init.reason;
+  }
+}
+
 export class CloudApiError extends TpuDeployError {
   constructor(message: string, details: ErrorDetails = {}) {
     super("cloud_api", EXIT.failed, message, details);

@@ -2,8 +2,8 @@
 // their ranks → stop what an earlier run started → prove the rendezvous ports → start every rank → wait
 // until it serves. Each step records its result in the state, so a rerun continues where it stopped and
 // never makes a second cluster. `up`, `restart` and `relaunch` all come through here.
-import type { HostSession } from "../adapters/ssh.js";
-import { closeSessions } from "../adapters/ssh.js";
+import type { HostSession } from "../adapters/ssh/session.js";
+import { closeSessions } from "../adapters/ssh/connection.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
 import type { DeployPlan, ReplicaPlan } from "../core/plan.js";

@@ -2,10 +2,12 @@
 // worker number and internal address from the Cloud TPU API (v6e) or the host's metadata server (v7).
 import type { SkyClusterRecord } from "../adapters/sky.js";
 import { readSkySshConfig, skySshConfigPath } from "../adapters/sky-ssh.js";
-import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
+import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import { nodesOfCluster, type TpuNode } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
-import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost, type SshTarget } from "../core/ranks.js";
+import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost, type SkyHost } from "../core/ranks.js";
+import type { SshTarget } from "../core/ssh-target.js";
 import { metadataCommand } from "../core/remote.js";
 import { clusterHosts, expandTilde, parseSshConfig } from "../core/ssh-config.js";
 import { CloudApiError, OperationError } from "../errors.js";
@@ -26,7 +28,7 @@ export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?:
   return records.find((r) => r.name === name);
 }
 
-export function readSshTargets(ctx: AppContext, cluster: string): SshTarget[] {
+export function readSshTargets(ctx: AppContext, cluster: string): SkyHost[] {
   const path = skySshConfigPath(ctx.home, cluster);
   const text = readSkySshConfig(ctx.home, cluster);
   if (text === undefined) {
@@ -53,7 +55,7 @@ export function readSshTargets(ctx: AppContext, cluster: string): SshTarget[] {
   }));
 }
 
-export async function connectSessions(ctx: AppContext, targets: SshTarget[]): Promise<Map<string, HostSession>> {
+export async function connectSessions(ctx: AppContext, targets: readonly SshTarget[]): Promise<Map<string, HostSession>> {
   const results = await connectAll(targets, { concurrency: 16, timeoutMs: 30_000, signal: ctx.signal });
   const sessions = new Map<string, HostSession>();
   const failures: string[] = [];

@@ -1,5 +1,7 @@
 // SSH sessions to the hosts recorded in a deployment's state (status, logs, proxy, restart, down).
-import { closeSessions, connectAll, type HostSession } from "../adapters/ssh.js";
+import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
+import type { HostSession } from "../adapters/ssh/session.js";
+import type { SshTarget } from "../core/ssh-target.js";
 import type { DeploymentState, HostRecord } from "../core/state.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -12,7 +14,7 @@ export interface HostSessions {
 
 export async function sessionsFor(ctx: AppContext, hosts: readonly HostRecord[], timeoutMs = 15_000): Promise<HostSessions> {
   const results = await connectAll(
-    hosts.map((h) => ({ alias: h.sshAlias, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
+    hosts.map((h): SshTarget => ({ alias: h.sshAlias, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
     { concurrency: 16, timeoutMs, signal: ctx.signal },
   );
   const sessions = new Map<string, HostSession>();

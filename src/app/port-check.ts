@@ -1,6 +1,6 @@
 // Proving the rendezvous ports are open between the hosts before any server starts: sglang-jax would
 // hang silently on a blocked one (its handshake has no timeout, docs/upstream/sglang-jax.md §2).
-import type { HostSession } from "../adapters/ssh.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import { parsePortAnswer, portConnectCommand, portListenCommand } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
 import { OperationError } from "../errors.js";

@@ -1,7 +1,8 @@
 // The one probe of whether a replica serves: rank 0's /health (is anything listening), then
 // /health_generate (does the model answer: docs/upstream/sglang-jax.md §5), through an SSH tunnel to
 // rank 0's internal address. up (nothing to do?), status and relaunch all ask it.
-import { httpViaSsh, SshError } from "../adapters/ssh.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
+import { SshError } from "../errors.js";
 import type { HostRecord } from "../core/state.js";
 import { type AppContext, interruptedFrom } from "./context.js";
 import { sessionsFor } from "./hosts.js";

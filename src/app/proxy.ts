@@ -1,7 +1,7 @@
 // `tpu-deploy proxy`: a local endpoint for rank 0's server through SSH (no public port). With
 // server.apiKeySecret it is an HTTP proxy that adds the server's API key to requests that lack it.
 import { resolveSecrets } from "../adapters/secrets.js";
-import { startHttpProxy, startLocalForward } from "../adapters/ssh.js";
+import { startHttpProxy, startLocalForward } from "../adapters/ssh/forward.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
 import { requireHosts, requireState, sessionsFor } from "./hosts.js";

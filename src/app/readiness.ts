@@ -1,13 +1,14 @@
 // Waiting until a replica serves: rank 0's /health, then /health_generate 200 (the model answers), then
 // /get_server_info agreeing with the plan; every rank's process is watched the whole time, so a crash
 // fails the wait at once instead of at the deadline.
-import { type HostSession, httpViaSsh } from "../adapters/ssh.js";
+import type { HostSession } from "../adapters/ssh/session.js";
+import { httpViaSsh } from "../adapters/ssh/http.js";
 import { auditServerInfo } from "../core/audit.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
 import { remoteFiles, rendezvousDoneCommand, watchCommand } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
-import { SshError } from "../adapters/ssh.js";
+import { SshError } from "../errors.js";
 import { OperationError } from "../errors.js";
 import { type AppContext, interruptedFrom, sleep } from "./context.js";
 import { indent, lastLogLines, sessionOf } from "./start.js";

@@ -1,5 +1,5 @@
 // Starting and stopping sglang-jax on every host of a replica, in parallel over SSH (one session per host).
-import type { HostSession } from "../adapters/ssh.js";
+import type { HostSession } from "../adapters/ssh/session.js";
 import type { Config } from "../core/config.js";
 import { bindRank, type ReplicaPlan } from "../core/plan.js";
 import type { RankedHost } from "../core/ranks.js";

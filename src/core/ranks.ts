@@ -2,16 +2,10 @@
 // Rank = slice offset + TPU worker number; slice 0 is the slice of SkyPilot's head host, so rank 0 is
 // worker 0 of the head's slice. SkyPilot's own order (head, then the rest by external IP as a string)
 // is NOT the worker order (skypilot.md §6) and is never used for ranks.
+import type { SshTarget } from "./ssh-target.js";
 
-export interface SshTarget {
-  alias: string;
-  /** SkyPilot's index: 0 for the head, N for `<c>-workerN`. */
-  index: number;
-  hostName: string;
-  user: string;
-  port: number;
-  identityFile: string;
-}
+/** A host from SkyPilot's SSH config; `index` is SkyPilot's: 0 for the head, N for `<c>-workerN`. */
+export type SkyHost = SshTarget & { index: number };
 
 export interface HostIdentity {
   workerId: number;
@@ -20,7 +14,7 @@ export interface HostIdentity {
   sliceKey: string;
 }
 
-export interface RankedHost extends SshTarget, HostIdentity {
+export interface RankedHost extends SkyHost, HostIdentity {
   rank: number;
   slice: number;
 }
@@ -33,7 +27,7 @@ export interface TpuNodeView {
 export type Joined = { ok: true; identities: Map<string, HostIdentity> } | { ok: false; errors: string[] };
 
 /** Match SSH targets to TPU node endpoints by address (HostName is the external IP, or the internal one). */
-export function joinWithTpuNodes(targets: SshTarget[], nodes: TpuNodeView[]): Joined {
+export function joinWithTpuNodes(targets: readonly SshTarget[], nodes: TpuNodeView[]): Joined {
   const identities = new Map<string, HostIdentity>();
   const errors: string[] = [];
   for (const t of targets) {
@@ -59,7 +53,7 @@ export function joinWithTpuNodes(targets: SshTarget[], nodes: TpuNodeView[]): Jo
 export type RankResult = { ok: true; hosts: RankedHost[] } | { ok: false; errors: string[] };
 
 export function assignRanks(
-  targets: SshTarget[],
+  targets: SkyHost[],
   identities: Map<string, HostIdentity>,
   expected: { slices: number; vmsPerSlice: number },
 ): RankResult {
@@ -70,7 +64,7 @@ export function assignRanks(
   }
   const head = targets.find((t) => t.index === 0);
   if (!head) errors.push("SkyPilot's SSH config has no head host");
-  const joined: (SshTarget & HostIdentity)[] = [];
+  const joined: (SkyHost & HostIdentity)[] = [];
   for (const t of targets) {
     const id = identities.get(t.alias);
     if (!id) errors.push(`no TPU worker number and internal address for host ${t.alias}`);

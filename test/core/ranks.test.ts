@@ -6,7 +6,7 @@ import {
   isIpv4,
   joinWithTpuNodes,
   type RankedHost,
-  type SshTarget,
+  type SkyHost,
   type TpuNodeView,
 } from "../../src/core/ranks.js";
 
@@ -33,7 +33,7 @@ function cluster(hosts: TpuHost[], headNode: string, opts: { internalIps?: boole
   if (!head) throw new Error("fixture has no head");
   const rest = hosts.filter((h) => h !== head).sort((a, b) => (address(a) < address(b) ? -1 : address(a) > address(b) ? 1 : 0));
   const ordered = [head, ...rest];
-  const targets: SshTarget[] = ordered.map((h, index) => ({
+  const targets: SkyHost[] = ordered.map((h, index) => ({
     alias: index === 0 ? "sgl" : `sgl-worker${index}`,
     index,
     hostName: address(h),
@@ -54,7 +54,7 @@ function cluster(hosts: TpuHost[], headNode: string, opts: { internalIps?: boole
 type Outcome = { ok: true; hosts: RankedHost[] } | { ok: false; errors: string[] };
 
 /** The two steps discover() runs: join SSH targets with the API's endpoints, then assign ranks. */
-function rank(targets: SshTarget[], nodes: TpuNodeView[], expected: { slices: number; vmsPerSlice: number }): Outcome {
+function rank(targets: SkyHost[], nodes: TpuNodeView[], expected: { slices: number; vmsPerSlice: number }): Outcome {
   const joined = joinWithTpuNodes(targets, nodes);
   if (!joined.ok) return joined;
   return assignRanks(targets, joined.identities, expected);

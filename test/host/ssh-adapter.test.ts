@@ -9,16 +9,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  closeSessions,
-  connectAll,
-  connectHost,
-  httpViaSsh,
-  SshError,
-  startLocalForward,
-  type HostSession,
-  type SshTarget,
-} from "../../src/adapters/ssh.js";
+import { closeSessions, connectAll, connectHost } from "../../src/adapters/ssh/connection.js";
+import { startLocalForward } from "../../src/adapters/ssh/forward.js";
+import { httpViaSsh } from "../../src/adapters/ssh/http.js";
+import type { HostSession } from "../../src/adapters/ssh/session.js";
+import type { SshTarget } from "../../src/core/ssh-target.js";
+import { SshError } from "../../src/errors.js";
 
 const run = promisify(execFile);
 // Unique sleep durations, so pgrep finds this run's remote commands and no one else's.

@@ -1,0 +1,167 @@
+// Connecting to the hosts: one connection per host for the whole run, at most `concurrency` handshakes
+// at once, every host settled (not first-error-wins), and ssh2's connect errors translated into SshError.
+// ssh2 is imported only inside connectHost, so commands that never connect (--help) never load it.
+import { readFile } from "node:fs/promises";
+import pLimit from "p-limit";
+import type { ConnectConfig } from "ssh2";
+import type { SshTarget } from "../../core/ssh-target.js";
+import { SshError, type SshFailure, type SshStage } from "../../errors.js";
+import { type HostSession, Ssh2HostSession } from "./session.js";
+import { cancelled, errorMessage, runStep, type StepLimits } from "./step.js";
+
+export interface ConnectOptions extends StepLimits {
+  keepaliveIntervalMs?: number;
+}
+
+export type ConnectResult =
+  | { kind: "ok"; host: string; session: HostSession }
+  | { kind: "error"; host: string; stage: SshStage; error: SshError };
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+// SkyPilot's own ssh options use ServerAliveInterval=5, ServerAliveCountMax=3.
+const DEFAULT_KEEPALIVE_MS = 5_000;
+const KEEPALIVE_COUNT_MAX = 3;
+
+export async function connectHost(target: SshTarget, opts: ConnectOptions = {}): Promise<HostSession> {
+  const host = target.alias;
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  if (opts.signal?.aborted === true) throw cancelled(host, "connect", opts.signal.reason);
+  let privateKey: Buffer;
+  try {
+    privateKey = await readFile(target.identityFile);
+  } catch (cause) {
+    throw new SshError({
+      host,
+      stage: "auth",
+      cause,
+      message: `cannot read the SSH key ${target.identityFile}`,
+      hint: "SkyPilot writes the cluster's key on `sky status`; run it, or fix the IdentityFile line in ~/.sky/generated/ssh/<cluster>.",
+    });
+  }
+  const { Client: SshClient } = await import("ssh2");
+  const client = new SshClient();
+  const session = new Ssh2HostSession(target, client);
+  const where = `${target.user}@${target.hostName}:${target.port}`;
+  let ready = false;
+  try {
+    await runStep<void>(host, "connect", `SSH connection to ${where}`, { timeoutMs, signal: opts.signal }, (step) => {
+      client.once("ready", () => step.resolve());
+      session.onConnectError = (err) => step.reject(connectError(target, err, timeoutMs));
+      session.onConnectClose = () =>
+        step.reject(
+          new SshError({
+            host,
+            stage: "connect",
+            reason: "lost",
+            message: `${where} closed the connection during the SSH handshake`,
+            hint: "sshd on the host may be restarting or refusing connections (MaxStartups); retry in a moment.",
+          }),
+        );
+      const config: ConnectConfig = {
+        host: target.hostName,
+        port: target.port,
+        username: target.user,
+        privateKey,
+        authHandler: ["publickey"], // IdentitiesOnly yes: this key and nothing else
+        readyTimeout: timeoutMs,
+        keepaliveInterval: opts.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_MS,
+        keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+        // SkyPilot's config says StrictHostKeyChecking no and UserKnownHostsFile=/dev/null: TPU hosts get
+        // fresh host keys on every (re)launch, so there is nothing to pin them to.
+        hostVerifier: () => true,
+      };
+      try {
+        client.connect(config); // throws at once on a key it cannot parse
+      } catch (err) {
+        step.reject(connectError(target, err instanceof Error ? err : new Error(String(err)), timeoutMs));
+      }
+    });
+    ready = true;
+    return session;
+  } finally {
+    session.onConnectError = undefined;
+    session.onConnectClose = undefined;
+    if (!ready) client.destroy();
+  }
+}
+
+export async function connectAll(
+  targets: readonly SshTarget[],
+  opts: ConnectOptions & { concurrency?: number } = {},
+): Promise<ConnectResult[]> {
+  // p-limit accepts only a positive integer; this keeps a fractional or zero limit meaning what it did.
+  const limit = pLimit(Math.max(1, Math.floor(Math.min(opts.concurrency ?? 8, targets.length))));
+  // connectOne never rejects, so every host settles and map() keeps input order.
+  return await limit.map(targets, (target) => connectOne(target, opts));
+}
+
+async function connectOne(target: SshTarget, opts: ConnectOptions): Promise<ConnectResult> {
+  try {
+    return { kind: "ok", host: target.alias, session: await connectHost(target, opts) };
+  } catch (err) {
+    const error =
+      err instanceof SshError
+        ? err
+        : new SshError({
+            host: target.alias,
+            stage: "connect",
+            cause: err,
+            message: `unexpected failure while connecting: ${errorMessage(err)}`,
+            hint: "This looks like a bug in tpu-deploy; rerun with --verbose and report it.",
+          });
+    return { kind: "error", host: target.alias, stage: error.stage, error };
+  }
+}
+
+export async function closeSessions(sessions: readonly HostSession[]): Promise<void> {
+  await Promise.allSettled(sessions.map((s) => s.close()));
+}
+
+function connectError(target: SshTarget, err: Error, timeoutMs: number): SshError {
+  const host = target.alias;
+  const where = `${target.hostName}:${target.port}`;
+  const level = (err as Error & { level?: string }).level;
+  const code = (err as Error & { code?: string }).code;
+  if (level === "client-authentication") {
+    return new SshError({
+      host,
+      stage: "auth",
+      cause: err,
+      message: `${where} refused the key ${target.identityFile} for user ${target.user}`,
+      hint: "Run `sky status` so SkyPilot rewrites the cluster's key and SSH config, and check that the cluster is yours.",
+    });
+  }
+  if (level === "client-timeout") {
+    return new SshError({
+      host,
+      stage: "timeout",
+      cause: err,
+      message: `no SSH handshake with ${where} within ${timeoutMs} ms`,
+      hint: "The host may be booting, overloaded, or behind a firewall that drops packets; retry, or raise the timeout.",
+    });
+  }
+  if (level === undefined && /privateKey|private key|key format|passphrase/i.test(err.message)) {
+    return new SshError({
+      host,
+      stage: "auth",
+      cause: err,
+      message: `cannot use the SSH key ${target.identityFile}: ${err.message}`,
+      hint: "IdentityFile must be an unencrypted private key (SkyPilot's own key is); run `sky status` to rewrite it.",
+    });
+  }
+  const reason: SshFailure | undefined =
+    code === "ECONNREFUSED" ? "refused" : code === "EHOSTUNREACH" || code === "ENETUNREACH" ? "unreachable" : undefined;
+  return new SshError({
+    host,
+    stage: "connect",
+    cause: err,
+    ...(reason === undefined ? {} : { reason }),
+    message: `cannot connect to ${where}: ${err.message}`,
+    hint:
+      reason === "refused"
+        ? "Nothing accepts SSH there: the host may be rebooting or preempted. Run `sky status --refresh`."
+        : reason === "unreachable"
+          ? "This machine has no route to the host; check your network, or whether the cluster uses internal IPs."
+          : "Check that the host is up (`sky status --refresh`) and reachable on its SSH port.",
+  });
+}
