@@ -1,5 +1,6 @@
 // The dependencies a use case gets, built once per command run. Heavy adapters load on first use.
 import { homedir } from "node:os";
+import { createScheduler, type Scheduler } from "../adapters/scheduler.js";
 import type { Sky } from "../adapters/sky.js";
 import { StateStore } from "../adapters/state-store.js";
 import type { TpuApi } from "../adapters/tpu-api.js";
@@ -18,12 +19,15 @@ export interface AppContext {
   sky(): Promise<Sky>;
   /** The Cloud TPU API client; created once, closed by close(). */
   tpuApi(): Promise<TpuApi>;
+  /** crontab, systemctl and the systemd unit files, for `schedule`. */
+  scheduler(): Scheduler;
   close(): Promise<void>;
 }
 
 export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now: () => Date = () => new Date()): AppContext {
   let sky: Promise<Sky> | undefined;
   let api: Promise<TpuApi> | undefined;
+  let scheduler: Scheduler | undefined;
   const report = makeReporter(io, flags);
   return {
     io,
@@ -41,6 +45,10 @@ export function makeContext(io: Io, signal: AbortSignal, flags: OutputFlags, now
     tpuApi: () => {
       api ??= import("../adapters/tpu-api.js").then((m) => m.createTpuApi(io.env));
       return api;
+    },
+    scheduler: () => {
+      scheduler ??= createScheduler(io.env);
+      return scheduler;
     },
     close: async () => {
       report.stop();

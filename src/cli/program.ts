@@ -9,6 +9,8 @@ export interface RunContext {
   signal: AbortSignal;
   /** The clock; tests inject one (relaunch backoff). */
   now?: () => Date;
+  /** The running tpu-deploy (node and the real path of its bin), for what `schedule` writes; tests pass their own. */
+  self?: { node: string; bin: string };
 }
 
 /** A command's outcome. With a non-zero code, `json` is the error document: {code, message, hint?, ...details}. */
@@ -120,10 +122,8 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
     .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
 
-  define(
-    "schedule <name>",
-    "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME",
-    () => import("./commands/schedule.js"),
+  define("schedule <name>", "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME", () =>
+    import("./commands/schedule.js").then((m) => ({ default: m.schedule })),
   )
     .option("--every <interval>", "how often: 1m…30m dividing an hour, 1h…24h dividing a day")
     .option("--cron <expr>", "a 5-field cron expression instead of --every")

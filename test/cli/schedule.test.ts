@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { checkCron, cronFromEvery, onCalendarFromCron } from "../../src/app/schedule.js";
+import { checkCron, cronFromEvery, onCalendarFromCron } from "../../src/core/schedule.js";
 import { StateStore } from "../../src/adapters/state-store.js";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { resolveConfig } from "../../src/core/config.js";
@@ -111,8 +111,8 @@ function setup(opts: { secrets?: boolean } = {}): Env {
   return { dir, home, tpdHome, xdg, fake, env, secretsFile };
 }
 
-async function cli(argv: string[], extra: Record<string, string> = {}): Promise<CliResult> {
-  return await runCli(argv, { env: { ...t.env, ...extra }, cwd: t.dir });
+async function cli(argv: string[], extra: Record<string, string> = {}, self?: { node: string; bin: string }): Promise<CliResult> {
+  return await runCli(argv, { env: { ...t.env, ...extra }, cwd: t.dir, ...(self ? { self } : {}) });
 }
 
 /** Every file and link under dir, with contents, for exact before/after comparison. */
@@ -156,14 +156,7 @@ afterEach(() => {
 describe("schedule prints a cron line that runs as printed", () => {
   it("the line, run by bash from cron's bare environment, runs `tpu-deploy relaunch NAME` with PATH, HOME and the secrets file", async () => {
     // The bin that is running is the one the line must call: here the recording fake.
-    const realArgv1 = process.argv[1];
-    process.argv[1] = join(t.fake, "tpu-deploy");
-    let r: CliResult;
-    try {
-      r = await cli(["schedule", "spotty", "--every", "5m"]);
-    } finally {
-      process.argv[1] = realArgv1 ?? "";
-    }
+    const r = await cli(["schedule", "spotty", "--every", "5m"], {}, { node: process.execPath, bin: join(t.fake, "tpu-deploy") });
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
