@@ -105,7 +105,6 @@ export interface ScheduleSpec {
   bin: string;
   env: NodeJS.ProcessEnv;
   home: string;
-  secretsFile: string | undefined;
 }
 
 export interface Schedule {
@@ -151,12 +150,11 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   }
   env.sort((a, b) => (a[0] === "PATH" ? -1 : b[0] === "PATH" ? 1 : 0));
   const argv = [spec.node, spec.bin, "relaunch", spec.name];
-  // The whole group's output goes to the log, including a failing `.` of the secrets file.
-  const shell = [
-    `export ${env.map(([k, v]) => `${k}=${shellQuote(v)}`).join(" ")}`,
-    ...(spec.secretsFile ? [`if [ -r ${shellQuote(spec.secretsFile)} ]; then set -a; . ${shellQuote(spec.secretsFile)}; set +a; fi`] : []),
-    argv.map(shellQuote).join(" "),
-  ].join("; ");
+  // No secrets here: relaunch reads server.secretsFile from the deployment's state with the parser `up`
+  // used, the environment first. A shell sourcing the file would run any $(...) in it and read values
+  // differently; systemd's EnvironmentFile= parses it a third way.
+  const shell = `export ${env.map(([k, v]) => `${k}=${shellQuote(v)}`).join(" ")}; ${argv.map(shellQuote).join(" ")}`;
+  // The whole group's output goes to the log, including a failing export.
   const command = `{ ${shell}; } >> ${shellQuote(logFile)} 2>&1`;
   // cron turns an unescaped % into a newline.
   const cronEntry = `${spec.cron} ${command.replace(/%/g, "\\%")}`;
@@ -170,7 +168,6 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
     "[Service]",
     "Type=oneshot",
     ...env.map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`),
-    ...(spec.secretsFile ? [`EnvironmentFile=-${systemdEscape(spec.secretsFile)}`] : []),
     `ExecStart=${argv.map((a) => systemdQuote(a).replace(/\$/g, "$$$$")).join(" ")}`,
     `StandardOutput=append:${systemdEscape(logFile)}`,
     `StandardError=append:${systemdEscape(logFile)}`,

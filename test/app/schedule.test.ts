@@ -50,7 +50,6 @@ const sched = (name = "spotty", cron = "*/5 * * * *") =>
     bin: "/opt/tpu-deploy/bin/tpu-deploy.js",
     env: { PATH: "/usr/bin:/bin", HOME: "/home/me" },
     home: "/home/me",
-    secretsFile: undefined,
   });
 
 const crontabText = (f: Fake) => (f.crontab.kind === "ok" ? f.crontab.text : null);

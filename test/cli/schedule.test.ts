@@ -135,6 +135,13 @@ function tree(dir: string): Record<string, string> {
   return out;
 }
 
+function recorded(file: string): { argv: string[]; env: Record<string, string> }[] {
+  return readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+}
+
 function crontab(): string | null {
   const f = join(t.dir, "crontab.txt");
   return existsSync(f) ? readFileSync(f, "utf8") : null;
@@ -154,7 +161,7 @@ afterEach(() => {
 });
 
 describe("schedule prints a cron line that runs as printed", () => {
-  it("the line, run by bash from cron's bare environment, runs `tpu-deploy relaunch NAME` with PATH, HOME and the secrets file", async () => {
+  it("the line, run by bash from cron's bare environment, runs `tpu-deploy relaunch NAME` with PATH and HOME, and leaves the secrets file to relaunch", async () => {
     // The bin that is running is the one the line must call: here the recording fake.
     const r = await cli(["schedule", "spotty", "--every", "5m"], {}, { node: process.execPath, bin: join(t.fake, "tpu-deploy") });
     expect(r.code).toBe(0);
@@ -178,10 +185,7 @@ describe("schedule prints a cron line that runs as printed", () => {
       });
       expect(ran.status).toBe(0);
     }
-    const calls = readFileSync(record, "utf8")
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+    const calls = recorded(record);
     expect(calls).toHaveLength(2);
     for (const call of calls) {
       expect(call.argv).toEqual(["relaunch", "spotty"]);
@@ -190,14 +194,38 @@ describe("schedule prints a cron line that runs as printed", () => {
         TPU_DEPLOY_HOME: t.tpdHome,
         PATH: t.env.PATH,
         GOOGLE_CLOUD_PROJECT: "my-project",
-        HF_TOKEN: "hf_from file",
       });
+      // relaunch reads server.secretsFile from the deployment's state with the parser `up` used.
+      expect(call.env.HF_TOKEN).toBeUndefined();
     }
     // Output goes to the log file under TPU_DEPLOY_HOME.
     expect(readFileSync(join(t.tpdHome, "logs", "relaunch-spotty.log"), "utf8")).toContain("fake tpu-deploy ran: relaunch spotty");
   });
 
-  it("without a secrets file the line sources nothing", async () => {
+  it("the line never lets a shell read the secrets file: no $(...) runs, `K=a b` runs no b", async () => {
+    const pwned = join(t.dir, "PWNED");
+    const ranB = join(t.dir, "B_RAN");
+    writeExec(join(t.fake, "b"), `#!/bin/sh\ntouch '${ranB}'\n`); // on the PATH the line exports
+    writeFileSync(t.secretsFile, `HF_TOKEN=hf\nX=$(touch '${pwned}')\nK=a b\n`, { mode: 0o600 });
+    const r = await cli(["schedule", "spotty", "--every", "5m", "--json"], {}, { node: process.execPath, bin: join(t.fake, "tpu-deploy") });
+    expect(r.code).toBe(0);
+    const { command } = (JSON.parse(r.stdout) as { result: { command: string } }).result;
+    const record = join(t.dir, "record.jsonl");
+    const ran = spawnSync("env", ["-i", `FAKE_RECORD=${record}`, "PATH=/usr/bin:/bin", "sh", "-c", command], {
+      encoding: "utf8",
+      cwd: t.dir,
+    });
+    expect(ran.status).toBe(0);
+    const [call] = recorded(record);
+    expect(call?.argv).toEqual(["relaunch", "spotty"]);
+    expect(existsSync(pwned)).toBe(false);
+    expect(existsSync(ranB)).toBe(false);
+    expect(call?.env).not.toHaveProperty("X");
+    expect(call?.env).not.toHaveProperty("K");
+    expect(command).not.toContain(t.secretsFile);
+  });
+
+  it("--cron EXPR --json: the entry starts with the expression and sources nothing", async () => {
     t = setup({ secrets: false });
     const r = await cli(["schedule", "spotty", "--cron", "7 */2 * * 1-5", "--json"]);
     expect(r.code).toBe(0);
@@ -207,11 +235,12 @@ describe("schedule prints a cron line that runs as printed", () => {
     expect(doc.result.command).not.toContain("set -a");
   });
 
-  it("--systemd prints the service and timer: EnvironmentFile= for the secrets file, absolute node and bin", async () => {
+  it("--systemd prints the service and timer: absolute node and bin, and no EnvironmentFile= (systemd would parse the secrets file its own way)", async () => {
     const r = await cli(["schedule", "spotty", "--every", "15m", "--systemd"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`# ${join(t.xdg, "systemd", "user", "tpu-deploy-relaunch-spotty.service")}`);
-    expect(r.stdout).toContain(`EnvironmentFile=-${t.secretsFile}`);
+    expect(r.stdout).not.toContain("EnvironmentFile");
+    expect(r.stdout).not.toContain(t.secretsFile);
     expect(r.stdout).toContain(`Environment="HOME=${t.home}"`);
     expect(r.stdout).toMatch(new RegExp(`ExecStart=${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} \\S+ relaunch spotty\\n`));
     expect(r.stdout).toContain("OnCalendar=*-*-* *:00,15,30,45:00");

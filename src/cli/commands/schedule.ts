@@ -39,9 +39,9 @@ export async function schedule(opts: ScheduleFlags, args: string[], run: RunCont
     : checkCron(opts.cron ?? "")
         .map((f) => f.join(","))
         .join(" ");
-  const state = requireState(ctx, name);
+  requireState(ctx, name); // relaunch finds the secrets file and everything else in it
   if (!run.self) throw new InternalError("cannot tell which tpu-deploy is running (no script path in process.argv)");
-  const s = buildSchedule({ name, cron, ...run.self, env: ctx.env, home: ctx.home, secretsFile: state.config.server.secretsFile });
+  const s = buildSchedule({ name, cron, ...run.self, env: ctx.env, home: ctx.home });
   scheduler.makeLogDir(dirname(s.logFile));
   const json = {
     name,
