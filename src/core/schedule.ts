@@ -2,6 +2,7 @@
 // units and the marker that recognises them. Pure: text from data; installing is src/app/schedule.ts.
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
+import { NAME_PATTERN, NAME_RULE } from "./config.js";
 import { parseDuration } from "./duration.js";
 import { stateHome } from "./paths.js";
 import { shellQuote } from "./quote.js";
@@ -120,15 +121,45 @@ export interface Schedule {
   timer: string;
 }
 
+/** The name goes into a crontab comment, a unit name and file paths: only what `up` accepts as a name. */
+export function checkName(name: string): void {
+  if (!NAME_PATTERN.test(name)) throw new UsageError(`${JSON.stringify(name)} is not a deployment name: ${NAME_RULE}`);
+}
+
+// Control characters end a crontab line or a unit file directive (or are read as garbage), and
+// quoting cannot help: cron and systemd split lines before any shell or unquoting sees them.
+const CONTROL = /[\x00-\x1f\x7f]/;
+const CONTROL_NAMES: Record<number, string> = { 0: "NUL", 9: "tab", 10: "line feed", 13: "carriage return", 27: "escape", 127: "delete" };
+
+/** Refuses, all at once, every value that holds a control character, naming where it came from. */
+function checkPrintable(values: readonly (readonly [source: string, value: string])[]): void {
+  const problems: string[] = [];
+  for (const [source, value] of values) {
+    const m = CONTROL.exec(value);
+    if (!m) continue;
+    const code = value.charCodeAt(m.index);
+    const name = CONTROL_NAMES[code];
+    const char = `U+${code.toString(16).toUpperCase().padStart(4, "0")}${name ? ` (${name})` : ""}`;
+    problems.push(`${source} contains the control character ${char} at position ${m.index + 1}`);
+  }
+  if (problems.length === 0) return;
+  throw new UsageError(`${problems.join("; ")}; no crontab line or systemd unit can hold a control character`, {
+    hint: "cron and systemd split entries at line breaks, so the rest would run as an entry of its own; remove the control character and run tpu-deploy schedule again",
+  });
+}
+
 export function markerOf(name: string): string {
+  checkName(name);
   return `# tpu-deploy:relaunch:${name} (installed by tpu-deploy schedule; remove with: tpu-deploy schedule ${name} --uninstall)`;
 }
 
 export function unitNameOf(name: string): string {
+  checkName(name);
   return `tpu-deploy-relaunch-${name}`;
 }
 
 export function logFileOf(env: NodeJS.ProcessEnv, name: string): string {
+  checkName(name);
   return join(stateHome(env), "logs", `relaunch-${name}.log`);
 }
 
@@ -137,7 +168,11 @@ export function userUnitDir(env: NodeJS.ProcessEnv, home: string): string {
 }
 
 export function buildSchedule(spec: ScheduleSpec): Schedule {
-  checkCron(spec.cron);
+  checkName(spec.name);
+  // The checked form: fields joined by single spaces, whatever whitespace (a newline) separated them.
+  const cron = checkCron(spec.cron)
+    .map((f) => f.join(","))
+    .join(" ");
   const tpdHome = stateHome(spec.env);
   const logFile = logFileOf(spec.env, spec.name);
   const env: [string, string][] = [
@@ -150,6 +185,13 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   }
   env.sort((a, b) => (a[0] === "PATH" ? -1 : b[0] === "PATH" ? 1 : 0));
   const argv = [spec.node, spec.bin, "relaunch", spec.name];
+  const tpdHomeSource = spec.env.TPU_DEPLOY_HOME ? "TPU_DEPLOY_HOME" : "TPU_DEPLOY_HOME (by default $HOME/.tpu-deploy)";
+  checkPrintable([
+    ...env.map(([k, v]) => [k === "TPU_DEPLOY_HOME" ? tpdHomeSource : k, v] as const),
+    ["the path of node", spec.node],
+    ["the path of the tpu-deploy script", spec.bin],
+    ["the log file", logFile],
+  ]);
   // No secrets here: relaunch reads server.secretsFile from the deployment's state with the parser `up`
   // used, the environment first. A shell sourcing the file would run any $(...) in it and read values
   // differently; systemd's EnvironmentFile= parses it a third way.
@@ -157,7 +199,7 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   // The whole group's output goes to the log, including a failing export.
   const command = `{ ${shell}; } >> ${shellQuote(logFile)} 2>&1`;
   // cron turns an unescaped % into a newline.
-  const cronEntry = `${spec.cron} ${command.replace(/%/g, "\\%")}`;
+  const cronEntry = `${cron} ${command.replace(/%/g, "\\%")}`;
   const unitName = unitNameOf(spec.name);
   const service = [
     markerOf(spec.name),
@@ -176,10 +218,10 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   const timer = [
     markerOf(spec.name),
     "[Unit]",
-    `Description=Run tpu-deploy relaunch ${spec.name} on a schedule (cron: ${spec.cron})`,
+    `Description=Run tpu-deploy relaunch ${spec.name} on a schedule (cron: ${cron})`,
     "",
     "[Timer]",
-    `OnCalendar=${onCalendarFromCron(spec.cron)}`,
+    `OnCalendar=${onCalendarFromCron(cron)}`,
     "AccuracySec=1s",
     `Unit=${unitName}.service`,
     "",
@@ -187,7 +229,7 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
     "WantedBy=timers.target",
     "",
   ].join("\n");
-  return { name: spec.name, cron: spec.cron, marker: markerOf(spec.name), command, cronEntry, logFile, unitName, service, timer };
+  return { name: spec.name, cron, marker: markerOf(spec.name), command, cronEntry, logFile, unitName, service, timer };
 }
 
 function systemdEscape(s: string): string {

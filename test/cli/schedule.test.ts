@@ -341,6 +341,92 @@ describe("schedule --install systemd / --uninstall", () => {
   });
 });
 
+describe("schedule refuses what would break out of a crontab line or a unit file", () => {
+  /** Nothing printed, installed or run: no crontab, no unit directory, no crontab/systemctl call. */
+  async function refused(argv: string[], extra: Record<string, string>, self?: { node: string; bin: string }): Promise<string[]> {
+    const before = tree(t.xdg);
+    const stderrs: string[] = [];
+    for (const mode of [[], ["--systemd"], ["--install", "cron"], ["--install", "systemd"]]) {
+      const r = await cli([...argv, ...mode], extra, self);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout).toBe("");
+      stderrs.push(r.stderr);
+    }
+    expect(crontab()).toBeNull();
+    expect(tree(t.xdg)).toEqual(before);
+    expect(calls()).toEqual([]);
+    return stderrs;
+  }
+
+  it.each([
+    ["HOME", "\n", "U+000A (line feed)"],
+    ["PATH", "\n", "U+000A (line feed)"],
+    ["GOOGLE_CLOUD_PROJECT", "\r", "U+000D (carriage return)"],
+    ["TPU_DEPLOY_SKY", "\x1b", "U+001B (escape)"],
+    ["GOOGLE_APPLICATION_CREDENTIALS", "\t", "U+0009 (tab)"],
+    ["SKYPILOT_API_SERVER_ENDPOINT", "\x7f", "U+007F (delete)"],
+  ])("%s with %j → exit 2 naming it and the character", async (source, char, named) => {
+    const value = `${t.env[source] ?? "/x"}${char}* * * * * touch ${join(t.dir, "PWNED")}`;
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], { [source]: value })) {
+      expect(stderr).toContain(`${source} contains the control character ${named}`);
+    }
+  });
+
+  it("TPU_DEPLOY_HOME with a newline (the deployment's state lives there) → exit 2", async () => {
+    const tpdHome = `${t.tpdHome}\n* * * * * touch PWNED`;
+    const store = new StateStore({ ...t.env, TPU_DEPLOY_HOME: tpdHome });
+    store.write(JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8")));
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], { TPU_DEPLOY_HOME: tpdHome })) {
+      expect(stderr).toContain("TPU_DEPLOY_HOME contains the control character U+000A (line feed)");
+    }
+  });
+
+  it.each([
+    ["node", "the path of node"],
+    ["bin", "the path of the tpu-deploy script"],
+  ])("the running %s's path with a newline → exit 2", async (which, source) => {
+    const self = { node: process.execPath, bin: join(t.fake, "tpu-deploy") };
+    self[which as "node" | "bin"] += "\n* * * * * touch PWNED";
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], {}, self)) {
+      expect(stderr).toContain(`${source} contains the control character U+000A (line feed)`);
+    }
+  });
+
+  it("reports every offending value at once", async () => {
+    const [stderr] = await refused(["schedule", "spotty", "--every", "5m"], { HOME: "/h\nx", GOOGLE_CLOUD_PROJECT: "p\0" });
+    expect(stderr).toContain("HOME contains the control character U+000A (line feed)");
+    expect(stderr).toContain("GOOGLE_CLOUD_PROJECT contains the control character U+0000 (NUL)");
+  });
+
+  it("a secretsFile with a newline adds no line: the path is not written anywhere", async () => {
+    const state = JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8"));
+    state.config.server.secretsFile = `${t.secretsFile}\n* * * * * touch ${join(t.dir, "PWNED")} #`;
+    new StateStore(t.env).write(state);
+    expect((await cli(["schedule", "spotty", "--every", "5m", "--install", "cron"])).code).toBe(0);
+    expect((crontab() ?? "").trimEnd().split("\n")).toHaveLength(2);
+    const units = await cli(["schedule", "spotty", "--every", "5m", "--systemd"]);
+    expect(units.stdout).not.toContain("touch");
+  });
+
+  it("a state whose name is not a deployment name (a newline) → exit 2 before its name reaches a marker, unit or log path", async () => {
+    const name = "spotty\n* * * * * touch PWNED";
+    const state = JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8"));
+    new StateStore(t.env).write({ ...state, name });
+    for (const stderr of await refused(["schedule", name, "--every", "5m"], {})) {
+      expect(stderr).toContain(`${JSON.stringify(name)} is not a deployment name`);
+    }
+    expect(existsSync(join(t.tpdHome, "logs"))).toBe(false);
+  });
+
+  it.each(["../../evil", "Spotty", "-", "a".repeat(41)])("%j is not a deployment name: exit 2, also for --uninstall", async (name) => {
+    await refused(["schedule", name, "--every", "5m"], {});
+    const r = await cli(["schedule", name, "--uninstall"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("is not a deployment name: use lowercase letters, digits and -");
+    expect(calls()).toEqual([]);
+  });
+});
+
 describe("schedule input", () => {
   it.each([
     [["schedule", "spotty"], "give one of --every"],

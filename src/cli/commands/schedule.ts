@@ -2,7 +2,7 @@ import { dirname } from "node:path";
 import { makeContext } from "../../app/context.js";
 import { requireState } from "../../app/hosts.js";
 import { installCron, installSystemd, uninstallCron, uninstallSystemd } from "../../app/schedule.js";
-import { buildSchedule, checkCron, cronFromEvery, userUnitDir } from "../../core/schedule.js";
+import { buildSchedule, checkCron, checkName, cronFromEvery, userUnitDir } from "../../core/schedule.js";
 import { InternalError, OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -12,6 +12,7 @@ type ScheduleFlags = OutputFlags & { every?: string; cron?: string; install?: st
 export async function schedule(opts: ScheduleFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy schedule NAME --every 5m");
+  checkName(name); // before it reaches the state directory, a marker, a unit name or a log path
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   const out = run.io.stdout;
   const scheduler = ctx.scheduler();
