@@ -185,12 +185,12 @@ export function buildSchedule(spec: ScheduleSpec): Schedule {
   }
   env.sort((a, b) => (a[0] === "PATH" ? -1 : b[0] === "PATH" ? 1 : 0));
   const argv = [spec.node, spec.bin, "relaunch", spec.name];
+  // Every value below goes into the line and the units; the log file is TPU_DEPLOY_HOME and the checked name.
   const tpdHomeSource = spec.env.TPU_DEPLOY_HOME ? "TPU_DEPLOY_HOME" : "TPU_DEPLOY_HOME (by default $HOME/.tpu-deploy)";
   checkPrintable([
     ...env.map(([k, v]) => [k === "TPU_DEPLOY_HOME" ? tpdHomeSource : k, v] as const),
     ["the path of node", spec.node],
     ["the path of the tpu-deploy script", spec.bin],
-    ["the log file", logFile],
   ]);
   // No secrets here: relaunch reads server.secretsFile from the deployment's state with the parser `up`
   // used, the environment first. A shell sourcing the file would run any $(...) in it and read values
