@@ -1,6 +1,7 @@
 // The dependencies of every use case, built once per run in main.ts (tests build their own). Heavy
 // adapters (execa, gRPC, ssh2) load on first use, so `--help` never pays for them.
 import { homedir } from "node:os";
+import { createScheduler, type Scheduler } from "../adapters/scheduler.js";
 import type { Sky } from "../adapters/sky.js";
 import { StateStore } from "../adapters/state-store.js";
 import type { TpuApi } from "../adapters/tpu-api.js";
@@ -22,19 +23,22 @@ export interface Deps {
   template(config: Config): Template;
   /** POSTs a JSON body (webhooks); never throws, the result says what happened. */
   post(url: string, body: unknown): Promise<PostResult>;
-  /** The running tpu-deploy: node and the bin script (what schedule installs). */
-  self: { node: string; bin: string };
+  /** crontab, systemctl and the systemd unit files, for `schedule`. */
+  scheduler(): Scheduler;
+  /** The running tpu-deploy: node and the real path of its bin script (what schedule installs); none when unknown. */
+  self: { node: string; bin: string } | undefined;
   close(): Promise<void>;
 }
 
 export interface DepsOptions {
   now?: () => Date;
-  self?: { node: string; bin: string };
+  self?: { node: string; bin: string } | undefined;
 }
 
 export function makeDeps(env: NodeJS.ProcessEnv, opts: DepsOptions = {}): Deps {
   let sky: Promise<Sky> | undefined;
   let api: Promise<TpuApi> | undefined;
+  let scheduler: Scheduler | undefined;
   return {
     env,
     home: env.HOME || homedir(),
@@ -50,7 +54,11 @@ export function makeDeps(env: NodeJS.ProcessEnv, opts: DepsOptions = {}): Deps {
     },
     template: (config) => loadTemplate(config.launch.template, config.tpu.generation),
     post: (url, body) => postJson(url, body),
-    self: opts.self ?? { node: process.execPath, bin: process.argv[1] ?? "" },
+    scheduler: () => {
+      scheduler ??= createScheduler(env);
+      return scheduler;
+    },
+    self: opts.self,
     close: async () => {
       if (!api) return;
       try {

@@ -1,264 +1,25 @@
-// `tpu-deploy schedule`: run `tpu-deploy relaunch NAME` from cron or a systemd user timer, with the
-// environment cron does not give (PATH, HOME, the secrets file) and a log file. Installing goes through
-// `crontab -l` / `crontab -` and `systemctl --user`; uninstalling removes exactly what was installed,
-// recognised by a marker, and nothing else of the user's.
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+// `tpu-deploy schedule`: install or remove the crontab entry or systemd user timer that runs
+// `tpu-deploy relaunch NAME`. Uninstalling removes exactly what was installed, recognised by its marker,
+// and nothing else of the user's. The text comes from src/core/schedule.ts; every effect goes through Scheduler.
 import { join } from "node:path";
-import { parseDuration } from "../core/duration.js";
-import { stateHome } from "../core/paths.js";
-import { shellQuote } from "../core/quote.js";
-import { OperationError, UsageError } from "../errors.js";
+import type { Scheduler } from "../adapters/scheduler.js";
+import { markerOf, type Schedule, unitNameOf, withEntry, withoutEntry } from "../core/schedule.js";
+import { OperationError } from "../errors.js";
 
-/** Environment carried into the scheduled run when set here (never secret values). */
-const CARRIED_ENV = [
-  "PATH",
-  "TPU_DEPLOY_SKY",
-  "GOOGLE_CLOUD_PROJECT",
-  "GOOGLE_APPLICATION_CREDENTIALS",
-  "CLOUDSDK_CONFIG",
-  "SKYPILOT_API_SERVER_ENDPOINT",
-  "TPU_EMULATOR_HOST",
-] as const;
-
-const FIELDS = [
-  { name: "minute", min: 0, max: 59 },
-  { name: "hour", min: 0, max: 23 },
-  { name: "day of month", min: 1, max: 31 },
-  { name: "month", min: 1, max: 12 },
-  { name: "day of week", min: 0, max: 7 },
-] as const;
-
-/** `--every 5m` as a cron expression; only intervals that divide an hour or a day evenly. */
-export function cronFromEvery(every: string): string {
-  const ms = parseDuration(every);
-  const minutes = ms === undefined ? Number.NaN : ms / 60_000;
-  if (Number.isInteger(minutes) && minutes >= 1) {
-    if (minutes < 60 && 60 % minutes === 0) return minutes === 1 ? "* * * * *" : `*/${minutes} * * * *`;
-    const hours = minutes / 60;
-    if (Number.isInteger(hours) && hours < 24 && 24 % hours === 0) return hours === 1 ? "0 * * * *" : `0 */${hours} * * *`;
-    if (hours === 24) return "0 0 * * *";
-  }
-  throw new UsageError(`--every '${every}' is not an interval cron can keep`, {
-    hint: 'use 1m, 2m, 3m, 4m, 5m, 6m, 10m, 12m, 15m, 20m, 30m, 1h, 2h, 3h, 4h, 6h, 8h, 12h or 24h, or --cron "EXPR"',
-  });
+export function installCron(scheduler: Scheduler, s: Schedule): void {
+  const r = scheduler.readCrontab();
+  if (r.kind === "missing")
+    throw new OperationError("not_found", "crontab is not installed here", { hint: "install cron, or use --install systemd" });
+  if (r.kind === "failed") throw new OperationError("not_found", `crontab -l failed (exit ${r.code}): ${r.stderr.trim()}`);
+  scheduler.writeCrontab(withEntry(r.kind === "ok" ? r.text : "", s));
 }
 
-/** The values a cron field matches, or an error message. Numbers only (no names), as in POSIX crontab. */
-function fieldValues(text: string, f: (typeof FIELDS)[number]): number[] | string {
-  const out = new Set<number>();
-  for (const part of text.split(",")) {
-    const m = /^(\*|(\d+)(?:-(\d+))?)(?:\/(\d+))?$/.exec(part);
-    if (!m) return `'${part}' is not a number, a range a-b, * or a step /n`;
-    const lo = m[1] === "*" ? f.min : Number(m[2]);
-    const hi = m[1] === "*" ? f.max : m[3] !== undefined ? Number(m[3]) : m[4] !== undefined ? f.max : lo;
-    const step = m[4] !== undefined ? Number(m[4]) : 1;
-    if (lo < f.min || hi > f.max || lo > hi) return `'${part}' is outside ${f.min}-${f.max}`;
-    if (step < 1) return `'${part}' has a step of 0`;
-    for (let v = lo; v <= hi; v += step) out.add(v);
-  }
-  return [...out].sort((a, b) => a - b);
-}
-
-export function checkCron(expr: string): string[][] {
-  const parts = expr.trim().split(/\s+/);
-  if (parts.length !== 5) {
-    throw new UsageError(`--cron '${expr}' must have 5 fields (minute hour day-of-month month day-of-week), e.g. "*/5 * * * *"`);
-  }
-  const problems: string[] = [];
-  parts.forEach((p, i) => {
-    const f = FIELDS[i];
-    if (!f) return;
-    const v = fieldValues(p, f);
-    if (typeof v === "string") problems.push(`${f.name}: ${v}`);
-  });
-  if (problems.length > 0) throw new UsageError(`--cron '${expr}': ${problems.join("; ")}`);
-  return parts.map((p) => p.split(","));
-}
-
-const DOW = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-
-/** The systemd OnCalendar= form of a cron expression (explicit value lists, which systemd reads as cron does). */
-export function onCalendarFromCron(expr: string): string {
-  checkCron(expr);
-  const parts = expr.trim().split(/\s+/);
-  const values = parts.map((p, i) => {
-    const f = FIELDS[i];
-    return f && p !== "*" ? (fieldValues(p, f) as number[]) : undefined;
-  });
-  const [minute, hour, dom, month, dow] = values;
-  if (dom && dow) {
-    throw new UsageError(
-      `--cron '${expr}' restricts both the day of month and the day of week: cron runs on either, systemd only on both`,
-      {
-        hint: "restrict one of them, or use --install cron",
-      },
-    );
-  }
-  const list = (v: number[] | undefined, pad: boolean) =>
-    v ? v.map((n) => (pad ? String(n).padStart(2, "0") : String(n))).join(",") : "*";
-  const days = dow ? `${[...new Set(dow.map((d) => DOW[d] ?? "Sun"))].join(",")} ` : "";
-  return `${days}*-${list(month, true)}-${list(dom, true)} ${list(hour, true)}:${list(minute, true)}:00`;
-}
-
-export interface ScheduleSpec {
-  name: string;
-  cron: string;
-  /** Absolute paths: the node binary and the tpu-deploy bin that is running now. */
-  node: string;
-  bin: string;
-  env: NodeJS.ProcessEnv;
-  home: string;
-  secretsFile: string | undefined;
-}
-
-export interface Schedule {
-  cron: string;
-  marker: string;
-  /** The shell command cron runs (what follows the five time fields). */
-  command: string;
-  cronEntry: string;
-  logFile: string;
-  unitName: string;
-  service: string;
-  timer: string;
-}
-
-export function markerOf(name: string): string {
-  return `# tpu-deploy:relaunch:${name} (installed by tpu-deploy schedule; remove with: tpu-deploy schedule ${name} --uninstall)`;
-}
-
-export function logFileOf(env: NodeJS.ProcessEnv, name: string): string {
-  return join(stateHome(env), "logs", `relaunch-${name}.log`);
-}
-
-export function buildSchedule(spec: ScheduleSpec): Schedule {
-  checkCron(spec.cron);
-  const tpdHome = stateHome(spec.env);
-  const logFile = logFileOf(spec.env, spec.name);
-  const env: [string, string][] = [
-    ["HOME", spec.home],
-    ["TPU_DEPLOY_HOME", tpdHome],
-  ];
-  for (const k of CARRIED_ENV) {
-    const v = spec.env[k];
-    if (v) env.push([k, v]);
-  }
-  env.sort((a, b) => (a[0] === "PATH" ? -1 : b[0] === "PATH" ? 1 : 0));
-  const argv = [spec.node, spec.bin, "relaunch", spec.name];
-  // The whole group's output goes to the log, including a failing `.` of the secrets file.
-  const shell = [
-    `export ${env.map(([k, v]) => `${k}=${shellQuote(v)}`).join(" ")}`,
-    ...(spec.secretsFile ? [`if [ -r ${shellQuote(spec.secretsFile)} ]; then set -a; . ${shellQuote(spec.secretsFile)}; set +a; fi`] : []),
-    argv.map(shellQuote).join(" "),
-  ].join("; ");
-  const command = `{ ${shell}; } >> ${shellQuote(logFile)} 2>&1`;
-  // cron turns an unescaped % into a newline.
-  const cronEntry = `${spec.cron} ${command.replace(/%/g, "\\%")}`;
-  const unitName = `tpu-deploy-relaunch-${spec.name}`;
-  const service = [
-    markerOf(spec.name),
-    "[Unit]",
-    `Description=tpu-deploy relaunch ${spec.name}: bring the deployment back after a spot preemption`,
-    "After=network-online.target",
-    "",
-    "[Service]",
-    "Type=oneshot",
-    ...env.map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`),
-    ...(spec.secretsFile ? [`EnvironmentFile=-${systemdEscape(spec.secretsFile)}`] : []),
-    `ExecStart=${argv.map((a) => systemdQuote(a).replace(/\$/g, "$$$$")).join(" ")}`,
-    `StandardOutput=append:${systemdEscape(logFile)}`,
-    `StandardError=append:${systemdEscape(logFile)}`,
-    "",
-  ].join("\n");
-  const timer = [
-    markerOf(spec.name),
-    "[Unit]",
-    `Description=Run tpu-deploy relaunch ${spec.name} on a schedule (cron: ${spec.cron})`,
-    "",
-    "[Timer]",
-    `OnCalendar=${onCalendarFromCron(spec.cron)}`,
-    "AccuracySec=1s",
-    `Unit=${unitName}.service`,
-    "",
-    "[Install]",
-    "WantedBy=timers.target",
-    "",
-  ].join("\n");
-  return { cron: spec.cron, marker: markerOf(spec.name), command, cronEntry, logFile, unitName, service, timer };
-}
-
-function systemdEscape(s: string): string {
-  return s.replace(/%/g, "%%");
-}
-
-/** One word for systemd's command-line/assignment parser: double-quoted when needed, specifiers escaped. */
-function systemdQuote(s: string): string {
-  const escaped = systemdEscape(s);
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(escaped) ? escaped : `"${escaped.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
-}
-
-export function userUnitDir(env: NodeJS.ProcessEnv, home: string): string {
-  return join(env.XDG_CONFIG_HOME || join(home, ".config"), "systemd", "user");
-}
-
-interface ToolResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  missing: boolean;
-}
-
-function tool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): ToolResult {
-  const r = spawnSync(cmd, args, { env, input, encoding: "utf8", timeout: 60_000 });
-  const missing = (r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-  return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? (r.error ? r.error.message : ""), missing };
-}
-
-function readCrontab(env: NodeJS.ProcessEnv): string {
-  const r = tool("crontab", ["-l"], env);
-  if (r.missing) throw new OperationError("not_found", "crontab is not installed here", { hint: "install cron, or use --install systemd" });
-  if (r.code === 0) return r.stdout;
-  if (/no crontab for/i.test(r.stderr)) return "";
-  throw new OperationError("not_found", `crontab -l failed (exit ${r.code}): ${r.stderr.trim()}`);
-}
-
-function writeCrontab(env: NodeJS.ProcessEnv, text: string): void {
-  const r = text.trim() === "" ? tool("crontab", ["-r"], env) : tool("crontab", ["-"], env, text);
-  if (r.code !== 0 && !(text.trim() === "" && /no crontab for/i.test(r.stderr))) {
-    throw new OperationError("not_found", `crontab ${text.trim() === "" ? "-r" : "-"} failed (exit ${r.code}): ${r.stderr.trim()}`);
-  }
-}
-
-/** The crontab without our entry for name: the marker line and the entry right after it. */
-function withoutEntry(text: string, name: string): { text: string; found: boolean } {
-  const lines = text.split("\n");
-  const marker = markerOf(name);
-  const out: string[] = [];
-  let found = false;
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i] === marker) {
-      found = true;
-      i++; // the entry itself
-      continue;
-    }
-    out.push(lines[i] ?? "");
-  }
-  return { text: out.join("\n"), found };
-}
-
-export function installCron(env: NodeJS.ProcessEnv, s: Schedule, name: string): void {
-  const current = withoutEntry(readCrontab(env), name).text;
-  const base = current === "" || current.endsWith("\n") ? current : `${current}\n`;
-  writeCrontab(env, `${base}${s.marker}\n${s.cronEntry}\n`);
-}
-
-export function uninstallCron(env: NodeJS.ProcessEnv, name: string): boolean {
-  const r = tool("crontab", ["-l"], env);
-  if (r.missing) return false;
-  const current = r.code === 0 ? r.stdout : "";
-  const { text, found } = withoutEntry(current, name);
-  if (found) writeCrontab(env, text);
+/** Whether there was an entry to remove. A crontab that cannot be read holds none of ours. */
+export function uninstallCron(scheduler: Scheduler, name: string): boolean {
+  const r = scheduler.readCrontab();
+  if (r.kind !== "ok") return false;
+  const { text, found } = withoutEntry(r.text, name);
+  if (found) scheduler.writeCrontab(text);
   return found;
 }
 
@@ -269,53 +30,38 @@ export interface SystemdInstall {
   manual?: string[];
 }
 
-export function installSystemd(env: NodeJS.ProcessEnv, home: string, s: Schedule): SystemdInstall {
-  const dir = userUnitDir(env, home);
-  mkdirSync(dir, { recursive: true });
-  const files = [join(dir, `${s.unitName}.service`), join(dir, `${s.unitName}.timer`)];
-  writeFileSync(files[0] ?? "", s.service, { mode: 0o644 });
-  writeFileSync(files[1] ?? "", s.timer, { mode: 0o644 });
+export function installSystemd(scheduler: Scheduler, dir: string, s: Schedule): SystemdInstall {
+  const files = scheduler.writeUnits(dir, [
+    { name: `${s.unitName}.service`, text: s.service },
+    { name: `${s.unitName}.timer`, text: s.timer },
+  ]);
   const steps: string[][] = [
     ["--user", "daemon-reload"],
     ["--user", "enable", "--now", `${s.unitName}.timer`],
   ];
   for (const args of steps) {
-    const r = tool("systemctl", args, env);
-    if (r.code !== 0) {
+    const r = scheduler.systemctl(args);
+    if (r.kind !== "ok") {
       return {
         dir,
         files,
         manual: steps
           .map((a) => `systemctl ${a.join(" ")}`)
-          .concat(r.missing ? [] : [`# systemctl ${args.join(" ")}: ${(r.stderr.trim().split("\n")[0] ?? "").trim()}`]),
+          .concat(r.kind === "missing" ? [] : [`# systemctl ${args.join(" ")}: ${(r.stderr.trim().split("\n")[0] ?? "").trim()}`]),
       };
     }
   }
   return { dir, files };
 }
 
-/** Removes our unit files (only files that carry our marker), the enable link, and directories left empty. */
-export function uninstallSystemd(env: NodeJS.ProcessEnv, home: string, name: string): string[] {
-  const dir = userUnitDir(env, home);
-  const unit = `tpu-deploy-relaunch-${name}`;
-  const files = [join(dir, `${unit}.service`), join(dir, `${unit}.timer`)].filter((f) => {
-    try {
-      return readFileSync(f, "utf8").startsWith(markerOf(name));
-    } catch {
-      return false;
-    }
-  });
+/** Removes our unit files (only files that carry our marker) and disables the timer; returns the files removed. */
+export function uninstallSystemd(scheduler: Scheduler, dir: string, name: string): string[] {
+  const unit = unitNameOf(name);
+  const marker = markerOf(name);
+  const files = [join(dir, `${unit}.service`), join(dir, `${unit}.timer`)].filter((f) => scheduler.readUnit(f)?.startsWith(marker));
   if (files.length === 0) return [];
-  tool("systemctl", ["--user", "disable", "--now", `${unit}.timer`], env);
-  for (const f of files) rmSync(f, { force: true });
-  tool("systemctl", ["--user", "daemon-reload"], env);
-  // `enable` may have made these; leave them only if something else lives there.
-  for (const d of [join(dir, "timers.target.wants"), dir, join(dir, "..")]) {
-    try {
-      if (existsSync(d) && readdirSync(d).length === 0) rmdirSync(d);
-    } catch {
-      // not ours to force
-    }
-  }
+  scheduler.systemctl(["--user", "disable", "--now", `${unit}.timer`]);
+  scheduler.removeUnits(dir, files);
+  scheduler.systemctl(["--user", "daemon-reload"]);
   return files;
 }

@@ -16,6 +16,7 @@ import {
 import { ownedFlagConflicts } from "./server-args.js";
 
 export const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
+export const NAME_RULE = "use lowercase letters, digits and -, start with a letter, end with a letter or digit, at most 40 characters";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A path on the hosts: absolute, or relative to the login user's home with ~/. */
 const HOST_PATH = /^(\/|~\/)[A-Za-z0-9._+@/-]+$/;
@@ -257,7 +258,7 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   if (!NAME_PATTERN.test(name)) {
     issues.push({
       path: "name",
-      message: `'${name}' is not a valid name: use lowercase letters, digits and -, start with a letter, end with a letter or digit, at most 40 characters (it becomes the SkyPilot cluster name and a GCP label)`,
+      message: `'${name}' is not a valid name: ${NAME_RULE} (it becomes the SkyPilot cluster name and a GCP label)`,
     });
   }
   const spot = f.tpu?.spot ?? DEFAULTS.spot;

@@ -1,13 +1,16 @@
 // Where tpu-deploy keeps its files. Pure: computes paths from the environment, touches nothing.
 import { join } from "node:path";
 import { UsageError } from "../errors.js";
-import { NAME_PATTERN } from "./config.js";
+import { NAME_PATTERN, NAME_RULE } from "./config.js";
 
-/** A deployment name as every command takes it: the rule `up` uses, checked before any path is built. */
+/**
+ * A deployment name as every command takes it: the rule `up` uses, checked before the name reaches a
+ * path, a marker, a unit name or a log file. JSON-quoted in the message, so a control character shows.
+ */
 export function checkName(name: string): string {
   if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`'${name}' is not a deployment name`, {
-      hint: "names are lowercase letters, digits and -, start with a letter, at most 40 characters; tpu-deploy status lists them",
+    throw new UsageError(`${JSON.stringify(name)} is not a deployment name: ${NAME_RULE}`, {
+      hint: "tpu-deploy status lists the deployments",
     });
   }
   return name;

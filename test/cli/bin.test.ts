@@ -1,10 +1,15 @@
 // One real spawn of the built CLI: bin/ runs only compiled JS from dist/.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { firstLaunch, type PlanDoc } from "../helpers/run-cli.js";
+import { StateStore } from "../../src/adapters/state-store.js";
+import { flagName, flagsToConfig } from "../../src/cli/config-flags.js";
+import { resolveConfig } from "../../src/core/config.js";
+import { shellJoin } from "../../src/core/quote.js";
+import { newState } from "../../src/core/state.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 const BIN = join(ROOT, "bin", "tpu-deploy.js");
@@ -121,6 +126,18 @@ describe("bin/tpu-deploy.js", () => {
     });
     expect(res.status).toBe(0);
     expect(heavyModules(res.stderr)).toEqual([]);
+  });
+
+  it("schedule, run through a symlink as a global install's bin is, writes the real bin and this node into the line", () => {
+    const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig({ name: "linked", nodes: 1 }) }], env);
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    new StateStore(env).write(newState(r.config));
+    const link = join(mkdtempSync(join(tmpdir(), "tpu-deploy-bin-link-")), "tpu-deploy");
+    symlinkSync(BIN, link);
+    const res = spawnSync(process.execPath, [link, "schedule", "linked", "--every", "5m", "--json"], { cwd, env, encoding: "utf8" });
+    expect(res.status).toBe(0);
+    const { command } = (JSON.parse(res.stdout) as { result: { command: string } }).result;
+    expect(command).toContain(` ${shellJoin([process.execPath, BIN, "relaunch", "linked"])};`);
   });
 
   it("the check itself sees ssh2 and google-gax when they are imported", () => {

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { checkCron, cronFromEvery, onCalendarFromCron } from "../../src/app/schedule.js";
+import { checkCron, cronFromEvery, onCalendarFromCron } from "../../src/core/schedule.js";
 import { StateStore } from "../../src/adapters/state-store.js";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { resolveConfig } from "../../src/core/config.js";
@@ -111,8 +111,8 @@ function setup(opts: { secrets?: boolean } = {}): Env {
   return { dir, home, tpdHome, xdg, fake, env, secretsFile };
 }
 
-async function cli(argv: string[], extra: Record<string, string> = {}): Promise<CliResult> {
-  return await runCli(argv, { env: { ...t.env, ...extra }, cwd: t.dir });
+async function cli(argv: string[], extra: Record<string, string> = {}, self?: { node: string; bin: string }): Promise<CliResult> {
+  return await runCli(argv, { env: { ...t.env, ...extra }, cwd: t.dir, ...(self ? { self } : {}) });
 }
 
 /** Every file and link under dir, with contents, for exact before/after comparison. */
@@ -135,6 +135,13 @@ function tree(dir: string): Record<string, string> {
   return out;
 }
 
+function recorded(file: string): { argv: string[]; env: Record<string, string> }[] {
+  return readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+}
+
 function crontab(): string | null {
   const f = join(t.dir, "crontab.txt");
   return existsSync(f) ? readFileSync(f, "utf8") : null;
@@ -154,16 +161,9 @@ afterEach(() => {
 });
 
 describe("schedule prints a cron line that runs as printed", () => {
-  it("the line, run by bash from cron's bare environment, runs `tpu-deploy relaunch NAME` with PATH, HOME and the secrets file", async () => {
+  it("the line, run by bash from cron's bare environment, runs `tpu-deploy relaunch NAME` with PATH and HOME, and leaves the secrets file to relaunch", async () => {
     // The bin that is running is the one the line must call: here the recording fake.
-    const realArgv1 = process.argv[1];
-    process.argv[1] = join(t.fake, "tpu-deploy");
-    let r: CliResult;
-    try {
-      r = await cli(["schedule", "spotty", "--every", "5m"]);
-    } finally {
-      process.argv[1] = realArgv1 ?? "";
-    }
+    const r = await cli(["schedule", "spotty", "--every", "5m"], {}, { node: process.execPath, bin: join(t.fake, "tpu-deploy") });
     expect(r.code).toBe(0);
     const lines = r.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
@@ -185,10 +185,7 @@ describe("schedule prints a cron line that runs as printed", () => {
       });
       expect(ran.status).toBe(0);
     }
-    const calls = readFileSync(record, "utf8")
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
+    const calls = recorded(record);
     expect(calls).toHaveLength(2);
     for (const call of calls) {
       expect(call.argv).toEqual(["relaunch", "spotty"]);
@@ -197,14 +194,38 @@ describe("schedule prints a cron line that runs as printed", () => {
         TPU_DEPLOY_HOME: t.tpdHome,
         PATH: t.env.PATH,
         GOOGLE_CLOUD_PROJECT: "my-project",
-        HF_TOKEN: "hf_from file",
       });
+      // relaunch reads server.secretsFile from the deployment's state with the parser `up` used.
+      expect(call.env.HF_TOKEN).toBeUndefined();
     }
     // Output goes to the log file under TPU_DEPLOY_HOME.
     expect(readFileSync(join(t.tpdHome, "logs", "relaunch-spotty.log"), "utf8")).toContain("fake tpu-deploy ran: relaunch spotty");
   });
 
-  it("without a secrets file the line sources nothing", async () => {
+  it("the line never lets a shell read the secrets file: no $(...) runs, `K=a b` runs no b", async () => {
+    const pwned = join(t.dir, "PWNED");
+    const ranB = join(t.dir, "B_RAN");
+    writeExec(join(t.fake, "b"), `#!/bin/sh\ntouch '${ranB}'\n`); // on the PATH the line exports
+    writeFileSync(t.secretsFile, `HF_TOKEN=hf\nX=$(touch '${pwned}')\nK=a b\n`, { mode: 0o600 });
+    const r = await cli(["schedule", "spotty", "--every", "5m", "--json"], {}, { node: process.execPath, bin: join(t.fake, "tpu-deploy") });
+    expect(r.code).toBe(0);
+    const { command } = (JSON.parse(r.stdout) as { result: { command: string } }).result;
+    const record = join(t.dir, "record.jsonl");
+    const ran = spawnSync("env", ["-i", `FAKE_RECORD=${record}`, "PATH=/usr/bin:/bin", "sh", "-c", command], {
+      encoding: "utf8",
+      cwd: t.dir,
+    });
+    expect(ran.status).toBe(0);
+    const [call] = recorded(record);
+    expect(call?.argv).toEqual(["relaunch", "spotty"]);
+    expect(existsSync(pwned)).toBe(false);
+    expect(existsSync(ranB)).toBe(false);
+    expect(call?.env).not.toHaveProperty("X");
+    expect(call?.env).not.toHaveProperty("K");
+    expect(command).not.toContain(t.secretsFile);
+  });
+
+  it("--cron EXPR --json: the entry starts with the expression and sources nothing", async () => {
     t = setup({ secrets: false });
     const r = await cli(["schedule", "spotty", "--cron", "7 */2 * * 1-5", "--json"]);
     expect(r.code).toBe(0);
@@ -214,11 +235,12 @@ describe("schedule prints a cron line that runs as printed", () => {
     expect(doc.result.command).not.toContain("set -a");
   });
 
-  it("--systemd prints the service and timer: EnvironmentFile= for the secrets file, absolute node and bin", async () => {
+  it("--systemd prints the service and timer: absolute node and bin, and no EnvironmentFile= (systemd would parse the secrets file its own way)", async () => {
     const r = await cli(["schedule", "spotty", "--every", "15m", "--systemd"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`# ${join(t.xdg, "systemd", "user", "tpu-deploy-relaunch-spotty.service")}`);
-    expect(r.stdout).toContain(`EnvironmentFile=-${t.secretsFile}`);
+    expect(r.stdout).not.toContain("EnvironmentFile");
+    expect(r.stdout).not.toContain(t.secretsFile);
     expect(r.stdout).toContain(`Environment="HOME=${t.home}"`);
     expect(r.stdout).toMatch(new RegExp(`ExecStart=${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} \\S+ relaunch spotty\\n`));
     expect(r.stdout).toContain("OnCalendar=*-*-* *:00,15,30,45:00");
@@ -316,6 +338,93 @@ describe("schedule --install systemd / --uninstall", () => {
     const r = await cli(["schedule", "spotty", "--uninstall"]);
     expect(r.stdout).toContain("no schedule of spotty is installed");
     expect(readFileSync(join(mine, "tpu-deploy-relaunch-spotty.service"), "utf8")).toContain("hand-written");
+  });
+});
+
+describe("schedule refuses what would break out of a crontab line or a unit file", () => {
+  /** Nothing printed, installed or run: no crontab, no unit directory, no crontab/systemctl call. */
+  async function refused(argv: string[], extra: Record<string, string>, self?: { node: string; bin: string }): Promise<string[]> {
+    const before = tree(t.xdg);
+    const stderrs: string[] = [];
+    for (const mode of [[], ["--systemd"], ["--install", "cron"], ["--install", "systemd"]]) {
+      const r = await cli([...argv, ...mode], extra, self);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout).toBe("");
+      stderrs.push(r.stderr);
+    }
+    expect(crontab()).toBeNull();
+    expect(tree(t.xdg)).toEqual(before);
+    expect(calls()).toEqual([]);
+    return stderrs;
+  }
+
+  it.each([
+    ["HOME", "\n", "U+000A (line feed)"],
+    ["PATH", "\n", "U+000A (line feed)"],
+    ["GOOGLE_CLOUD_PROJECT", "\r", "U+000D (carriage return)"],
+    ["TPU_DEPLOY_SKY", "\x1b", "U+001B (escape)"],
+    ["GOOGLE_APPLICATION_CREDENTIALS", "\t", "U+0009 (tab)"],
+    ["SKYPILOT_API_SERVER_ENDPOINT", "\x7f", "U+007F (delete)"],
+  ])("%s with %j → exit 2 naming it and the character", async (source, char, named) => {
+    const value = `${t.env[source] ?? "/x"}${char}* * * * * touch ${join(t.dir, "PWNED")}`;
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], { [source]: value })) {
+      expect(stderr).toContain(`${source} contains the control character ${named}`);
+    }
+  });
+
+  it("TPU_DEPLOY_HOME with a newline (the deployment's state lives there) → exit 2", async () => {
+    const tpdHome = `${t.tpdHome}\n* * * * * touch PWNED`;
+    const store = new StateStore({ ...t.env, TPU_DEPLOY_HOME: tpdHome });
+    store.write(JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8")));
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], { TPU_DEPLOY_HOME: tpdHome })) {
+      expect(stderr).toContain("TPU_DEPLOY_HOME contains the control character U+000A (line feed)");
+    }
+  });
+
+  it.each([
+    ["node", "the path of node"],
+    ["bin", "the path of the tpu-deploy script"],
+  ])("the running %s's path with a newline → exit 2", async (which, source) => {
+    const self = { node: process.execPath, bin: join(t.fake, "tpu-deploy") };
+    self[which as "node" | "bin"] += "\n* * * * * touch PWNED";
+    for (const stderr of await refused(["schedule", "spotty", "--every", "5m"], {}, self)) {
+      expect(stderr).toContain(`${source} contains the control character U+000A (line feed)`);
+    }
+  });
+
+  it("reports every offending value at once", async () => {
+    const [stderr] = await refused(["schedule", "spotty", "--every", "5m"], { HOME: "/h\nx", GOOGLE_CLOUD_PROJECT: "p\0" });
+    expect(stderr).toContain("HOME contains the control character U+000A (line feed)");
+    expect(stderr).toContain("GOOGLE_CLOUD_PROJECT contains the control character U+0000 (NUL)");
+  });
+
+  it("a secretsFile with a newline adds no line: the path is not written anywhere", async () => {
+    const state = JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8"));
+    state.config.server.secretsFile = `${t.secretsFile}\n* * * * * touch ${join(t.dir, "PWNED")} #`;
+    new StateStore(t.env).write(state);
+    expect((await cli(["schedule", "spotty", "--every", "5m", "--install", "cron"])).code).toBe(0);
+    expect((crontab() ?? "").trimEnd().split("\n")).toHaveLength(2);
+    const units = await cli(["schedule", "spotty", "--every", "5m", "--systemd"]);
+    expect(units.stdout).not.toContain("touch");
+  });
+
+  it("a state whose name is not a deployment name (a newline) → exit 2 before its name reaches a marker, unit or log path", async () => {
+    const name = "spotty\n* * * * * touch PWNED";
+    const state = JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8"));
+    // Written by hand: the store itself refuses such a name.
+    writeFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), JSON.stringify({ ...state, name }));
+    for (const stderr of await refused(["schedule", name, "--every", "5m"], {})) {
+      expect(stderr).toContain(`${JSON.stringify(name)} is not a deployment name`);
+    }
+    expect(existsSync(join(t.tpdHome, "logs"))).toBe(false);
+  });
+
+  it.each(["../../evil", "Spotty", "-", "a".repeat(41)])("%j is not a deployment name: exit 2, also for --uninstall", async (name) => {
+    await refused(["schedule", name, "--every", "5m"], {});
+    const r = await cli(["schedule", name, "--uninstall"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("is not a deployment name: use lowercase letters, digits and -");
+    expect(calls()).toEqual([]);
   });
 });
 

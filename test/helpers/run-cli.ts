@@ -22,6 +22,8 @@ export interface CliOptions {
   env?: Record<string, string>;
   /** Run in this directory instead of a fresh one. */
   cwd?: string;
+  /** The node and tpu-deploy bin the run takes for its own (default: this process's). */
+  self?: { node: string; bin: string };
 }
 
 export function makeTempDir(prefix = "tpu-deploy-test-"): string {
@@ -44,12 +46,17 @@ export async function runCli(argv: string[], options: CliOptions = {}): Promise<
     TPU_DEPLOY_HOME: home,
     ...options.env,
   };
-  const code = await run(argv, {
-    stdout: { write: (s: string) => (stdout += s), isTTY: false },
-    stderr: { write: (s: string) => (stderr += s), isTTY: false },
-    env,
-    cwd,
-  });
+  const code = await run(
+    argv,
+    {
+      stdout: { write: (s: string) => (stdout += s), isTTY: false },
+      stderr: { write: (s: string) => (stderr += s), isTTY: false },
+      env,
+      cwd,
+    },
+    undefined,
+    options.self ? { self: options.self } : {},
+  );
   return { code, stdout, stderr, cwd, home };
 }
 

@@ -1,19 +1,11 @@
-import { mkdirSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
-import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
-import {
-  buildSchedule,
-  checkCron,
-  cronFromEvery,
-  installCron,
-  installSystemd,
-  uninstallCron,
-  uninstallSystemd,
-  userUnitDir,
-} from "../../app/schedule.js";
-import { OperationError, UsageError } from "../../errors.js";
+import { installCron, installSystemd, uninstallCron, uninstallSystemd } from "../../app/schedule.js";
+import { checkName } from "../../core/paths.js";
+import { buildSchedule, checkCron, cronFromEvery, userUnitDir } from "../../core/schedule.js";
+import { InternalError, OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
+import { appContext } from "../context.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 type ScheduleFlags = OutputFlags & { every?: string; cron?: string; install?: string; uninstall?: boolean; systemd?: boolean };
@@ -21,15 +13,18 @@ type ScheduleFlags = OutputFlags & { every?: string; cron?: string; install?: st
 export async function scheduleCommand(opts: ScheduleFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const name = args[0];
   if (!name) throw new UsageError("name the deployment: tpu-deploy schedule NAME --every 5m");
+  checkName(name); // before it reaches the state directory, a marker, a unit name or a log path
   const ctx = appContext(run, opts);
   const out = run.io.stdout;
+  const scheduler = ctx.scheduler();
+  const unitDir = userUnitDir(ctx.env, ctx.home);
   if (opts.uninstall) {
     if (opts.every || opts.cron || opts.install || opts.systemd)
       throw new UsageError(
         "--uninstall takes no --every, --cron, --install or --systemd: it removes whatever schedule of the deployment is installed",
       );
-    const cron = uninstallCron(ctx.env, name);
-    const units = uninstallSystemd(ctx.env, ctx.home, name);
+    const cron = uninstallCron(scheduler, name);
+    const units = uninstallSystemd(scheduler, unitDir, name);
     if (!opts.json)
       out.write(
         cron || units.length > 0
@@ -46,35 +41,26 @@ export async function scheduleCommand(opts: ScheduleFlags, args: string[], run: 
     : checkCron(opts.cron ?? "")
         .map((f) => f.join(","))
         .join(" ");
-  const state = requireState(ctx, name);
-  const bin = process.argv[1];
-  if (!bin) throw new OperationError("internal", "cannot tell which tpu-deploy is running (process.argv[1] is empty)");
-  const s = buildSchedule({
-    name,
-    cron,
-    node: process.execPath,
-    bin: realpathSync(bin),
-    env: ctx.env,
-    home: ctx.home,
-    secretsFile: state.config.server.secretsFile,
-  });
-  mkdirSync(dirname(s.logFile), { recursive: true, mode: 0o700 });
+  requireState(ctx, name); // relaunch finds the secrets file and everything else in it
+  if (!ctx.self) throw new InternalError("cannot tell which tpu-deploy is running (no script path in process.argv)");
+  const s = buildSchedule({ name, cron, ...ctx.self, env: ctx.env, home: ctx.home });
+  scheduler.makeLogDir(dirname(s.logFile));
   const json = {
     name,
     cron,
     cronEntry: s.cronEntry,
     command: s.command,
     logFile: s.logFile,
-    systemd: { dir: userUnitDir(ctx.env, ctx.home), unit: s.unitName, service: s.service, timer: s.timer },
+    systemd: { dir: unitDir, unit: s.unitName, service: s.service, timer: s.timer },
   };
 
   if (opts.install === "cron") {
-    installCron(ctx.env, s, name);
+    installCron(scheduler, s);
     if (!opts.json) out.write(`installed in your crontab (log: ${s.logFile}):\n${s.marker}\n${s.cronEntry}\n`);
     return { code: 0, json: { ...json, installed: "cron" } };
   }
   if (opts.install === "systemd") {
-    const r = installSystemd(ctx.env, ctx.home, s);
+    const r = installSystemd(scheduler, unitDir, s);
     if (r.manual) {
       const err = new OperationError("not_found", `wrote ${r.files.join(" and ")}, but there is no user service manager to enable them`, {
         hint: `where systemd runs for you, run:\n    ${r.manual.filter((l) => !l.startsWith("#")).join("\n    ")}\n  (and loginctl enable-linger $USER so the timer runs while you are logged out)`,
@@ -93,11 +79,11 @@ export async function scheduleCommand(opts: ScheduleFlags, args: string[], run: 
     return { code: 0, json: { ...json, installed: "systemd", files: r.files } };
   }
   if (!opts.json) {
-    if (opts.systemd) {
-      out.write(`# ${json.systemd.dir}/${s.unitName}.service\n${s.service}\n# ${json.systemd.dir}/${s.unitName}.timer\n${s.timer}`);
-    } else {
-      out.write(`${s.marker}\n${s.cronEntry}\n`);
-    }
+    out.write(
+      opts.systemd
+        ? `# ${unitDir}/${s.unitName}.service\n${s.service}\n# ${unitDir}/${s.unitName}.timer\n${s.timer}`
+        : `${s.marker}\n${s.cronEntry}\n`,
+    );
   }
   return { code: 0, json };
 }
