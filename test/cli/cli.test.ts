@@ -348,6 +348,32 @@ describe("the config file", () => {
     expectFailure(oneJson<Fail>(res.stdout), "up", "config_invalid");
   });
 
+  it("an alias bomb (billion laughs) exits 2 naming the file, without expanding it", async () => {
+    // Each level refers to the one above ten times: expanded, the last would be 10^8 strings.
+    const names = [..."abcdefgh"];
+    const levels = names.map(
+      (n, i) =>
+        `${n}: &${n} [${Array(10)
+          .fill(i === 0 ? "lol" : `*${names[i - 1]}`)
+          .join(", ")}]`,
+    );
+    for (const extra of [[], ["--json"]]) {
+      const res = await runCli(["render", ...extra], { files: { "tpu-deploy.yaml": `${levels.join("\n")}\n` } });
+      expect(res.code).toBe(2);
+      const message = extra.length > 0 ? oneJson<Fail>(res.stdout).error.message : res.stderr;
+      if (extra.length > 0) expectFailure(oneJson<Fail>(res.stdout), "render", "config_invalid");
+      expect(message).toContain("tpu-deploy.yaml");
+      expect(message).toMatch(/alias/i);
+      expect(res.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it("a file that refers to an anchor a few times is read as usual", async () => {
+    const res = await runCli(["render", "--json"], { files: { "tpu-deploy.yaml": "name: &n qwen\nserver:\n  env: {SERVED_AS: *n}\n" } });
+    expect(res.code).toBe(0);
+    expect(oneJson<Ok<{ task: { name: string } }>>(res.stdout).result.task.name).toBe("qwen");
+  });
+
   it("an unknown key in the file exits 2 naming its path and the file", async () => {
     const res = await runCli(["render"], { files: { "tpu-deploy.yaml": "tpu:\n  node: 4\n" } });
     expect(res.code).toBe(2);
