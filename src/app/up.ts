@@ -7,7 +7,7 @@ import type { CommandResult, RunContext } from "../cli/program.js";
 import { confirm } from "../cli/prompt.js";
 import type { UpFlags } from "../cli/commands/up.js";
 import type { Config } from "../core/config.js";
-import { formatDuration, parseDuration } from "../core/duration.js";
+import { formatDuration, timerDuration } from "../core/duration.js";
 import type { DeployPlan } from "../core/plan.js";
 import { distInitAddr as distInitAddrOf } from "../core/ranks.js";
 import { addEvent, type DeploymentState, newState, resourcesKey, serverKey } from "../core/state.js";
@@ -40,11 +40,11 @@ export async function runUp(
   run: RunContext,
 ): Promise<CommandResult> {
   // One signal for the whole run: Ctrl-C, or --timeout.
-  const timeoutMs = opts.timeout ? parseDuration(opts.timeout) : undefined;
-  if (opts.timeout && !timeoutMs) throw new UsageError(`--timeout '${opts.timeout}' is not a duration (examples: 30m, 1h)`);
+  const timeout = opts.timeout === undefined ? undefined : timerDuration(opts.timeout);
+  if (timeout && !timeout.ok) throw new UsageError(`--timeout '${opts.timeout}' ${timeout.problem}`);
   const signals = [run.signal];
-  if (timeoutMs) {
-    signals.push(AbortSignal.timeout(timeoutMs));
+  if (timeout?.ok) {
+    signals.push(AbortSignal.timeout(timeout.ms));
   }
   const signal = AbortSignal.any(signals);
   const ctx = makeContext(run.io, signal, opts, run.now);

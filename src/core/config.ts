@@ -3,7 +3,7 @@
 // 3. cross-field rules that collect every problem at once. Pure: no I/O.
 import { z } from "zod";
 import type { ConfigIssue } from "../errors.js";
-import { parseDuration } from "./duration.js";
+import { timerDuration } from "./duration.js";
 import {
   DEFAULT_ZONES,
   type Generation,
@@ -390,10 +390,10 @@ function checkPort(issues: ConfigIssue[], path: string, port: number, max: numbe
 }
 
 function checkDuration(issues: ConfigIssue[], path: string, value: string | number): number {
-  const ms = parseDuration(value);
-  if (ms === undefined || ms <= 0) {
-    issues.push({ path, message: `'${value}' is not a duration (examples: 90s, 20m, 1h30m)` });
+  const d = timerDuration(value);
+  if (!d.ok) {
+    issues.push({ path, message: `'${value}' ${d.problem}` });
     return 0;
   }
-  return ms;
+  return d.ms;
 }

@@ -130,6 +130,12 @@ describe("--json failures are one document too", () => {
     [["up", "--json", "--env", "NOVALUE"], "up", "usage", /--env takes KEY=VALUE/],
     [["render", "--json", "-c", "missing.yaml"], "render", "usage", /config file missing\.yaml does not exist/],
     [["frobnicate", "--json"], "frobnicate", "usage", /unknown command 'frobnicate'/],
+    // Longer than a timer can hold: it would fire after 1 ms and end the run at once.
+    [["up", "--json", "--timeout", "30d"], "up", "usage", /--timeout '30d' is too long/],
+    [["relaunch", "x", "--json", "--timeout", "30d"], "relaunch", "usage", /--timeout '30d' is too long/],
+    [["relaunch", "x", "--json", "--backoff-max", "25d"], "relaunch", "usage", /--backoff-max '25d' is too long/],
+    [["watch", "x", "--json", "--interval", "30d"], "watch", "usage", /--interval '30d' is too long/],
+    [["watch", "x", "--json", "--interval", "500ms"], "watch", "usage", /--interval '500ms' is shorter than 1s/],
   ])("%j → exit 2, %s %s", async (argv, command, code, message) => {
     const res = await runCli(argv);
     expect(res.code).toBe(2);

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { type Config, type ConfigSource, configJsonSchema, DEFAULTS, fileConfigSchema, resolveConfig } from "../../src/core/config.js";
-import { formatDuration, parseDuration } from "../../src/core/duration.js";
+import { formatDuration, MAX_TIMER_MS, parseDuration, timerDuration } from "../../src/core/duration.js";
 import { ownedFlagConflicts } from "../../src/core/server-args.js";
 import { DEFAULT_ZONES, V6E_CATALOG_ZONES } from "../../src/core/topology.js";
 import type { ConfigIssue } from "../../src/errors.js";
@@ -640,6 +640,28 @@ describe("durations", () => {
   );
 
   it.each([
+    ["24d", 24 * 86_400_000],
+    [MAX_TIMER_MS / 1000, MAX_TIMER_MS],
+    ["1ms", 1],
+  ])("timerDuration(%j) waits %i ms", (input, ms) => {
+    expect(timerDuration(input)).toEqual({ ok: true, ms });
+  });
+
+  // Past 2^31-1 ms, setTimeout and AbortSignal.timeout fire after 1 ms instead: a 30-day timeout would end a run at once.
+  it.each([
+    ["30d", /too long.*2\^31-1 ms/],
+    ["25d", /too long/],
+    [MAX_TIMER_MS / 1000 + 0.001, /too long/],
+    ["0s", /is not a duration/],
+    [0, /is not a duration/],
+    ["soon", /is not a duration/],
+  ])("timerDuration(%j) is refused", (input, problem) => {
+    const d = timerDuration(input);
+    expect(d.ok).toBe(false);
+    if (!d.ok) expect(d.problem).toMatch(problem);
+  });
+
+  it.each([
     [500, "500ms"],
     [90_000, "1m30s"],
     [3_600_000, "1h"],
@@ -658,6 +680,15 @@ describe("durations", () => {
     expect(resolveBad([file(at(path, value))]).issues).toEqual([
       { path, message: expect.stringMatching(/is not a duration \(examples: 90s/) },
     ]);
+  });
+
+  it.each([
+    ["server.readyTimeout", "30d"],
+    ["launch.timeout", 30 * 86_400],
+    ["relaunch.backoff", "25d"],
+    ["relaunch.backoffMax", "24d20h32m"],
+  ])("%s %j is refused: longer than a timer can wait", (path, value) => {
+    expect(resolveBad([file(at(path, value))]).issues).toEqual([{ path, message: expect.stringMatching(/is too long: .*24\.8 days/) }]);
   });
 });
 

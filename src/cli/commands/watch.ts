@@ -1,7 +1,7 @@
 import { makeContext } from "../../app/context.js";
 import { requireState } from "../../app/hosts.js";
 import { watch } from "../../app/relaunch.js";
-import { parseDuration } from "../../core/duration.js";
+import { timerDuration } from "../../core/duration.js";
 import { UsageError } from "../../errors.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { printReport, type RelaunchFlags, relaunchOptions, reportJson, targetName } from "./relaunch.js";
@@ -12,9 +12,10 @@ export default async function watchCommand(
   run: RunContext,
 ): Promise<CommandResult> {
   const one = targetName(opts, args, "watch");
-  const intervalMs = parseDuration(opts.interval ?? "60s");
-  if (!intervalMs || intervalMs < 1000)
-    throw new UsageError(`--interval '${opts.interval}' is not a duration of at least 1s (examples: 30s, 5m)`);
+  const interval = timerDuration(opts.interval ?? "60s");
+  if (!interval.ok) throw new UsageError(`--interval '${opts.interval}' ${interval.problem}`);
+  if (interval.ms < 1000) throw new UsageError(`--interval '${opts.interval}' is shorter than 1s (examples: 30s, 5m)`);
+  const intervalMs = interval.ms;
   const ropts = relaunchOptions(opts);
   const ctx = makeContext(run.io, run.signal, opts, run.now);
   try {
