@@ -1,7 +1,7 @@
 // Reads the config file (if any), merges the flags over it, and resolves the config; reads the template.
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { parseDocument } from "yaml";
+import { type Document, parseDocument } from "yaml";
 import { type Config, type ConfigSource, resolveConfig } from "../core/config.js";
 import { ConfigError, UsageError } from "../errors.js";
 import { flagName, flagsToConfig, type SpecFlags } from "./config-flags.js";
@@ -25,7 +25,20 @@ export function readConfigFile(flags: SpecFlags, io: Io): ConfigSource | undefin
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => ({ path: label, message: e.message.split("\n")[0] ?? e.message })));
   }
-  return { label, keyName: (p) => p, data: doc.toJS() ?? {} };
+  return { label, keyName: (p) => p, data: documentData(doc, label) ?? {} };
+}
+
+/** Aliases are expanded here, not by parseDocument: a "billion laughs" file fails only now, past yaml's maxAliasCount. */
+function documentData(doc: Document, label: string): unknown {
+  try {
+    return doc.toJS();
+  } catch (err) {
+    if (!(err instanceof ReferenceError)) throw err;
+    throw new ConfigError([{ path: label, message: `its aliases (*name) cannot be expanded: ${err.message}` }], {
+      hint: "write the repeated values out instead of referring to an anchor (&name) this often",
+      cause: err,
+    });
+  }
 }
 
 export function loadSpec(flags: SpecFlags, io: Io): Config {

@@ -1,9 +1,13 @@
-// The config: one zod schema (the only source of config types), validated in three steps:
-// 1. shape (each source on its own: the file, the flags), 2. merge + normalise (defaults, derived values),
-// 3. cross-field rules that collect every problem at once. Pure: no I/O.
+// The config: one zod schema holds every key's type, per-field rules and default (the only source of config
+// types, and of the JSON Schema `tpu-deploy schema` prints). Resolved in three steps:
+// 1. each source on its own (the file, the flags) against the schema, so a bad value is named by its source;
+// 2. merge leaf by leaf, later sources winning, and parse the merged keys once more for defaults and types;
+// 3. derive (topology, tp-size, zones, name) and apply the cross-field rules, collecting every problem at once.
+// Pure: no I/O.
 import { z } from "zod";
 import type { ConfigIssue } from "../errors.js";
-import { parseDuration } from "./duration.js";
+import { DURATION_PATTERN, MAX_TIMER_MS, timerDuration } from "./duration.js";
+import { ownedFlagConflicts } from "./server-args.js";
 import {
   DEFAULT_ZONES,
   type Generation,
@@ -13,158 +17,192 @@ import {
   type Topology,
   ZONE_PATTERN,
 } from "./topology.js";
-import { ownedFlagConflicts } from "./server-args.js";
 
 export const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
 export const NAME_RULE = "use lowercase letters, digits and -, start with a letter, end with a letter or digit, at most 40 characters";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** A path on the hosts: absolute, or relative to the login user's home with ~/. */
-const HOST_PATH = /^(\/|~\/)[A-Za-z0-9._+@/-]+$/;
-const duration = z.union([z.string(), z.number()]).describe("a duration: 90s, 20m, 1h30m, or a number of seconds");
+/** A path on the hosts: absolute, or relative to the login user's home with ~/; no `..` segment. */
+const HOST_PATH = /^(?!(?:.*\/)?\.\.(?:\/|$))(?:\/|~\/)[A-Za-z0-9._+@/-]+$/;
+const HTTP_URL = /^https?:\/\/[^\s]+$/;
 
-export const DEFAULTS = {
-  generation: "v6e" as Generation,
-  model: "Qwen/Qwen3-8B",
-  spot: false,
-  port: 30000,
-  distPort: 10011,
-  readyTimeout: "45m",
-  launchTimeout: "20m",
-  maxRunHours: 48,
-  runtimeVersion: "v2-alpha-tpuv6e",
-  sglangRepo: "https://github.com/sgl-project/sglang-jax.git",
-  // The commit the reference notes were read at (sglang-jax.md); change with sglang.ref.
-  sglangRef: "cddbf6f1",
-  python: "3.12",
-  // Where setup installs sglang-jax on every host; absolute (or ~/), because SkyPilot runs setup in
-  // ~/sky_workdir while the server starts over SSH in $HOME (skypilot.md: make_task_bash_script).
-  sglangDir: "~/sglang-jax",
-  maxAttempts: 10,
-} as const;
+/** The value zod saw, quoted for a message. */
+const quoted = (iss: { input?: unknown }) => `'${String(iss.input)}'`;
 
-const tpuSchema = z
-  .strictObject({
-    generation: z.enum(["v6e", "v7"]).describe("TPU generation: v6e (Trillium) or v7 (TPU7x, Ironwood)"),
-    accelerator: z.string().describe("slice type, e.g. v6e-32 or tpu7x-16; derived from generation and nodes when absent"),
-    nodes: z.number().describe("TPU VM hosts serving the model together (= sglang-jax --nnodes)"),
-    spot: z.boolean().describe("use spot (preemptible) capacity; v6e only"),
-    zones: z.array(z.string()).min(1).describe("zones to try, in order"),
-    project: z.string().min(1).describe("GCP project; GOOGLE_CLOUD_PROJECT otherwise"),
-    runtimeVersion: z.string().min(1).describe("TPU VM runtime (v6e); default v2-alpha-tpuv6e"),
-    maxRunHours: z.number().positive().describe("v7 only: the managed instance group's run_duration, in hours (SkyPilot requires it)"),
-  })
-  .partial();
+function durationProblem(iss: { input?: unknown }): string {
+  const d = typeof iss.input === "string" || typeof iss.input === "number" ? timerDuration(iss.input) : undefined;
+  return `${quoted(iss)} ${d && !d.ok ? d.problem : "is not a duration (examples: 90s, 20m, 1h30m)"}`;
+}
 
-const modelSchema = z
-  .strictObject({
-    path: z.string().min(1).describe("Hugging Face repo id or a path on the hosts (sglang-jax --model-path)"),
-  })
-  .partial();
+/** Written as 90s, 20m, 1h30m, 2d or a number of seconds; parsed to milliseconds a timer can wait. */
+const duration = z
+  .union([
+    z.string().regex(DURATION_PATTERN, { error: durationProblem }),
+    z
+      .number()
+      .positive({ error: durationProblem })
+      .max(MAX_TIMER_MS / 1000, { error: durationProblem }),
+  ])
+  .transform((value, ctx) => {
+    const d = timerDuration(value);
+    if (d.ok) return d.ms;
+    // "0s" and "30d" match the pattern; only their value is wrong.
+    ctx.addIssue({ code: "custom", input: value, message: durationProblem({ input: value }) });
+    return z.NEVER;
+  });
+const DURATION_FORM = "90s, 20m, 1h30m, 2d or a number of seconds; at most 24.8 days";
+
+function port(max: number, why = "") {
+  const error = (iss: { input?: unknown }) => `must be a whole number from 1024 to ${max}${why}; got ${String(iss.input)}`;
+  return z.number().int({ error }).min(1024, { error }).max(max, { error });
+}
+
+/** A whole number ≥ 1, with one message for both ways to miss. */
+function positiveInt(error: string | ((iss: { input?: unknown }) => string)) {
+  return z.number().int({ error }).positive({ error });
+}
+
+const envVarName = z.string().regex(ENV_NAME, { error: (iss) => `${quoted(iss)} is not a valid environment variable name` });
+
+const tpuSchema = z.strictObject({
+  generation: z.enum(["v6e", "v7"]).default("v6e").describe("TPU generation: v6e (Trillium) or v7 (TPU7x, Ironwood)"),
+  accelerator: z.string().optional().describe("slice type, e.g. v6e-32 or tpu7x-16; derived from generation and nodes when absent"),
+  nodes: positiveInt((iss) => `must be a positive whole number of TPU VM hosts (got ${String(iss.input)})`)
+    .optional()
+    .describe("TPU VM hosts serving the model together (= sglang-jax --nnodes); derived from the accelerator when absent, else 1"),
+  spot: z.boolean().default(false).describe("use spot (preemptible) capacity; v6e only"),
+  zones: z
+    .array(z.string().regex(ZONE_PATTERN, { error: (iss) => `${quoted(iss)} is not a GCP zone (like us-east5-b)` }))
+    .min(1)
+    .refine((zones) => new Set(zones).size === zones.length, { error: "lists a zone twice" })
+    .meta({ uniqueItems: true }) // what the refine checks, for the JSON Schema
+    .optional()
+    .describe("zones to try, in order; default: us-east5-a, us-east5-b, us-central1-b, us-east1-d for v6e, us-central1-c for v7"),
+  project: z.string().min(1).optional().describe("GCP project; GOOGLE_CLOUD_PROJECT otherwise"),
+  runtimeVersion: z.string().min(1).default("v2-alpha-tpuv6e").describe("TPU VM runtime (v6e)"),
+  maxRunHours: z
+    .number()
+    .positive()
+    .default(48)
+    .describe("v7 only: the managed instance group's run_duration, in hours (SkyPilot requires it)"),
+});
+
+const modelSchema = z.strictObject({
+  path: z.string().min(1).default("Qwen/Qwen3-8B").describe("Hugging Face repo id or a path on the hosts (sglang-jax --model-path)"),
+});
 
 const serverSchema = z
   .strictObject({
-    port: z.number().describe("HTTP port of the server on every host (sglang-jax --port)"),
-    distPort: z.number().describe("rendezvous port P on rank 0; P, P+5 and P+6 must be open between hosts"),
-    tpSize: z.number().describe("sglang-jax --tp-size; derived (global JAX devices) and checked when given"),
-    args: z.array(z.string()).describe("extra sglang-jax flags, passed through unchanged"),
-    env: z.record(z.string(), z.string()).describe("environment for the server on every host (not secret)"),
-    secrets: z.array(z.string()).describe("names of secrets; values come from the environment or secretsFile"),
-    secretsFile: z.string().min(1).describe("a 0600 KEY=value file to read secret values from"),
-    apiKeySecret: z.string().describe("name of the secret that becomes sglang-jax's --api-key"),
-    public: z.boolean().describe("open the server port to the internet through SkyPilot's ports"),
-    readyTimeout: duration.describe("how long to wait for the cluster to serve (a cold start can take 30+ min)"),
+    port: port(65535).default(30000).describe("HTTP port of the server on every host (sglang-jax --port)"),
+    distPort: port(65529, " (the rendezvous uses P, P+5 and P+6)")
+      .default(10011)
+      .describe("rendezvous port P on rank 0; P, P+5 and P+6 must be open between hosts"),
+    tpSize: positiveInt("must be a positive whole number")
+      .optional()
+      .describe("sglang-jax --tp-size; derived (global JAX devices) and checked when given"),
+    args: z.array(z.string()).default([]).describe("extra sglang-jax flags, passed through unchanged"),
+    env: z
+      .record(envVarName, z.string().regex(/^[^\0]*$/, { error: "contains a NUL byte" }))
+      .default({})
+      .describe("environment for the server on every host (not secret)"),
+    secrets: z.array(envVarName).default([]).describe("names of secrets; values come from the environment or secretsFile"),
+    secretsFile: z.string().min(1).optional().describe("a 0600 KEY=value file to read secret values from"),
+    apiKeySecret: envVarName.optional().describe("name of the secret that becomes sglang-jax's --api-key"),
+    public: z.boolean().default(false).describe("open the server port to the internet through SkyPilot's ports"),
+    readyTimeout: duration
+      .prefault("45m")
+      .describe(`how long to wait for the cluster to serve (a cold start can take 30+ min): ${DURATION_FORM}`),
   })
-  .partial();
+  // Milliseconds under a name that says so: state.json of recorded deployments holds the config with these
+  // names (readyTimeoutMs, timeoutMs, backoffMs), and relaunch reads them from there.
+  .transform(({ readyTimeout, ...rest }) => ({ ...rest, readyTimeoutMs: readyTimeout }));
 
-const sglangSchema = z
-  .strictObject({
-    repo: z.string().min(1).describe("git URL of sglang-jax"),
-    ref: z.string().min(1).describe("git ref (commit, tag or branch) to install"),
-    python: z.string().min(1).describe("Python version of the venv uv creates"),
-    dir: z
-      .string()
-      .min(1)
-      .describe(
-        "where setup installs sglang-jax on every host (absolute, or ~/ for the login user's home); the server runs <dir>/.venv/bin/python",
-      ),
-  })
-  .partial();
+const sglangSchema = z.strictObject({
+  repo: z.string().min(1).default("https://github.com/sgl-project/sglang-jax.git").describe("git URL of sglang-jax"),
+  // The commit the reference notes were read at (sglang-jax.md).
+  ref: z.string().min(1).default("cddbf6f1").describe("git ref (commit, tag or branch) to install"),
+  python: z.string().min(1).default("3.12").describe("Python version of the venv uv creates"),
+  // Absolute (or ~/), because SkyPilot runs setup in ~/sky_workdir while the server starts over SSH in $HOME
+  // (skypilot.md: make_task_bash_script).
+  dir: z
+    .string()
+    .regex(HOST_PATH, {
+      error: (iss) =>
+        `${quoted(iss)} must be an absolute path or start with ~/ (letters, digits, . _ - + @ and /; no ..): setup and the server start run in different directories`,
+    })
+    .transform((dir) => dir.replace(/\/+$/, ""))
+    .prefault("~/sglang-jax")
+    .describe(
+      "where setup installs sglang-jax on every host (absolute, or ~/ for the login user's home); the server runs <dir>/.venv/bin/python",
+    ),
+});
 
 const launchSchema = z
   .strictObject({
-    timeout: duration.describe("how long sky launch may stay pending or provisioning in one zone"),
-    template: z.string().min(1).describe("a sky.yaml template to use instead of the built-in one"),
+    timeout: duration.prefault("20m").describe(`how long sky launch may stay pending or provisioning in one zone: ${DURATION_FORM}`),
+    template: z.string().min(1).optional().describe("a sky.yaml template to use instead of the built-in one"),
   })
-  .partial();
+  .transform(({ timeout, ...rest }) => ({ timeoutMs: timeout, ...rest }));
 
 const relaunchSchema = z
   .strictObject({
-    maxAttempts: z.number().describe("failed relaunch attempts before giving up (exit 4)"),
-    onDemandAfter: z.number().describe("after this many failed spot attempts, relaunch on demand"),
-    webhook: z.string().describe("URL that receives a POST for each relaunch event"),
-    backoff: duration.describe("wait after the first failed relaunch attempt; doubles per failure (default 1m)"),
-    backoffMax: duration.describe("longest wait between failed relaunch attempts (default 30m)"),
+    maxAttempts: positiveInt("must be a whole number ≥ 1").default(10).describe("failed relaunch attempts before giving up (exit 4)"),
+    onDemandAfter: positiveInt("must be a whole number ≥ 1")
+      .optional()
+      .describe("after this many failed spot attempts, relaunch on demand"),
+    webhook: z
+      .string()
+      .regex(HTTP_URL, { error: "must be an http(s) URL" })
+      .optional()
+      .describe("http(s) URL that receives a POST for each relaunch event"),
+    // No default here: relaunch's --backoff/--backoff-max come first, then these, then the built-in 1m / 30m.
+    backoff: duration
+      .optional()
+      .describe(`wait after the first failed relaunch attempt; doubles per failure (default 1m): ${DURATION_FORM}`),
+    backoffMax: duration.optional().describe(`longest wait between failed relaunch attempts (default 30m): ${DURATION_FORM}`),
   })
-  .partial();
+  .transform(({ backoff, backoffMax, ...rest }) => ({ ...rest, backoffMs: backoff, backoffMaxMs: backoffMax }));
 
-/** The shape of `tpu-deploy.yaml`; flags use the same shape. Every key optional. */
-export const fileConfigSchema = z
+/** `tpu-deploy.yaml`; the flags use the same shape. Every key may be left out. */
+export const configSchema = z
   .strictObject({
-    name: z.string().describe("deployment name: lowercase letters, digits and -, starting with a letter, ≤ 40"),
-    tpu: tpuSchema,
-    model: modelSchema,
-    server: serverSchema,
-    sglang: sglangSchema,
-    launch: launchSchema,
-    relaunch: relaunchSchema,
+    name: z
+      .string()
+      .regex(NAME_PATTERN, {
+        error: (iss) => `${quoted(iss)} is not a valid name: ${NAME_RULE} (it becomes the SkyPilot cluster name and a GCP label)`,
+      })
+      .optional()
+      .describe("deployment name: lowercase letters, digits and -, starting with a letter, ≤ 40; default sgl-<generation>-<hosts>"),
+    tpu: tpuSchema.prefault({}).describe("the TPU slice(s) and where to get them"),
+    model: modelSchema.prefault({}).describe("the model to serve"),
+    server: serverSchema.prefault({}).describe("the sglang-jax server on every host"),
+    sglang: sglangSchema.prefault({}).describe("the sglang-jax build that setup installs"),
+    launch: launchSchema.prefault({}).describe("sky launch"),
+    relaunch: relaunchSchema.prefault({}).describe("tpu-deploy relaunch and watch: bringing a deployment back"),
   })
-  .partial();
+  .describe("tpu-deploy.yaml: a deployment of sglang-jax on Cloud TPU; flags override its keys one by one");
 
-export type FileConfig = z.infer<typeof fileConfigSchema>;
-
+/** The keys as written, for the JSON Schema: transformed fields (durations) show what a user writes. */
 export function configJsonSchema(): unknown {
-  return z.toJSONSchema(fileConfigSchema, { target: "draft-2020-12" });
+  return z.toJSONSchema(configSchema, { target: "draft-2020-12", io: "input" });
 }
 
-/** The resolved, validated config every command works from. */
-export interface Config {
+type Parsed = z.output<typeof configSchema>;
+
+/** The resolved, validated config every command works from: the schema's output, completed by what is derived. */
+export type Config = Omit<Parsed, "name" | "tpu" | "server"> & {
   name: string;
-  tpu: {
-    generation: Generation;
+  tpu: Omit<Parsed["tpu"], "accelerator" | "nodes" | "zones" | "project"> & {
+    /** Canonical: `v6e-32`, `tpu7x-16`. */
     accelerator: string;
     nodes: number;
-    spot: boolean;
     zones: string[];
+    /** tpu.project, else GOOGLE_CLOUD_PROJECT. */
     project: string | undefined;
-    runtimeVersion: string;
-    maxRunHours: number;
   };
   topology: Topology;
-  model: { path: string };
-  server: {
-    port: number;
-    distPort: number;
-    tpSize: number;
-    args: string[];
-    env: Record<string, string>;
-    secrets: string[];
-    secretsFile: string | undefined;
-    apiKeySecret: string | undefined;
-    public: boolean;
-    readyTimeoutMs: number;
-  };
-  sglang: { repo: string; ref: string; python: string; dir: string };
-  launch: { timeoutMs: number; template: string | undefined };
-  relaunch: {
-    maxAttempts: number;
-    onDemandAfter: number | undefined;
-    webhook: string | undefined;
-    /** Undefined: the built-in default (1m, capped at 30m), or the command's flags. */
-    backoffMs?: number | undefined;
-    backoffMaxMs?: number | undefined;
-  };
+  server: Omit<Parsed["server"], "tpSize"> & { tpSize: number };
   warnings: string[];
-}
+};
 
 export interface ConfigSource {
   /** Shown in messages: `tpu-deploy.yaml`, `flags`. */
@@ -178,43 +216,71 @@ export type ResolveResult = { ok: true; config: Config } | { ok: false; issues: 
 
 type Origin = { source: ConfigSource; value: unknown };
 
-/** Step 1: the shape of one source. */
-function checkShape(source: ConfigSource, issues: ConfigIssue[]): FileConfig | undefined {
-  const parsed = fileConfigSchema.safeParse(source.data ?? {});
-  if (parsed.success) return parsed.data;
-  for (const issue of parsed.error.issues) {
-    // One issue per unknown key, at the key's own path (`tpu.foo`), so a top-level one has a path too.
-    const paths = issue.code === "unrecognized_keys" ? issue.keys.map((k) => [...issue.path, k].join(".")) : [issue.path.join(".")];
-    const message = issue.code === "unrecognized_keys" ? "unknown key" : issue.message;
-    for (const path of paths) {
-      issues.push({ path: source.label === "flags" && path ? source.keyName(path) : path, message: `${message} (${source.label})` });
-    }
-  }
-  return undefined;
+/** Where an issue is: one path per unknown key, at the key's own path (`tpu.foo`), so a top-level one has a path too. */
+function issuePaths(issue: z.core.$ZodIssue): PropertyKey[][] {
+  return issue.code === "unrecognized_keys" ? issue.keys.map((k) => [...issue.path, k]) : [issue.path];
 }
 
-/** Merge leaf by leaf: later sources win. Records where each leaf came from for conflict messages. */
-function merge(sources: { source: ConfigSource; data: FileConfig }[]): { merged: FileConfig; origins: Map<string, Origin[]> } {
-  const merged: Record<string, Record<string, unknown> | string> = {};
+/** Zod's issues as `path: message (source)`, the path named as the source names it (`--port` for a flag). */
+function sourceIssues(error: z.ZodError, sourceAt: (path: string) => ConfigSource | undefined): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const issue of error.issues) {
+    const message =
+      issue.code === "unrecognized_keys"
+        ? "unknown key"
+        : issue.code === "invalid_key"
+          ? (issue.issues[0]?.message ?? issue.message)
+          : issue.message;
+    for (const segments of issuePaths(issue)) {
+      const path = segments.map(String).join(".");
+      const source = sourceAt(path);
+      const named = source && path ? source.keyName(path) : path;
+      const text = source ? `${message} (${source.label})` : message;
+      // A value can break several checks with one message (a port of 70000.5: whole and ≤ 65535).
+      if (!out.some((i) => i.path === named && i.message === text)) out.push({ path: named, message: text });
+    }
+  }
+  return out;
+}
+
+function isSection(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Where merge works: `name`, `tpu`, `tpu.zones` (never deeper: a list or a map is one leaf). "" is the whole source. */
+function leafPaths(issue: z.core.$ZodIssue): string[] {
+  return issuePaths(issue).map((p) => p.slice(0, 2).map(String).join("."));
+}
+
+/** Merge leaf by leaf, leaving out the ones step 1 refused: later sources win. Records where each leaf came from. */
+function merge(sources: { source: ConfigSource; refused: Set<string> }[]): {
+  merged: Record<string, unknown>;
+  origins: Map<string, Origin[]>;
+} {
+  const merged: Record<string, unknown> = {};
   const origins = new Map<string, Origin[]>();
-  for (const { source, data } of sources) {
-    for (const [section, value] of Object.entries(data)) {
-      if (value === undefined) continue;
-      if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        merged[section] = value as string;
-        origins.set(section, [...(origins.get(section) ?? []), { source, value }]);
+  const record = (path: string, source: ConfigSource, value: unknown) =>
+    origins.set(path, [...(origins.get(path) ?? []), { source, value }]);
+  for (const { source, refused } of sources) {
+    if (!isSection(source.data) || refused.has("")) continue;
+    for (const [section, value] of Object.entries(source.data)) {
+      if (value === undefined || refused.has(section)) continue;
+      if (!isSection(value)) {
+        merged[section] = value;
+        record(section, source, value);
         continue;
       }
-      const target = (merged[section] ??= {}) as Record<string, unknown>;
+      const current = merged[section];
+      const target = isSection(current) ? current : {};
+      merged[section] = target;
       for (const [key, leaf] of Object.entries(value)) {
-        if (leaf === undefined) continue;
+        if (leaf === undefined || refused.has(`${section}.${key}`)) continue;
         target[key] = leaf;
-        const path = `${section}.${key}`;
-        origins.set(path, [...(origins.get(path) ?? []), { source, value: leaf }]);
+        record(`${section}.${key}`, source, leaf);
       }
     }
   }
-  return { merged: merged as FileConfig, origins };
+  return { merged, origins };
 }
 
 function describe(origins: Map<string, Origin[]>, path: string): string {
@@ -223,22 +289,48 @@ function describe(origins: Map<string, Origin[]>, path: string): string {
 }
 
 export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = {}): ResolveResult {
+  // Step 1: every source against the schema, so each bad value is reported with where it came from,
+  // even when a later source overrides it. Refused leaves are left out of the merge, and the rules below
+  // that read one are skipped: with its default in its place they would report what the user did not write.
   const issues: ConfigIssue[] = [];
-  const shaped = sources.map((source) => ({ source, data: checkShape(source, issues) }));
-  if (issues.length > 0) return { ok: false, issues, conflict: false };
-  const { merged: f, origins } = merge(shaped.map((s) => ({ source: s.source, data: s.data ?? {} })));
+  const refusedAnywhere = new Set<string>();
+  const checked = sources.map((source) => {
+    const parsed = configSchema.safeParse(source.data ?? {});
+    if (parsed.success) return { source, refused: new Set<string>() };
+    issues.push(...sourceIssues(parsed.error, () => source));
+    const refused = new Set(parsed.error.issues.flatMap(leafPaths));
+    for (const p of refused) refusedAnywhere.add(p);
+    return { source, refused };
+  });
+  const usable = (...paths: string[]) =>
+    !refusedAnywhere.has("") && paths.every((p) => !refusedAnywhere.has(p) && !refusedAnywhere.has(p.split(".")[0] ?? p));
+
+  // Step 2: merge, then defaults and types from one more parse. Every leaf passed step 1 on its own; should
+  // the merge still break a rule, the issue is named by the source that set the key.
+  const { merged, origins } = merge(checked);
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) {
+    const sourceAt = (path: string) => {
+      const [section, key] = path.split(".");
+      return (origins.get(`${section}.${key}`) ?? origins.get(section ?? ""))?.at(-1)?.source;
+    };
+    return { ok: false, issues: [...issues, ...sourceIssues(parsed.error, sourceAt)], conflict: false };
+  }
+  const f = parsed.data;
+  const given = (path: string) => origins.has(path);
   let conflict = false;
 
-  // Step 2: normalise and derive.
-  const accelerator = f.tpu?.accelerator === undefined ? undefined : normaliseAccelerator(f.tpu.accelerator);
+  // Step 3: derive, and the rules that span fields; collect everything.
+  const accelerator = f.tpu.accelerator === undefined ? undefined : normaliseAccelerator(f.tpu.accelerator);
   const accGeneration = accelerator === undefined ? undefined : generationOf(accelerator);
-  const generation: Generation = f.tpu?.generation ?? accGeneration ?? DEFAULTS.generation;
+  // An accelerator given without a generation names its own; v6e is the default only when neither is given.
+  const generation: Generation = given("tpu.generation") ? f.tpu.generation : (accGeneration ?? f.tpu.generation);
   if (accelerator !== undefined && accGeneration === undefined) {
     issues.push({
       path: "tpu.accelerator",
-      message: `'${f.tpu?.accelerator}' is not a v6e or TPU7x slice type (examples: v6e-8, v6e-32, tpu7x-16)`,
+      message: `'${f.tpu.accelerator}' is not a v6e or TPU7x slice type (examples: v6e-8, v6e-32, tpu7x-16)`,
     });
-  } else if (f.tpu?.generation !== undefined && accGeneration !== undefined && accGeneration !== f.tpu.generation) {
+  } else if (given("tpu.generation") && accGeneration !== undefined && accGeneration !== f.tpu.generation) {
     conflict = true;
     issues.push({
       path: "tpu.generation",
@@ -246,155 +338,88 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
     });
   }
 
-  const nodes = f.tpu?.nodes;
-  const skipTopology = (accGeneration === undefined && accelerator !== undefined) || conflict;
-  const topo = skipTopology ? undefined : planTopology({ generation, accelerator, nodes });
+  const skipTopology =
+    (accGeneration === undefined && accelerator !== undefined) || conflict || !usable("tpu.generation", "tpu.accelerator", "tpu.nodes");
+  const topo = skipTopology ? undefined : planTopology({ generation, accelerator, nodes: f.tpu.nodes });
   if (topo && !topo.ok) {
     for (const i of topo.issues) issues.push({ path: i.path, message: i.message });
   }
 
-  // Step 3: cross-field rules; collect everything.
-  const name = f.name ?? defaultName(generation, topo?.ok ? topo.topology.hosts : (nodes ?? 1));
-  if (!NAME_PATTERN.test(name)) {
-    issues.push({
-      path: "name",
-      message: `'${name}' is not a valid name: ${NAME_RULE} (it becomes the SkyPilot cluster name and a GCP label)`,
-    });
-  }
-  const spot = f.tpu?.spot ?? DEFAULTS.spot;
-  if (generation === "v7" && spot) {
-    conflict = conflict || (origins.get("tpu.spot")?.length ?? 0) > 0;
+  if (generation === "v7" && f.tpu.spot && usable("tpu.generation", "tpu.accelerator", "tpu.spot")) {
+    conflict = conflict || given("tpu.spot");
     issues.push({
       path: "tpu.spot",
       message:
         "TPU7x is provisioned through a managed instance group with DWS, which does not support spot capacity (SkyPilot: 'Managed Instance Group with DWS does not support spot instances'); drop --spot or use --tpu v6e",
     });
   }
-  const zones = f.tpu?.zones ?? DEFAULT_ZONES[generation];
-  zones.forEach((zone, i) => {
-    if (!ZONE_PATTERN.test(zone)) {
-      issues.push({ path: `tpu.zones.${i}`, message: `'${zone}' is not a GCP zone (like us-east5-b)` });
-    }
-  });
-  if (new Set(zones).size !== zones.length) issues.push({ path: "tpu.zones", message: "lists a zone twice" });
 
-  const port = f.server?.port ?? DEFAULTS.port;
-  const distPort = f.server?.distPort ?? DEFAULTS.distPort;
-  checkPort(issues, "server.port", port, 65535);
-  checkPort(issues, "server.distPort", distPort, 65529, "the rendezvous uses P, P+5 and P+6");
-  if (port >= distPort && port <= distPort + 6) {
+  const { port, distPort } = f.server;
+  if (port >= distPort && port <= distPort + 6 && usable("server.port", "server.distPort")) {
     issues.push({ path: "server.port", message: `${port} collides with the rendezvous ports ${distPort}..${distPort + 6}` });
   }
 
   const tpSize = topo?.ok ? topo.topology.tpSize : 0;
-  if (f.server?.tpSize !== undefined && topo?.ok && f.server.tpSize !== tpSize) {
+  if (f.server.tpSize !== undefined && topo?.ok && f.server.tpSize !== tpSize && usable("server.tpSize")) {
     issues.push({
       path: "server.tpSize",
       message: `must be ${tpSize}: the global JAX device count of ${topo.topology.hosts} host(s) of ${topo.topology.slice.accelerator} (sglang-jax's mesh spans every device); drop --tp-size to have it derived`,
     });
   }
 
-  const args = f.server?.args ?? [];
-  for (const c of ownedFlagConflicts(args)) issues.push({ path: "server.args", message: c });
+  for (const c of ownedFlagConflicts(f.server.args)) issues.push({ path: "server.args", message: c });
 
-  const env2 = f.server?.env ?? {};
-  for (const [k, v] of Object.entries(env2)) {
-    if (!ENV_NAME.test(k)) issues.push({ path: `server.env.${k}`, message: "is not a valid environment variable name" });
-    if (v.includes("\0")) issues.push({ path: `server.env.${k}`, message: "contains a NUL byte" });
-  }
-  const secrets = [...new Set([...(f.server?.secrets ?? []), ...(f.server?.apiKeySecret ? [f.server.apiKeySecret] : [])])];
+  // The API key is a secret too: its value must reach the hosts the same way.
+  const secrets = [...new Set([...f.server.secrets, ...(f.server.apiKeySecret ? [f.server.apiKeySecret] : [])])];
   for (const s of secrets) {
-    if (!ENV_NAME.test(s)) issues.push({ path: "server.secrets", message: `'${s}' is not a valid environment variable name` });
-    if (s in env2) issues.push({ path: `server.env.${s}`, message: `'${s}' is also a secret; keep secret values out of server.env` });
+    if (s in f.server.env)
+      issues.push({ path: `server.env.${s}`, message: `'${s}' is also a secret; keep secret values out of server.env` });
   }
 
-  const sglangDir = f.sglang?.dir ?? DEFAULTS.sglangDir;
-  if (!HOST_PATH.test(sglangDir) || sglangDir.split("/").includes("..")) {
-    issues.push({
-      path: "sglang.dir",
-      message: `'${sglangDir}' must be an absolute path or start with ~/ (letters, digits, . _ - + @ and /; no ..): setup and the server start run in different directories`,
-    });
-  }
-
-  const readyTimeoutMs = checkDuration(issues, "server.readyTimeout", f.server?.readyTimeout ?? DEFAULTS.readyTimeout);
-  const launchTimeoutMs = checkDuration(issues, "launch.timeout", f.launch?.timeout ?? DEFAULTS.launchTimeout);
-  const maxAttempts = f.relaunch?.maxAttempts ?? DEFAULTS.maxAttempts;
-  if (!Number.isInteger(maxAttempts) || maxAttempts < 1)
-    issues.push({ path: "relaunch.maxAttempts", message: "must be a whole number ≥ 1" });
-  const onDemandAfter = f.relaunch?.onDemandAfter;
-  if (onDemandAfter !== undefined && (!Number.isInteger(onDemandAfter) || onDemandAfter < 1)) {
-    issues.push({ path: "relaunch.onDemandAfter", message: "must be a whole number ≥ 1" });
-  }
-  const webhook = f.relaunch?.webhook;
-  const backoffMs = f.relaunch?.backoff === undefined ? undefined : checkDuration(issues, "relaunch.backoff", f.relaunch.backoff);
-  const backoffMaxMs =
-    f.relaunch?.backoffMax === undefined ? undefined : checkDuration(issues, "relaunch.backoffMax", f.relaunch.backoffMax);
-  if (backoffMs && backoffMaxMs && backoffMaxMs < backoffMs) {
+  const { backoffMs, backoffMaxMs } = f.relaunch;
+  if (backoffMs !== undefined && backoffMaxMs !== undefined && backoffMaxMs < backoffMs) {
     issues.push({ path: "relaunch.backoffMax", message: "is shorter than relaunch.backoff" });
-  }
-  if (webhook !== undefined && !/^https?:\/\/[^\s]+$/.test(webhook)) {
-    issues.push({ path: "relaunch.webhook", message: "must be an http(s) URL" });
   }
 
   if (issues.length > 0 || !topo?.ok) return { ok: false, issues, conflict };
   const topology = topo.topology;
-  const warnings = [...topology.warnings];
+  // Built key by key in a fixed order: state.json keeps the config, and up compares its JSON (state.ts).
   return {
     ok: true,
     config: {
-      name,
+      name: f.name ?? defaultName(generation, topology.hosts),
       tpu: {
         generation,
         accelerator: topology.slice.accelerator,
         nodes: topology.hosts,
-        spot,
-        zones,
-        project: f.tpu?.project ?? env.GOOGLE_CLOUD_PROJECT,
-        runtimeVersion: f.tpu?.runtimeVersion ?? DEFAULTS.runtimeVersion,
-        maxRunHours: f.tpu?.maxRunHours ?? DEFAULTS.maxRunHours,
+        spot: f.tpu.spot,
+        zones: f.tpu.zones ?? [...DEFAULT_ZONES[generation]],
+        project: f.tpu.project ?? env.GOOGLE_CLOUD_PROJECT,
+        runtimeVersion: f.tpu.runtimeVersion,
+        maxRunHours: f.tpu.maxRunHours,
       },
       topology,
-      model: { path: f.model?.path ?? DEFAULTS.model },
+      model: f.model,
       server: {
         port,
         distPort,
         tpSize,
-        args,
-        env: env2,
+        args: f.server.args,
+        env: f.server.env,
         secrets,
-        secretsFile: f.server?.secretsFile,
-        apiKeySecret: f.server?.apiKeySecret,
-        public: f.server?.public ?? false,
-        readyTimeoutMs,
+        secretsFile: f.server.secretsFile,
+        apiKeySecret: f.server.apiKeySecret,
+        public: f.server.public,
+        readyTimeoutMs: f.server.readyTimeoutMs,
       },
-      sglang: {
-        repo: f.sglang?.repo ?? DEFAULTS.sglangRepo,
-        ref: f.sglang?.ref ?? DEFAULTS.sglangRef,
-        python: f.sglang?.python ?? DEFAULTS.python,
-        dir: sglangDir.replace(/\/+$/, ""),
-      },
-      launch: { timeoutMs: launchTimeoutMs, template: f.launch?.template },
-      relaunch: { maxAttempts, onDemandAfter, webhook, backoffMs, backoffMaxMs },
-      warnings,
+      sglang: f.sglang,
+      launch: f.launch,
+      relaunch: f.relaunch,
+      warnings: [...topology.warnings],
     },
   };
 }
 
 export function defaultName(generation: Generation, hosts: number): string {
   return `sgl-${generation}-${hosts}`;
-}
-
-function checkPort(issues: ConfigIssue[], path: string, port: number, max: number, why?: string): void {
-  if (!Number.isInteger(port) || port < 1024 || port > max) {
-    issues.push({ path, message: `must be a whole number from 1024 to ${max}${why ? ` (${why})` : ""}; got ${port}` });
-  }
-}
-
-function checkDuration(issues: ConfigIssue[], path: string, value: string | number): number {
-  const ms = parseDuration(value);
-  if (ms === undefined || ms <= 0) {
-    issues.push({ path, message: `'${value}' is not a duration (examples: 90s, 20m, 1h30m)` });
-    return 0;
-  }
-  return ms;
 }

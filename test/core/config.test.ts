@@ -1,10 +1,10 @@
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
-import { z } from "zod";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
-import { type Config, type ConfigSource, configJsonSchema, DEFAULTS, fileConfigSchema, resolveConfig } from "../../src/core/config.js";
-import { formatDuration, parseDuration } from "../../src/core/duration.js";
+import { type Config, type ConfigSource, configJsonSchema, configSchema, resolveConfig } from "../../src/core/config.js";
+import { formatDuration, MAX_TIMER_MS, parseDuration, timerDuration } from "../../src/core/duration.js";
 import { ownedFlagConflicts } from "../../src/core/server-args.js";
+import { resourcesKey, serverKey } from "../../src/core/state.js";
 import { DEFAULT_ZONES, V6E_CATALOG_ZONES } from "../../src/core/topology.js";
 import type { ConfigIssue } from "../../src/errors.js";
 
@@ -91,6 +91,36 @@ describe("the issue's example file", () => {
     expect(c.relaunch).toEqual({ maxAttempts: 10, onDemandAfter: undefined, webhook: undefined });
     expect(c.warnings).toEqual([]);
   });
+
+  it("gives the keys up compares with state.json, whatever order the keys were stored in", () => {
+    // Canonical JSON: a state written by an earlier version with another key order still compares equal,
+    // so up does not restart (or recreate) a deployment whose settings did not change.
+    const c = resolveOk([file(parse(ISSUE_EXAMPLE))]);
+    const reordered = JSON.parse(
+      JSON.stringify(c, (_k, v: unknown) =>
+        v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v,
+      ),
+    ) as typeof c;
+    expect(Object.keys(reordered.server)[0]).not.toBe(Object.keys(c.server)[0]);
+    expect(serverKey(reordered)).toBe(serverKey(c));
+    expect(resourcesKey(reordered)).toBe(resourcesKey(c));
+    expect(JSON.parse(serverKey(c))).toEqual({
+      model: { path: "meta-llama/Llama-3.1-70B-Instruct" },
+      server: {
+        port: 30000,
+        distPort: 10011,
+        tpSize: 32,
+        args: ["--page-size=64", "--attention-backend=fa", "--mem-fraction-static=0.8"],
+        env: { JAX_COMPILATION_CACHE_DIR: "/mnt/cache/jit" },
+        secrets: ["HF_TOKEN", "SGLANG_API_KEY"],
+        secretsFile: "~/.config/tpu-deploy/secrets.env",
+        apiKeySecret: "SGLANG_API_KEY",
+        public: false,
+      },
+    });
+    // A changed setting does change its key.
+    expect(serverKey({ ...c, server: { ...c.server, port: 31000 } })).not.toBe(serverKey(c));
+  });
 });
 
 describe("defaults when nothing is given", () => {
@@ -112,7 +142,12 @@ describe("defaults when nothing is given", () => {
     expect(c.server.public).toBe(false);
     expect(c.launch).toEqual({ timeoutMs: 20 * 60_000, template: undefined });
     expect(c.relaunch.maxAttempts).toBe(10);
-    expect(c.sglang).toEqual({ repo: DEFAULTS.sglangRepo, ref: DEFAULTS.sglangRef, python: "3.12", dir: "~/sglang-jax" });
+    expect(c.sglang).toEqual({
+      repo: "https://github.com/sgl-project/sglang-jax.git",
+      ref: "cddbf6f1",
+      python: "3.12",
+      dir: "~/sglang-jax",
+    });
   });
 
   it("v6e zones come from SkyPilot's catalog (skypilot.md §7), tried in order", () => {
@@ -319,6 +354,20 @@ describe("all problems are reported at once", () => {
     );
   });
 
+  it("a rule that reads a refused key is skipped: with the default in its place it would blame what nobody wrote", () => {
+    // tp-size 32 is right for 8 hosts; with nodes refused, 1 host would make it look wrong.
+    expect(resolveBad([file({ tpu: { nodes: "8" }, server: { tpSize: 32 } })]).issues.map((i) => i.path)).toEqual(["tpu.nodes"]);
+    // The default port 30000 would collide with 29995..30001.
+    expect(resolveBad([file({ server: { port: "x", distPort: 29995 } })]).issues.map((i) => i.path)).toEqual(["server.port"]);
+    expect(resolveBad([file({ tpu: { generation: "v8", spot: true } })]).issues.map((i) => i.path)).toEqual(["tpu.generation"]);
+  });
+
+  it("a bad value in the file is reported even when a flag overrides it", () => {
+    expect(resolveBad([file({ server: { port: 80 } }), flags({ port: 31000 })]).issues).toEqual([
+      { path: "server.port", message: "must be a whole number from 1024 to 65535; got 80 (tpu-deploy.yaml)" },
+    ]);
+  });
+
   it("problems in the file and in the flags", () => {
     const { issues } = resolveBad([file({ tpu: { nodes: "x" } }), { label: "flags", keyName: flagName, data: { tpu: { spot: "y" } } }]);
     expect(issues).toEqual([
@@ -472,8 +521,9 @@ describe("names", () => {
   ])("%s (%j) is refused", (_why, name) => {
     const { issues } = resolveBad([flags({ name })]);
     expect(issues).toHaveLength(1);
-    expect(issues[0]?.path).toBe("name");
-    expect(issues[0]?.message).toMatch(/lowercase letters, digits and -.*at most 40 characters/);
+    expect(issues[0]?.path).toBe("--name");
+    expect(issues[0]?.message).toMatch(/lowercase letters, digits and -.*at most 40 characters.*\(flags\)$/);
+    expect(resolveBad([file({ name })]).issues.map((i) => i.path)).toEqual(["name"]);
   });
 });
 
@@ -552,8 +602,12 @@ describe("secrets: names only", () => {
   });
 
   it.each(["hf-token", "1TOKEN", "HF TOKEN", "HF_TOKEN=abc"])("secret name %j is refused", (name) => {
-    const { issues } = resolveBad([flags({ secret: [name] })]);
-    expect(issues).toEqual([{ path: "server.secrets", message: `'${name}' is not a valid environment variable name` }]);
+    const message = `'${name}' is not a valid environment variable name`;
+    expect(resolveBad([flags({ secret: [name] })]).issues).toEqual([{ path: "--secret", message: `${message} (flags)` }]);
+    expect(resolveBad([flags({ apiKeySecret: name })]).issues).toEqual([{ path: "--api-key-secret", message: `${message} (flags)` }]);
+    expect(resolveBad([file({ server: { secrets: ["OK", name] } })]).issues).toEqual([
+      { path: "server.secrets.1", message: `${message} (tpu-deploy.yaml)` },
+    ]);
   });
 
   it("a secret that is also in server.env is refused (its value would be stored)", () => {
@@ -580,13 +634,14 @@ describe("ports, zones, env, relaunch", () => {
 
   it.each(["us-east5", "US-EAST5-A", "useast5a", "us-east5-a "])("zone %j is refused", (zone) => {
     expect(resolveBad([flags({ zone: ["us-central1-b", zone] })]).issues).toEqual([
-      { path: "tpu.zones.1", message: expect.stringContaining("is not a GCP zone") },
+      { path: "--zone", message: `'${zone}' is not a GCP zone (like us-east5-b) (flags)` },
     ]);
+    expect(resolveBad([file({ tpu: { zones: ["us-central1-b", zone] } })]).issues.map((i) => i.path)).toEqual(["tpu.zones.1"]);
   });
 
   it("refuses a zone listed twice", () => {
     expect(resolveBad([flags({ zone: ["us-east5-a", "us-east5-a"] })]).issues).toEqual([
-      { path: "tpu.zones", message: "lists a zone twice" },
+      { path: "--zone", message: "lists a zone twice (flags)" },
     ]);
   });
 
@@ -640,6 +695,28 @@ describe("durations", () => {
   );
 
   it.each([
+    ["24d", 24 * 86_400_000],
+    [MAX_TIMER_MS / 1000, MAX_TIMER_MS],
+    ["1ms", 1],
+  ])("timerDuration(%j) waits %i ms", (input, ms) => {
+    expect(timerDuration(input)).toEqual({ ok: true, ms });
+  });
+
+  // Past 2^31-1 ms, setTimeout and AbortSignal.timeout fire after 1 ms instead: a 30-day timeout would end a run at once.
+  it.each([
+    ["30d", /too long.*2\^31-1 ms/],
+    ["25d", /too long/],
+    [MAX_TIMER_MS / 1000 + 0.001, /too long/],
+    ["0s", /is not a duration/],
+    [0, /is not a duration/],
+    ["soon", /is not a duration/],
+  ])("timerDuration(%j) is refused", (input, problem) => {
+    const d = timerDuration(input);
+    expect(d.ok).toBe(false);
+    if (!d.ok) expect(d.problem).toMatch(problem);
+  });
+
+  it.each([
     [500, "500ms"],
     [90_000, "1m30s"],
     [3_600_000, "1h"],
@@ -659,19 +736,33 @@ describe("durations", () => {
       { path, message: expect.stringMatching(/is not a duration \(examples: 90s/) },
     ]);
   });
+
+  it.each([
+    ["server.readyTimeout", "30d"],
+    ["launch.timeout", 30 * 86_400],
+    ["relaunch.backoff", "25d"],
+    ["relaunch.backoffMax", "24d20h32m"],
+  ])("%s %j is refused: longer than a timer can wait", (path, value) => {
+    expect(resolveBad([file(at(path, value))]).issues).toEqual([{ path, message: expect.stringMatching(/is too long: .*24\.8 days/) }]);
+  });
 });
 
 describe("JSON Schema of tpu-deploy.yaml", () => {
   type JsonSchema = Record<string, unknown>;
-  const ANNOTATIONS = new Set(["$schema", "description"]);
+  const ANNOTATIONS = new Set(["$schema", "description", "default"]);
   const KEYWORDS = new Set([
     "type",
     "properties",
     "additionalProperties",
     "items",
     "enum",
+    "anyOf",
     "minItems",
+    "uniqueItems",
     "minLength",
+    "pattern",
+    "minimum",
+    "maximum",
     "exclusiveMinimum",
     "propertyNames",
   ]);
@@ -684,14 +775,23 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
     const errors: string[] = [];
     const types = schema.type === undefined ? undefined : ([] as unknown[]).concat(schema.type);
     const typeOf = (v: unknown) => (Array.isArray(v) ? "array" : v === null ? "null" : typeof v === "object" ? "object" : typeof v);
-    if (types && !types.includes(typeOf(value))) return [`${path}: expected ${types.join("|")}, got ${typeOf(value)}`];
+    const typeMatches = (t: unknown) => t === typeOf(value) || (t === "integer" && Number.isInteger(value));
+    if (types && !types.some(typeMatches)) return [`${path}: expected ${types.join("|")}, got ${typeOf(value)}`];
+    if (Array.isArray(schema.anyOf) && !schema.anyOf.some((sub: JsonSchema) => validate(sub, value, path).length === 0))
+      errors.push(`${path}: matches no alternative`);
     if (Array.isArray(schema.enum) && !schema.enum.includes(value)) errors.push(`${path}: not one of ${schema.enum.join(", ")}`);
-    if (typeof value === "string" && typeof schema.minLength === "number" && value.length < schema.minLength)
-      errors.push(`${path}: too short`);
-    if (typeof value === "number" && typeof schema.exclusiveMinimum === "number" && value <= schema.exclusiveMinimum)
-      errors.push(`${path}: too small`);
+    if (typeof value === "string") {
+      if (typeof schema.minLength === "number" && value.length < schema.minLength) errors.push(`${path}: too short`);
+      if (typeof schema.pattern === "string" && !new RegExp(schema.pattern, "u").test(value)) errors.push(`${path}: does not match`);
+    }
+    if (typeof value === "number") {
+      if (typeof schema.exclusiveMinimum === "number" && value <= schema.exclusiveMinimum) errors.push(`${path}: too small`);
+      if (typeof schema.minimum === "number" && value < schema.minimum) errors.push(`${path}: too small`);
+      if (typeof schema.maximum === "number" && value > schema.maximum) errors.push(`${path}: too large`);
+    }
     if (Array.isArray(value)) {
       if (typeof schema.minItems === "number" && value.length < schema.minItems) errors.push(`${path}: too few items`);
+      if (schema.uniqueItems === true && new Set(value).size !== value.length) errors.push(`${path}: repeats an item`);
       value.forEach((item, i) => {
         errors.push(...validate(schema.items as JsonSchema, item, `${path}[${i}]`));
       });
@@ -710,41 +810,79 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
     return errors;
   }
 
-  it("is generated from the zod schema", () => {
-    expect(configJsonSchema()).toEqual(z.toJSONSchema(fileConfigSchema));
-  });
+  const sections = () =>
+    (configJsonSchema() as { properties: Record<string, JsonSchema & { properties?: Record<string, JsonSchema> }> }).properties;
 
   it("stays in sync with the committed copy", async () => {
     await expect(`${JSON.stringify(configJsonSchema(), null, 2)}\n`).toMatchFileSnapshot("../__snapshots__/tpu-deploy.schema.json");
   });
 
-  it("the issue's example validates, and every field it lists has a description", () => {
-    const schema = configJsonSchema() as JsonSchema;
-    expect(validate(schema, parse(ISSUE_EXAMPLE))).toEqual([]);
-    const props = schema.properties as Record<string, JsonSchema>;
-    const example = parse(ISSUE_EXAMPLE) as Record<string, Record<string, unknown> | string>;
-    for (const [section, value] of Object.entries(example)) {
-      const s = props[section];
-      expect(s?.description ?? (typeof value === "object" ? "section" : undefined), section).toBeDefined();
-      if (typeof value === "object") {
-        for (const key of Object.keys(value)) {
-          const sub = (s?.properties as Record<string, JsonSchema> | undefined)?.[key];
-          expect(sub?.description, `${section}.${key}`).toEqual(expect.any(String));
-        }
-      }
+  it("the issue's example validates", () => {
+    expect(validate(configJsonSchema() as JsonSchema, parse(ISSUE_EXAMPLE))).toEqual([]);
+  });
+
+  it("every section and key has a description", () => {
+    for (const [section, s] of Object.entries(sections())) {
+      expect(s.description, section).toEqual(expect.any(String));
+      for (const [key, sub] of Object.entries(s.properties ?? {})) expect(sub.description, `${section}.${key}`).toEqual(expect.any(String));
     }
   });
 
+  it("shows the defaults resolution applies: a file of every default resolves like no file at all", () => {
+    const defaults: Record<string, Record<string, unknown>> = {};
+    for (const [section, s] of Object.entries(sections())) {
+      for (const [key, sub] of Object.entries(s.properties ?? {})) {
+        if ("default" in sub) defaults[section] = { ...defaults[section], [key]: sub.default };
+      }
+    }
+    expect(Object.entries(defaults).flatMap(([section, keys]) => Object.keys(keys).map((k) => `${section}.${k}`))).toEqual([
+      "tpu.generation",
+      "tpu.spot",
+      "tpu.runtimeVersion",
+      "tpu.maxRunHours",
+      "model.path",
+      "server.port",
+      "server.distPort",
+      "server.args",
+      "server.env",
+      "server.secrets",
+      "server.public",
+      "server.readyTimeout",
+      "sglang.repo",
+      "sglang.ref",
+      "sglang.python",
+      "sglang.dir",
+      "launch.timeout",
+      "relaunch.maxAttempts",
+    ]);
+    expect(resolveOk([file(defaults)])).toEqual(resolveOk([]));
+  });
+
   it.each([
-    [{ tpu: { nodes: "8" } }, "$.tpu.nodes: expected number, got string"],
+    [{ tpu: { nodes: "8" } }, "$.tpu.nodes: expected integer, got string"],
+    [{ tpu: { nodes: 2.5 } }, "$.tpu.nodes: expected integer, got number"],
+    [{ tpu: { nodes: 0 } }, "$.tpu.nodes: too small"],
     [{ tpu: { generation: "v5e" } }, "$.tpu.generation: not one of v6e, v7"],
     [{ tpu: { zone: "x" } }, "$.tpu: unknown property zone"],
-    [{ server: { env: { A: 1 } } }, "$.server.env.A: expected string, got number"],
-    [{ server: { readyTimeout: true } }, "$.server.readyTimeout: expected string|number, got boolean"],
     [{ tpu: { zones: [] } }, "$.tpu.zones: too few items"],
+    [{ tpu: { zones: ["us-east5"] } }, "$.tpu.zones[0]: does not match"],
+    [{ tpu: { zones: ["us-east5-a", "us-east5-a"] } }, "$.tpu.zones: repeats an item"],
+    [{ name: "Bad_Name" }, "$.name: does not match"],
+    [{ server: { port: 80 } }, "$.server.port: too small"],
+    [{ server: { port: 30000.5 } }, "$.server.port: expected integer, got number"],
+    [{ server: { distPort: 65530 } }, "$.server.distPort: too large"],
+    [{ server: { env: { A: 1 } } }, "$.server.env.A: expected string, got number"],
+    [{ server: { env: { "A-B": "x" } } }, "$.server.env.A-B(name): does not match"],
+    [{ server: { secrets: ["hf-token"] } }, "$.server.secrets[0]: does not match"],
+    [{ server: { readyTimeout: true } }, "$.server.readyTimeout: matches no alternative"],
+    [{ server: { readyTimeout: "soon" } }, "$.server.readyTimeout: matches no alternative"],
+    [{ launch: { timeout: 30 * 86_400 } }, "$.launch.timeout: matches no alternative"],
+    [{ sglang: { dir: "~/../etc" } }, "$.sglang.dir: does not match"],
+    [{ relaunch: { maxAttempts: 0 } }, "$.relaunch.maxAttempts: too small"],
+    [{ relaunch: { webhook: "ftp://example.com/x" } }, "$.relaunch.webhook: does not match"],
     [{ replicas: 2 }, "$: unknown property replicas"],
   ])("rejects what zod rejects: %j", (doc, error) => {
     expect(validate(configJsonSchema() as JsonSchema, doc)).toEqual([error]);
-    expect(fileConfigSchema.safeParse(doc).success).toBe(false);
+    expect(configSchema.safeParse(doc).success).toBe(false);
   });
 });

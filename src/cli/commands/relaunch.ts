@@ -1,6 +1,6 @@
 import { appContext } from "../context.js";
 import { combinedCode, errorReport, type RelaunchOptions, type RelaunchReport, relaunchOne } from "../../app/relaunch.js";
-import { parseDuration } from "../../core/duration.js";
+import { timerDuration } from "../../core/duration.js";
 import { TpuDeployError, UsageError } from "../../errors.js";
 import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -59,9 +59,9 @@ export function targetName(opts: { all?: boolean }, args: string[], command: str
 export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string }): RelaunchOptions {
   const ms = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
-    const d = parseDuration(v);
-    if (!d) throw new UsageError(`${flag} '${v}' is not a duration (examples: 90s, 20m, 1h)`);
-    return d;
+    const d = timerDuration(v);
+    if (!d.ok) throw new UsageError(`${flag} '${v}' ${d.problem}`);
+    return d.ms;
   };
   const timeoutMs = ms("--timeout", opts.timeout);
   // Flags override the deployment's relaunch.backoff / relaunch.backoffMax, which override the defaults.

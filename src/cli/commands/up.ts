@@ -1,6 +1,6 @@
 import type { DeploySummary } from "../../app/deploy.js";
 import { planFor, up } from "../../app/up.js";
-import { formatDuration, parseDuration } from "../../core/duration.js";
+import { formatDuration, timerDuration } from "../../core/duration.js";
 import { commandLine, type DeployPlan } from "../../core/plan.js";
 import { UsageError } from "../../errors.js";
 import type { SpecFlags } from "../config-flags.js";
@@ -14,8 +14,9 @@ export type UpFlags = SpecFlags &
 
 export async function upCommand(opts: UpFlags, _args: string[], run: RunContext): Promise<CommandResult> {
   const config = loadSpec(opts, run.io);
-  const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout);
-  if (opts.timeout !== undefined && !timeoutMs) throw new UsageError(`--timeout '${opts.timeout}' is not a duration (examples: 30m, 1h)`);
+  const timeout = opts.timeout === undefined ? undefined : timerDuration(opts.timeout);
+  if (timeout && !timeout.ok) throw new UsageError(`--timeout '${opts.timeout}' ${timeout.problem}`);
+  const timeoutMs = timeout?.ok ? timeout.ms : undefined;
   const ctx = appContext(run, opts);
   const plan = planFor(ctx, config);
   for (const w of plan.warnings) ctx.report.warn(w);

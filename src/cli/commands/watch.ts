@@ -1,16 +1,17 @@
 import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
 import { watch } from "../../app/watch.js";
-import { parseDuration } from "../../core/duration.js";
+import { timerDuration } from "../../core/duration.js";
 import { EXIT, UsageError } from "../../errors.js";
 import type { CommandResult, RunContext } from "../program.js";
 import { printReport, type RelaunchFlags, relaunchOptions, reportJson, targetName } from "./relaunch.js";
 
 export async function watchCommand(opts: RelaunchFlags & { interval?: string }, args: string[], run: RunContext): Promise<CommandResult> {
   const one = targetName(opts, args, "watch");
-  const intervalMs = parseDuration(opts.interval ?? "60s");
-  if (!intervalMs || intervalMs < 1000)
-    throw new UsageError(`--interval '${opts.interval}' is not a duration of at least 1s (examples: 30s, 5m)`);
+  const interval = timerDuration(opts.interval ?? "60s");
+  if (!interval.ok) throw new UsageError(`--interval '${opts.interval}' ${interval.problem}`);
+  if (interval.ms < 1000) throw new UsageError(`--interval '${opts.interval}' is shorter than 1s (examples: 30s, 5m)`);
+  const intervalMs = interval.ms;
   const ropts = relaunchOptions(opts);
   const ctx = appContext(run, opts);
   try {
