@@ -10,6 +10,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
+          setupFiles: ["test/setup/no-warnings.ts"],
           include: ["test/**/*.test.ts"],
           exclude: ["test/e2e/**", "test/sim/**", "test/host/**"],
           testTimeout: 20_000,
@@ -18,6 +19,7 @@ export default defineConfig({
       {
         test: {
           name: "host",
+          setupFiles: ["test/setup/no-warnings.ts"],
           include: ["test/host/**/*.test.ts"],
           globalSetup: ["test/sim/global-setup.ts"],
           testTimeout: 30_000,
@@ -26,6 +28,7 @@ export default defineConfig({
       {
         test: {
           name: "e2e",
+          setupFiles: ["test/setup/no-warnings.ts"],
           include: ["test/e2e/**/*.test.ts", "test/sim/**/*.test.ts"],
           globalSetup: ["test/sim/global-setup.ts"],
           fileParallelism: false,

@@ -2,7 +2,7 @@
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { createTpuApi, nodesOfCluster, TpuApiError, type TpuApi } from "../../src/adapters/tpu-api.js";
 import { CloudApiError } from "../../src/errors.js";
 import { emptyState, readCalls, readState, writeInitialState, type SimHost, type SimState } from "../sim/state.js";
@@ -76,14 +76,6 @@ function fixture(): SimState {
   addNode(FAR, "far-2ea485ef", true, [["198.18.7.1", "198.19.7.1"]]);
   return s;
 }
-
-const warnings: Error[] = [];
-const onWarning = (w: Error): void => void warnings.push(w);
-beforeAll(() => process.on("warning", onWarning));
-afterAll(() => {
-  process.off("warning", onWarning);
-  expect(warnings.map((w) => `${w.name}: ${w.message}`)).toEqual([]);
-});
 
 interface Rig {
   root: string;

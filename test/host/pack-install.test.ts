@@ -17,7 +17,9 @@ function npm(args: string[], cwd: string): string {
 
 describe("npm pack, then npm install -g of the tarball", () => {
   it("gives a working tpu-deploy: --help, --version, up --nodes 2 --dry-run", { timeout: 360_000 }, () => {
-    const packed = JSON.parse(npm(["pack", "--json", "--pack-destination", work], repoRoot())) as {
+    // --ignore-scripts: pack the dist/ that npm test just built; prepare would rebuild it while the e2e
+    // project runs from it. (npm pack of a clean checkout builds through prepare.)
+    const packed = JSON.parse(npm(["pack", "--json", "--ignore-scripts", "--pack-destination", work], repoRoot())) as {
       filename: string;
       files: { path: string }[];
     }[];

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { protos, v2 } from "@google-cloud/tpu";
 import { grpc, type ClientOptions } from "google-gax";
 import { PassThroughClient } from "google-auth-library";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { emptyState, readCalls, readState, writeInitialState, type SimHost, type SimState } from "./state.js";
 import { startTpuEmulator, type TpuEmulator } from "./tpu-emulator.js";
 
@@ -91,14 +91,6 @@ function fixture(): SimState {
 let root: string;
 let emu: TpuEmulator;
 let client: v2.TpuClient;
-const warnings: Error[] = [];
-const onWarning = (w: Error): void => void warnings.push(w);
-
-beforeAll(() => process.on("warning", onWarning));
-afterAll(() => {
-  process.off("warning", onWarning);
-  expect(warnings.map((w) => `${w.name}: ${w.message}`)).toEqual([]);
-});
 
 beforeEach(async () => {
   root = await mkdtemp(join(tmpdir(), "tpd-tpu-emu-"));
