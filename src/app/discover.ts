@@ -1,17 +1,26 @@
 // Finding every host of a cluster and its rank: SkyPilot's status and SSH config, then each host's TPU
 // worker number and internal address from the Cloud TPU API (v6e) or the host's metadata server (v7).
+import { z } from "zod";
 import type { SkyClusterRecord } from "../adapters/sky.js";
-import { readSkySshConfig, skySshConfigPath } from "../adapters/sky-ssh.js";
+import { skyHosts } from "../adapters/sky-ssh.js";
 import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
 import type { HostSession } from "../adapters/ssh/session.js";
 import { nodesOfCluster, type TpuNode } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
-import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost, type SkyHost } from "../core/ranks.js";
+import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost } from "../core/ranks.js";
 import type { SshTarget } from "../core/ssh-target.js";
-import { metadataCommand } from "../core/remote.js";
-import { clusterHosts, expandTilde, parseSshConfig } from "../core/ssh-config.js";
+import { metadataCommand, sliceOfInstance } from "../core/remote.js";
 import { CloudApiError, OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
+
+// What the metadata probe prints (core/remote.ts METADATA_PY).
+const metadataAnswer = z.object({
+  workerId: z.number().int().nonnegative().nullable(),
+  source: z.string().nullable(),
+  internalIp: z.string().nullable(),
+  instanceName: z.string(),
+  tried: z.array(z.string()),
+});
 
 export interface Discovered {
   record: SkyClusterRecord;
@@ -26,33 +35,6 @@ export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?:
   const sky = await ctx.sky();
   const records = await sky.status([name], { verbose: true, refresh: opts.refresh ?? false, signal: ctx.signal });
   return records.find((r) => r.name === name);
-}
-
-export function readSshTargets(ctx: AppContext, cluster: string): SkyHost[] {
-  const path = skySshConfigPath(ctx.home, cluster);
-  const text = readSkySshConfig(ctx.home, cluster);
-  if (text === undefined) {
-    throw new OperationError("hosts_mismatch", `SkyPilot's SSH config for ${cluster} is missing (${path})`, {
-      hint: `run \`sky status ${cluster}\` (it rewrites the file), then try again`,
-    });
-  }
-  const parsed = parseSshConfig(text, cluster);
-  if (parsed.kind !== "ok") {
-    throw new OperationError(
-      "hosts_mismatch",
-      `cannot read ${path}: ${parsed.problems.map((p) => `line ${p.line}: ${p.message}`).join("; ")}`,
-    );
-  }
-  const hosts = clusterHosts(parsed.entries, cluster);
-  if (hosts.kind !== "ok") throw new OperationError("hosts_mismatch", `${path}: ${hosts.message}`);
-  return hosts.hosts.map((h) => ({
-    alias: h.alias,
-    index: h.index,
-    hostName: h.hostName,
-    user: h.user,
-    port: h.port,
-    identityFile: expandTilde(h.identityFile, ctx.home),
-  }));
 }
 
 export async function connectSessions(ctx: AppContext, targets: readonly SshTarget[]): Promise<Map<string, HostSession>> {
@@ -84,9 +66,14 @@ async function identitiesFromMetadata(ctx: AppContext, sessions: Map<string, Hos
       const r = await session.exec(metadataCommand(), { timeoutMs: 20_000, signal: ctx.signal });
       try {
         if (r.code !== 0) throw new Error(r.stderr.trim().split("\n").at(-1) ?? `exit ${r.code}`);
-        const v = JSON.parse(r.stdout.trim()) as { workerId: number; internalIp: string };
-        if (!Number.isInteger(v.workerId) || !isIpv4(v.internalIp)) throw new Error(`unexpected answer ${r.stdout.trim()}`);
-        identities.set(alias, { workerId: v.workerId, internalIp: v.internalIp, sliceKey: "slice-0" });
+        const v = metadataAnswer.parse(JSON.parse(r.stdout.trim()));
+        if (v.workerId === null) throw new Error(`no worker number (read: ${v.tried.join(", ")})`);
+        if (!isIpv4(v.internalIp ?? "")) throw new Error(`no internal IPv4 (got ${JSON.stringify(v.internalIp)})`);
+        identities.set(alias, {
+          workerId: v.workerId,
+          internalIp: v.internalIp ?? "",
+          sliceKey: sliceOfInstance(v.instanceName) ?? "slice-0",
+        });
       } catch (err) {
         errors.push(`${alias}: metadata server: ${(err as Error).message}`);
       }
@@ -112,7 +99,7 @@ export async function discoverCluster(ctx: AppContext, config: Config, zone: str
     });
   }
   const nameOnCloud = record.cluster_name_on_cloud ?? "";
-  const targets = readSshTargets(ctx, name);
+  const targets = await skyHosts(ctx.home, name, ctx.env);
   const expected = { slices: config.topology.slices, vmsPerSlice: config.topology.slice.vmsPerSlice };
 
   let identities: Map<string, HostIdentity> | undefined;
@@ -127,9 +114,16 @@ export async function discoverCluster(ctx: AppContext, config: Config, zone: str
         targets,
         tpuNodes.map((n) => ({ name: n.name, endpoints: n.endpoints })),
       );
-      if (!joined.ok) throw new OperationError("hosts_mismatch", joined.errors.join("; "));
-      identities = joined.identities;
-      source = "tpu-api";
+      if (joined.ok) {
+        identities = joined.identities;
+        source = "tpu-api";
+      } else if (targets.some((t) => t.proxyCommand !== undefined || !isIpv4(t.hostName))) {
+        // Reached through a ProxyCommand (Docker images: HostName localhost): SSH addresses are not the
+        // endpoints' addresses, so each host is asked instead.
+        ctx.report.debug(`hosts behind a ProxyCommand: ${joined.errors.join("; ")}`);
+      } else {
+        throw new OperationError("hosts_mismatch", joined.errors.join("; "));
+      }
     } catch (err) {
       if (!(err instanceof CloudApiError)) throw err;
       ctx.report.warn(`Cloud TPU API unavailable (${err.message}); reading worker numbers from each host's metadata server`);
@@ -137,18 +131,9 @@ export async function discoverCluster(ctx: AppContext, config: Config, zone: str
   }
   const sessions = await connectSessions(ctx, targets);
   try {
-    if (!identities) {
-      if (expected.slices > 1) {
-        throw new OperationError(
-          "hosts_mismatch",
-          `${expected.slices} separate slices need the Cloud TPU API to tell which host belongs to which slice`,
-          {
-            hint: "set tpu.project (or GOOGLE_CLOUD_PROJECT) and give your credentials tpu.nodes.list",
-          },
-        );
-      }
-      identities = await identitiesFromMetadata(ctx, sessions);
-    }
+    // Without the Cloud TPU API (TPU7x, no project, or hosts behind a ProxyCommand whose HostName is not
+    // their address): each host says who it is, and its instance name which slice it is in.
+    identities ??= await identitiesFromMetadata(ctx, sessions);
     const ranked = assignRanks(targets, identities, expected);
     if (!ranked.ok) {
       throw new OperationError("hosts_mismatch", `the hosts found do not match the plan:\n  ${ranked.errors.join("\n  ")}`, {

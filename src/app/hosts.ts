@@ -14,7 +14,16 @@ export interface HostSessions {
 
 export async function sessionsFor(ctx: AppContext, hosts: readonly HostRecord[], timeoutMs = 15_000): Promise<HostSessions> {
   const results = await connectAll(
-    hosts.map((h): SshTarget => ({ alias: h.sshAlias, hostName: h.externalIp, user: h.user, port: h.port, identityFile: h.identityFile })),
+    hosts.map(
+      (h): SshTarget => ({
+        alias: h.sshAlias,
+        hostName: h.externalIp,
+        user: h.user,
+        port: h.port,
+        identityFile: h.identityFile,
+        proxyCommand: h.proxyCommand,
+      }),
+    ),
     { concurrency: 16, timeoutMs, signal: ctx.signal },
   );
   const sessions = new Map<string, HostSession>();

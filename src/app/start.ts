@@ -37,6 +37,7 @@ export function toHostRecords(hosts: RankedHost[]): HostRecord[] {
     user: h.user,
     port: h.port,
     identityFile: h.identityFile,
+    ...(h.proxyCommand ? { proxyCommand: h.proxyCommand } : {}),
   }));
 }
 

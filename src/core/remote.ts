@@ -168,16 +168,48 @@ export function tailCommand(files: RemoteFiles, lines: number, follow: boolean):
   return `cd && tail -n ${Math.max(0, Math.floor(lines))}${follow ? " -F" : ""} ${shellQuote(files.log)} 2>/dev/null${follow ? "" : " || true"}`;
 }
 
+// A host's TPU worker number, in the order of the sources that say it (docs/upstream/tpu7x-worker-identity.md):
+// `agent-worker-number` (Cloud TPU VMs; JAX's GceTpuCluster reads it), `worker-id` (reported for TPU7x MIG
+// VMs), `tpu-env`'s TPU_WORKER_ID then WORKER_ID, and the host's position in `worker-network-endpoints`.
+// Also its internal IPv4 and instance name (TPU VMs are `t1v-n-<node>-w-<worker>`: the slice it is in).
+// What was tried goes back too, so a host with no source fails naming what it read.
 const METADATA_PY = [
-  "import json,os,urllib.request",
+  "import json,os,re,urllib.error,urllib.request",
   "h=os.environ.get('GCE_METADATA_HOST') or 'metadata.google.internal'",
-  "g=lambda p: urllib.request.urlopen(urllib.request.Request('http://'+h+'/computeMetadata/v1/'+p, headers={'Metadata-Flavor':'Google'}), timeout=5).read().decode().strip()",
-  "print(json.dumps({'workerId': int(g('instance/attributes/agent-worker-number')), 'internalIp': g('instance/network-interfaces/0/ip')}))",
+  "def g(p):",
+  "  try: return urllib.request.urlopen(urllib.request.Request('http://'+h+'/computeMetadata/v1/'+p, headers={'Metadata-Flavor':'Google'}), timeout=5).read().decode().strip()",
+  "  except urllib.error.HTTPError as e:",
+  "    if e.code == 404: return None",
+  "    raise",
+  "ip=g('instance/network-interfaces/0/ip'); name=g('instance/name') or ''",
+  "tried=[]; wid=None; src=None",
+  "for k in ('agent-worker-number','worker-id'):",
+  "  v=g('instance/attributes/'+k); tried.append(k+('='+v if v is not None else ' absent'))",
+  "  if v is not None and v.isdigit(): wid=int(v); src=k; break",
+  "if wid is None:",
+  "  env=g('instance/attributes/tpu-env') or ''; tried.append('tpu-env' if env else 'tpu-env absent')",
+  "  for k in ('TPU_WORKER_ID','WORKER_ID'):",
+  '    m=re.search(r"^"+k+r":\\s*\'?(\\d+)\'?\\s*$", env, re.M)',
+  "    if m: wid=int(m.group(1)); src='tpu-env '+k; break",
+  "if wid is None:",
+  "  eps=g('instance/attributes/worker-network-endpoints'); tried.append('worker-network-endpoints' if eps else 'worker-network-endpoints absent')",
+  "  ips=[e.split(':')[-1] for e in (eps or '').split(',') if e]",
+  "  if ip in ips: wid=ips.index(ip); src='worker-network-endpoints'",
+  "print(json.dumps({'workerId': wid, 'source': src, 'internalIp': ip, 'instanceName': name, 'tried': tried}))",
 ].join("\n");
 
-/** Reads this host's TPU worker number and internal IPv4 from the GCE metadata server. */
+/** Reads this host's TPU worker number (and where it came from), internal IPv4 and instance name. */
 export function metadataCommand(): string {
   return `python3 -c ${shellQuote(METADATA_PY)}`;
+}
+
+/**
+ * The slice a Cloud TPU VM belongs to, from its instance name (`t1v-n-<node>-w-<worker>` → `t1v-n-<node>`;
+ * JAX's cluster code strips `-w-N` the same way). Other names (TPU7x VMs of a managed instance group are
+ * `<base>-<suffix>`) say nothing about slices: undefined, and the deployment is one slice.
+ */
+export function sliceOfInstance(name: string): string | undefined {
+  return /^t1v-n-[0-9a-f]+-w-\d+$/.test(name) ? name.replace(/-w-\d+$/, "") : undefined;
 }
 
 const LISTEN_PY = [

@@ -7,4 +7,6 @@ export interface SshTarget {
   port: number;
   user: string;
   identityFile: string; // already tilde-expanded (expandTilde in core/ssh-config)
+  /** SkyPilot's ProxyCommand for this host (gcp.ssh_proxy_command, Docker images), %-tokens unexpanded. */
+  proxyCommand?: string | undefined;
 }

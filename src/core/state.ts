@@ -21,6 +21,8 @@ export interface HostRecord {
   user: string;
   port: number;
   identityFile: string;
+  /** SkyPilot's ProxyCommand for the host, when its config has one. */
+  proxyCommand?: string | undefined;
   /** Process group of the server (= pid of its session leader) and the leader's start time. */
   pgid?: number | undefined;
   startTime?: string | undefined;
@@ -123,6 +125,7 @@ const hostRecord = z.object({
   user: z.string(),
   port: z.number().int(),
   identityFile: z.string(),
+  proxyCommand: z.string().optional(),
   pgid: z.number().int().positive().optional(),
   startTime: z.string().optional(),
 });

@@ -1,9 +1,12 @@
 // Connecting to the hosts: one connection per host for the whole run, at most `concurrency` handshakes
 // at once, every host settled (not first-error-wins), and ssh2's connect errors translated into SshError.
 // ssh2 is imported only inside connectHost, so commands that never connect (--help) never load it.
+import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { Duplex } from "node:stream";
 import pLimit from "p-limit";
 import type { ConnectConfig } from "ssh2";
+import { expandProxyCommand } from "../../core/ssh-config.js";
 import type { SshTarget } from "../../core/ssh-target.js";
 import { SshError, type SshFailure, type SshStage } from "../../errors.js";
 import { type HostSession, Ssh2HostSession } from "./session.js";
@@ -40,6 +43,8 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
   }
   const { Client: SshClient } = await import("ssh2");
   const client = new SshClient();
+  const proxy = target.proxyCommand ? proxySocket(target, target.proxyCommand) : undefined;
+  if (proxy) client.once("close", () => proxy.stop());
   const session = new Ssh2HostSession(target, client);
   const where = `${target.user}@${target.hostName}:${target.port}`;
   let ready = false;
@@ -69,6 +74,8 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
         // SkyPilot's config says StrictHostKeyChecking no and UserKnownHostsFile=/dev/null: TPU hosts get
         // fresh host keys on every (re)launch, so there is nothing to pin them to.
         hostVerifier: () => true,
+        // ProxyCommand (gcp.ssh_proxy_command, Docker images): SSH over the command's stdin/stdout, as ssh does.
+        ...(proxy ? { sock: proxy.sock } : {}),
       };
       try {
         client.connect(config); // throws at once on a key it cannot parse
@@ -81,8 +88,27 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
   } finally {
     session.onConnectError = undefined;
     session.onConnectClose = undefined;
-    if (!ready) client.destroy();
+    if (!ready) {
+      client.destroy();
+      proxy?.stop();
+    }
   }
+}
+
+/** Runs the host's ProxyCommand under /bin/sh, as OpenSSH does, and speaks SSH over its stdio. */
+function proxySocket(target: SshTarget, command: string): { sock: Duplex; stop(): void } {
+  const line = expandProxyCommand(command, { host: target.hostName, port: target.port, user: target.user, alias: target.alias });
+  const child = spawn("/bin/sh", ["-c", `exec ${line}`], { stdio: ["pipe", "pipe", "ignore"] });
+  if (!child.stdout || !child.stdin) throw new Error("ProxyCommand has no stdio");
+  const sock = Duplex.from({ readable: child.stdout, writable: child.stdin });
+  child.on("error", (err) => sock.destroy(err));
+  child.on("exit", () => sock.push(null));
+  return {
+    sock,
+    stop: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    },
+  };
 }
 
 export async function connectAll(
