@@ -20,9 +20,9 @@ import {
 } from "node:fs";
 import { hostname } from "node:os";
 import { join, relative, resolve } from "node:path";
-import { NAME_PATTERN } from "../core/config.js";
+import { NAME_PATTERN, resolveSpec } from "../core/config.js";
 import { checkName, stateHome } from "../core/paths.js";
-import { type DeploymentState, parseState } from "../core/state.js";
+import { type DeploymentState, parseState, serializeState } from "../core/state.js";
 import { OperationError, UsageError } from "../errors.js";
 
 export { checkName };
@@ -90,17 +90,19 @@ export class StateStore {
     return dir;
   }
 
-  taskPath(name: string): string {
-    return join(this.dir(name), "sky.yaml");
+  /** Replica R's task file: sky.yaml for replica 0 (as before replicas), sky-r<R>.yaml after. */
+  taskPath(name: string, replica = 0): string {
+    return join(this.dir(name), replica === 0 ? "sky.yaml" : `sky-r${replica}.yaml`);
   }
 
   launchLogPath(name: string): string {
     return join(this.dir(name), "sky-launch.log");
   }
 
-  /** The rendered task, where `sky launch` reads it (0600: it is the user's, and may name secrets). */
-  writeTask(name: string, yaml: string): string {
-    const path = this.taskPath(name);
+  /** The rendered task, at the path the plan gave it (inside the deployment's directory), where `sky launch` reads it. */
+  writeTask(name: string, yaml: string, path = this.taskPath(name)): string {
+    const rel = relative(this.dir(name), path);
+    if (rel.startsWith("..") || rel.includes("/")) throw new UsageError(`task file ${path} is outside ${this.dir(name)}`);
     writeFileAtomic(path, yaml, 0o600);
     return path;
   }
@@ -153,16 +155,19 @@ export class StateStore {
       throw err;
     }
     const parsed = parseState(text);
-    if (!parsed.ok) {
-      throw new OperationError("state_corrupt", `state file corrupt: ${this.path(name)} (${parsed.why})`, {
+    const corrupt = (why: string) =>
+      new OperationError("state_corrupt", `state file corrupt: ${this.path(name)} (${why})`, {
         hint: `it is written atomically, so this is outside damage: move it away (mv ${this.path(name)} ${this.path(name)}.bad), then tpu-deploy gc finds what it described`,
       });
-    }
-    return parsed.state;
+    if (!parsed.ok) throw corrupt(parsed.why);
+    // The spec is complete (project included), so the environment adds nothing: the same config everywhere.
+    const resolved = resolveSpec(parsed.state.spec);
+    if (!resolved.ok) throw corrupt(`its config does not resolve: ${resolved.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
+    return { ...parsed.state, config: resolved.config };
   }
 
   write(state: DeploymentState): void {
-    writeFileAtomic(this.path(state.name), `${JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2)}\n`);
+    writeFileAtomic(this.path(state.name), serializeState(state, new Date()));
   }
 
   remove(name: string): void {

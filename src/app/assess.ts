@@ -1,56 +1,56 @@
-// The relaunch check's evidence, cheapest first: the Cloud TPU API (one read) or `sky status`, then rank 0's
-// health, and only when something already looks wrong `sky status -r` and each rank's process. The
-// decisions themselves are pure (core/relaunch.ts); this file only asks the probes it names.
+// The relaunch check's evidence for one replica, cheapest first: the Cloud TPU API (one read) or `sky
+// status`, then rank 0's health, and only when something already looks wrong `sky status -r`, each rank's
+// process, and the health probe repeated over a minute. The decisions are pure (core/relaunch.ts); this
+// file only asks the probes they name. A probe that cannot be answered is evidence too: "unavailable".
 import { nodesOfCluster } from "../adapters/tpu-api.js";
+import { CONFIRM_PROBES, CONFIRM_WINDOW_MS, decide, type Evidence, type ProcessState, type Verdict } from "../core/relaunch.js";
 import { aliveCommand } from "../core/remote.js";
-import type { Evidence, ProcessState, Verdict } from "../core/relaunch.js";
-import { decide } from "../core/relaunch.js";
-import type { DeploymentState } from "../core/state.js";
-import { CloudApiError, InternalError } from "../errors.js";
-import { type AppContext, throwIfAborted } from "./context.js";
+import type { DeploymentState, ReplicaState } from "../core/state.js";
+import { CloudApiError, InternalError, TpuDeployError } from "../errors.js";
+import { type AppContext, sleep, throwIfAborted } from "./context.js";
 import { skyRecord } from "./discover.js";
 import { sessionsFor } from "./hosts.js";
 import { probeRank0 } from "./probe.js";
 
-/** The verdict from the cheapest evidence first; each probe only when the evidence so far is not conclusive. */
-export async function assess(ctx: AppContext, state: DeploymentState): Promise<Verdict> {
+export async function assess(ctx: AppContext, state: DeploymentState, replica: ReplicaState): Promise<Verdict> {
   const config = state.config;
   const project = config.tpu.project;
   const ev: Evidence = {
-    apiServes: config.tpu.generation === "v6e" && Boolean(project && state.zone && state.nameOnCloud),
-    spot: state.spot,
-    phase: state.phase,
-    hosts: state.hosts.length,
-    startedAt: state.history.findLast((e) => e.event === "servers-started")?.at,
+    apiServes: config.tpu.generation === "v6e" && Boolean(project && replica.zone && replica.nameOnCloud),
+    spot: replica.spot,
+    phase: replica.phase,
+    hosts: replica.hosts.length,
+    startedAt: state.history.findLast((e) => e.event === "servers-started" && (e.replica ?? 0) === replica.replica)?.at,
     readyTimeoutMs: config.server.readyTimeoutMs,
     now: ctx.now(),
   };
-  for (let step = 0; step < 8; step++) {
+  for (let step = 0; step < 10; step++) {
     const d = decide(ev);
     if (d.kind === "verdict") return d.verdict;
-    ctx.report.debug(`relaunch ${state.name}: probing ${d.probe}`);
+    ctx.report.debug(`relaunch ${replica.cluster}: probing ${d.probe}`);
     switch (d.probe) {
       case "tpu-nodes":
-        ev.tpuNodes = await tpuNodes(ctx, project ?? "", state.zone ?? "", state.nameOnCloud ?? "");
+        ev.tpuNodes = await tpuNodes(ctx, project ?? "", replica.zone ?? "", replica.nameOnCloud ?? "");
         break;
       case "sky-status":
-      case "sky-refresh": {
-        const rec = await skyRecord(ctx, state.name, { refresh: d.probe === "sky-refresh" });
-        const view = rec ? { status: rec.status } : ("missing" as const);
-        if (d.probe === "sky-status") ev.sky = view;
-        else ev.skyRefreshed = view;
+        ev.sky = await skyView(ctx, replica.cluster, false);
         break;
-      }
+      case "sky-refresh":
+        ev.skyRefreshed = await skyView(ctx, replica.cluster, true);
+        break;
       case "health":
-        ev.health = await probeHealth(ctx, state);
+        ev.health = await probeHealth(ctx, state, replica);
         break;
       case "processes":
-        ev.processes = await probeProcesses(ctx, state);
+        ev.processes = await probeProcesses(ctx, replica);
+        break;
+      case "health-confirm":
+        ev.healthConfirmed = await confirmFailing(ctx, state, replica);
         break;
     }
     throwIfAborted(ctx.signal);
   }
-  throw new InternalError(`relaunch ${state.name}: the evidence never became conclusive`);
+  throw new InternalError(`relaunch ${replica.cluster}: the evidence never became conclusive`);
 }
 
 async function tpuNodes(ctx: AppContext, project: string, zone: string, nameOnCloud: string): Promise<Evidence["tpuNodes"]> {
@@ -59,18 +59,39 @@ async function tpuNodes(ctx: AppContext, project: string, zone: string, nameOnCl
     return nodesOfCluster(await api.listNodes(project, zone), nameOnCloud).map((n) => ({ name: n.name, state: n.state }));
   } catch (err) {
     if (!(err instanceof CloudApiError)) throw err;
-    ctx.report.warn(`Cloud TPU API unavailable (${err.message}); asking SkyPilot instead`);
-    return "unavailable";
+    return { unavailable: err.message.split("\n")[0] ?? err.message };
   }
 }
 
-async function probeHealth(ctx: AppContext, state: DeploymentState): Promise<Evidence["health"]> {
-  const h = await probeRank0(ctx, state.hosts, state.config.server.port, { generateTimeoutMs: 30_000 });
-  return h.kind === "serving" ? "ok" : h.kind === "wedged" ? "failing" : "unreachable";
+async function skyView(ctx: AppContext, cluster: string, refresh: boolean): Promise<NonNullable<Evidence["sky"]>> {
+  try {
+    const rec = await skyRecord(ctx, cluster, { refresh });
+    return rec ? { status: rec.status } : "missing";
+  } catch (err) {
+    if (!(err instanceof TpuDeployError) || err.code === "interrupted") throw err;
+    return { unavailable: err.message.split("\n")[0] ?? err.message };
+  }
 }
 
-async function probeProcesses(ctx: AppContext, state: DeploymentState): Promise<ProcessState[]> {
-  const hosts = [...state.hosts].sort((a, b) => a.rank - b.rank);
+async function probeHealth(ctx: AppContext, state: DeploymentState, replica: ReplicaState): Promise<Evidence["health"]> {
+  const h = await probeRank0(ctx, replica.hosts, state.config.server.port, { generateTimeoutMs: 30_000 });
+  return h.kind === "serving" ? "ok" : h.kind === "wedged" ? "failing" : h.kind === "no-listener" ? "no-listener" : "unreachable";
+}
+
+/** Probes again, CONFIRM_PROBES times over CONFIRM_WINDOW_MS: "ok" if any answers, "failing" if none did. */
+async function confirmFailing(ctx: AppContext, state: DeploymentState, replica: ReplicaState): Promise<"ok" | "failing"> {
+  ctx.report.info(
+    `${replica.cluster}: rank 0 does not serve while every rank runs; probing again for ${CONFIRM_WINDOW_MS / 1000} s before restarting`,
+  );
+  for (let i = 1; i <= CONFIRM_PROBES; i++) {
+    await sleep(CONFIRM_WINDOW_MS / CONFIRM_PROBES, ctx.signal);
+    if ((await probeHealth(ctx, state, replica)) === "ok") return "ok";
+  }
+  return "failing";
+}
+
+async function probeProcesses(ctx: AppContext, replica: ReplicaState): Promise<ProcessState[]> {
+  const hosts = [...replica.hosts].sort((a, b) => a.rank - b.rank);
   const hs = await sessionsFor(ctx, hosts, 15_000);
   try {
     return await Promise.all(

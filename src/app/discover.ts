@@ -87,20 +87,22 @@ async function identitiesFromMetadata(ctx: AppContext, sessions: Map<string, Hos
   return identities;
 }
 
-export async function discoverCluster(ctx: AppContext, config: Config, zone: string | undefined): Promise<Discovered> {
-  const name = config.name;
+/** The hosts of one replica's cluster, ranked by TPU worker number, with an open SSH session to each. */
+export async function discoverCluster(ctx: AppContext, config: Config, cluster: string, zone: string | undefined): Promise<Discovered> {
+  const name = cluster;
   const record = await skyRecord(ctx, name);
   if (!record) {
     throw new OperationError("hosts_mismatch", `SkyPilot has no cluster named ${name}`, { hint: "run tpu-deploy up to launch it" });
   }
   if (record.status !== "UP") {
     throw new OperationError("hosts_mismatch", `cluster ${name} is ${record.status}, not UP`, {
-      hint: `see \`sky status -v ${name}\`; a spot cluster may have been preempted (tpu-deploy relaunch ${name})`,
+      hint: `see \`sky status -v ${name}\`; a spot cluster may have been preempted (tpu-deploy relaunch ${config.name})`,
     });
   }
   const nameOnCloud = record.cluster_name_on_cloud ?? "";
   const targets = await skyHosts(ctx.home, name, ctx.env);
-  const expected = { slices: config.topology.slices, vmsPerSlice: config.topology.slice.vmsPerSlice };
+  // One slice per cluster: sglang-jax serves one model within one slice.
+  const expected = { slices: 1, vmsPerSlice: config.topology.slice.vmsPerSlice };
 
   let identities: Map<string, HostIdentity> | undefined;
   let source: Discovered["source"] = "metadata";
@@ -137,7 +139,7 @@ export async function discoverCluster(ctx: AppContext, config: Config, zone: str
     const ranked = assignRanks(targets, identities, expected);
     if (!ranked.ok) {
       throw new OperationError("hosts_mismatch", `the hosts found do not match the plan:\n  ${ranked.errors.join("\n  ")}`, {
-        hint: `inspect with \`sky status -v ${name}\`; if the cluster is damaged, \`tpu-deploy down ${name}\` and up again`,
+        hint: `inspect with \`sky status -v ${name}\`; if the cluster is damaged, \`tpu-deploy down ${config.name}\` and up again`,
       });
     }
     return { record, nameOnCloud, hosts: ranked.hosts, sessions, source, tpuNodes };

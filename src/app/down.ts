@@ -1,8 +1,8 @@
 // `tpu-deploy down`: stop the servers by their process groups, `sky down`, verify the slice is gone, and
 // only then remove the state. A check that could not run keeps the state and fails (not_verified): the
 // slice may still bill. Idempotent: what is already gone is reported as such.
-import type { DeploymentState } from "../core/state.js";
-import { OperationError } from "../errors.js";
+import { addEvent, type DeploymentState, type ReplicaState } from "../core/state.js";
+import { OperationError, UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
 import { clusterRefOf } from "./deploy.js";
 import { skyRecord } from "./discover.js";
@@ -20,7 +20,11 @@ export interface DownResult {
   message: string;
 }
 
-export async function downDeployment(ctx: AppContext, name: string): Promise<DownResult> {
+/**
+ * Takes every replica down (or the one `replica` names): servers stopped, `sky down`, verified. The state
+ * goes only when every replica is verified gone; a replica taken down alone leaves the others serving.
+ */
+export async function downDeployment(ctx: AppContext, name: string, opts: { replica?: number } = {}): Promise<DownResult> {
   const lock = ctx.store.lock(name, "tpu-deploy down");
   try {
     const state: DeploymentState | undefined = ctx.store.read(name);
@@ -35,35 +39,57 @@ export async function downDeployment(ctx: AppContext, name: string): Promise<Dow
       ctx.store.remove(name);
       return { name, verified: true, existed: false, checked: ["no such cluster in sky status"], message: `${name} is already gone` };
     }
-    if (state.hosts.some((h) => h.pgid !== undefined)) {
-      ctx.report.info(`stopping the servers on ${state.hosts.length} host(s)`);
-      const hs = await sessionsFor(ctx, state.hosts, 10_000);
-      try {
-        if (hs.unreachable.length > 0) ctx.report.debug(`unreachable: ${hs.unreachable.map((u) => u.host.sshAlias).join(", ")}`);
-        const reachable = state.hosts.filter((h) => hs.sessions.has(h.sshAlias));
-        await stopServers(hs.sessions, name, reachable, 5).catch((err: Error) => ctx.report.warn(err.message));
-      } finally {
-        await hs.close();
+    const targets = state.replicas.filter((r) => opts.replica === undefined || r.replica === opts.replica);
+    if (opts.replica !== undefined && targets.length === 0) {
+      throw new UsageError(`${name} has no replica ${opts.replica}`, {
+        hint: `its replicas: ${state.replicas.map((r) => r.replica).join(", ")}`,
+      });
+    }
+    const checked: string[] = [];
+    const notApplicable = new Set<string>();
+    let existed = false;
+    for (const r of targets) {
+      await stopReplicaServers(ctx, name, r);
+      const t = await teardownCluster(ctx, clusterRefOf(state, r), { leftovers: "all" });
+      if (t.unchecked.length > 0) {
+        throw new OperationError(
+          "not_verified",
+          `${r.cluster}: sky down ran, but not everything could be checked; the state is kept.\n  checked: ${t.checked.join("; ")}\n  not checked: ${t.unchecked.join("; ")}`,
+          { hint: `fix what kept the check from running, then tpu-deploy down ${name} again (it is idempotent)` },
+        );
       }
+      existed = existed || t.existed;
+      checked.push(...t.checked.map((c) => (targets.length > 1 || opts.replica !== undefined ? `${r.cluster}: ${c}` : c)));
+      for (const n of t.notApplicable) notApplicable.add(n);
     }
-    const r = await teardownCluster(ctx, clusterRefOf(state), { leftovers: "all" });
-    if (r.unchecked.length > 0) {
-      throw new OperationError(
-        "not_verified",
-        `${name}: sky down ran, but not everything could be checked; the state is kept.\n  checked: ${r.checked.join("; ")}\n  not checked: ${r.unchecked.join("; ")}`,
-        { hint: `fix what kept the check from running, then tpu-deploy down ${name} again (it is idempotent)` },
-      );
-    }
-    ctx.store.remove(name);
-    const verified = [...r.checked, ...r.notApplicable.map((n) => `not checked: ${n}`)].join("; ");
+    const left = state.replicas.filter((r) => !targets.includes(r));
+    if (left.length === 0) ctx.store.remove(name);
+    else ctx.store.write(addEvent({ ...state, replicas: left }, { event: "replica-down", replica: opts.replica }, ctx.now()));
+    const verified = [...checked, ...[...notApplicable].map((n) => `not checked: ${n}`)].join("; ");
+    const what = opts.replica === undefined ? name : `${name} replica ${opts.replica}`;
     return {
       name,
       verified: true,
-      existed: r.existed,
-      checked: r.checked,
-      message: r.existed ? `${name} is down (verified: ${verified})` : `${name} was already gone (${verified}); state removed`,
+      existed,
+      checked,
+      message: existed
+        ? `${what} is down (verified: ${verified})`
+        : `${what} was already gone (${verified})${left.length === 0 ? "; state removed" : ""}`,
     };
   } finally {
     lock.release();
+  }
+}
+
+async function stopReplicaServers(ctx: AppContext, name: string, r: ReplicaState): Promise<void> {
+  if (!r.hosts.some((h) => h.pgid !== undefined)) return;
+  ctx.report.info(`stopping the servers on ${r.hosts.length} host(s) of ${r.cluster}`);
+  const hs = await sessionsFor(ctx, r.hosts, 10_000);
+  try {
+    if (hs.unreachable.length > 0) ctx.report.debug(`unreachable: ${hs.unreachable.map((u) => u.host.sshAlias).join(", ")}`);
+    const reachable = r.hosts.filter((h) => hs.sessions.has(h.sshAlias));
+    await stopServers(hs.sessions, name, reachable, 5).catch((err: Error) => ctx.report.warn(err.message));
+  } finally {
+    await hs.close();
   }
 }

@@ -5,7 +5,7 @@
 import type { SkyClusterRecord } from "../adapters/sky.js";
 import type { Lock } from "../adapters/state-store.js";
 import { LABEL_KEY, MANAGED_BY } from "../core/plan.js";
-import type { DeploymentState } from "../core/state.js";
+import { type DeploymentState, overallPhase } from "../core/state.js";
 import { DEFAULT_ZONES } from "../core/topology.js";
 import { CloudApiError, OperationError } from "../errors.js";
 import { type AppContext, sleep } from "./context.js";
@@ -34,13 +34,16 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
   const byName = new Map(records.map((r) => [r.name, r]));
   const items: GcItem[] = [];
 
+  // Every cluster some state records (replica clusters included).
+  const owned = new Set([...states.values()].flatMap((s) => s.replicas.map((r) => r.cluster)));
   for (const r of records) {
-    if (ours(r.labels) && !states.has(r.name)) {
+    if (ours(r.labels) && !owned.has(r.name)) {
+      const deployment = r.labels?.[LABEL_KEY] ?? r.name;
       items.push({
         kind: "cluster",
         name: r.name,
-        deployment: r.name,
-        why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) with no tpu-deploy state`,
+        deployment,
+        why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) that no tpu-deploy state records`,
       });
     }
   }
@@ -54,23 +57,24 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
   }
 
   for (const [name, s] of states) {
-    if (byName.has(name)) continue;
-    if (awaitingRelaunch(s)) continue; // a spot deployment whose cluster is gone is what relaunch brings back
+    if (s.replicas.some((r) => byName.has(r.cluster))) continue;
+    if (awaitingRelaunch(s)) continue; // a spot deployment whose clusters are gone is what relaunch brings back
     if (busy(ctx, name)) continue; // an up or relaunch is making its cluster right now
+    const gaveUp = s.replicas.every((r) => r.relaunch.gaveUp);
     items.push({
       kind: "state",
       name,
       deployment: name,
-      why: s.relaunch.gaveUp
-        ? `its cluster is gone and relaunch gave up (phase ${s.phase})`
-        : `its cluster is gone and it is not spot, so nothing relaunches it (phase ${s.phase})`,
+      why: gaveUp
+        ? `its clusters are gone and relaunch gave up (phase ${overallPhase(s)})`
+        : `its clusters are gone and it is not spot, so nothing relaunches it (phase ${overallPhase(s)})`,
     });
   }
   return items;
 }
 
 function awaitingRelaunch(s: DeploymentState): boolean {
-  return s.config.tpu.spot && !s.relaunch.gaveUp;
+  return s.config.tpu.spot && s.replicas.some((r) => !r.relaunch.gaveUp);
 }
 
 function busy(ctx: AppContext, name: string): boolean {
@@ -95,7 +99,7 @@ async function deadNodes(ctx: AppContext, states: DeploymentState[]): Promise<Gc
     if (s.config.tpu.generation !== "v6e") continue;
     if (s.config.tpu.project) projects.add(s.config.tpu.project);
     for (const z of s.config.tpu.zones) zones.add(z);
-    if (s.zone) zones.add(s.zone);
+    for (const r of s.replicas) if (r.zone) zones.add(r.zone);
   }
   if (ctx.env.GOOGLE_CLOUD_PROJECT) projects.add(ctx.env.GOOGLE_CLOUD_PROJECT);
   if (projects.size === 0) return [];

@@ -2,8 +2,8 @@
 import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
 import type { HostSession } from "../adapters/ssh/session.js";
 import type { SshTarget } from "../core/ssh-target.js";
-import type { DeploymentState, HostRecord } from "../core/state.js";
-import { OperationError } from "../errors.js";
+import type { DeploymentState, HostRecord, ReplicaState } from "../core/state.js";
+import { OperationError, UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
 
 export interface HostSessions {
@@ -48,11 +48,23 @@ export function requireState(ctx: AppContext, name: string): DeploymentState {
   return state;
 }
 
-export function requireHosts(state: DeploymentState): HostRecord[] {
-  if (state.hosts.length === 0) {
-    throw new OperationError("not_found", `${state.name} has no hosts yet (phase ${state.phase})`, {
-      hint: `run tpu-deploy up ${state.name === state.config.name ? `-n ${state.name}` : ""} to finish launching`.trim(),
+/** The replicas of a deployment (one, or the one --replica names), each with hosts to talk to. */
+export function requireReplicas(state: DeploymentState, only?: number): ReplicaState[] {
+  const chosen = only === undefined ? state.replicas : state.replicas.filter((r) => r.replica === only);
+  if (only !== undefined && chosen.length === 0) {
+    throw new UsageError(`${state.name} has no replica ${only}`, {
+      hint: `its replicas: ${state.replicas.map((r) => r.replica).join(", ")}`,
     });
   }
-  return state.hosts;
+  const withHosts = chosen.filter((r) => r.hosts.length > 0);
+  if (withHosts.length === 0) {
+    throw new OperationError(
+      "not_found",
+      `${state.name} has no hosts yet (${chosen.map((r) => `replica ${r.replica}: ${r.phase}`).join(", ")})`,
+      {
+        hint: `run tpu-deploy up to finish launching (tpu-deploy status ${state.name} shows where it stopped)`,
+      },
+    );
+  }
+  return withHosts;
 }

@@ -3,7 +3,6 @@
 // what to do.
 import type { ReplicaPlan, ZoneLaunch } from "../core/plan.js";
 import type { LaunchOutcome } from "../core/sky-outcome.js";
-import { addEvent, type DeploymentState } from "../core/state.js";
 import { regionOf } from "../core/topology.js";
 import { OperationError, SkyError } from "../errors.js";
 import { type AppContext, interruptedFrom } from "./context.js";
@@ -11,15 +10,22 @@ import { teardownCluster } from "./teardown.js";
 
 export interface LaunchRequest {
   replica: ReplicaPlan;
+  /** The deployment (its state directory holds the task file and the launch log). */
+  deployment: string;
+  generation: string;
+  project: string | undefined;
   /** zone or region → until when it is blocked (ISO), from earlier quota failures. */
   blocked: Readonly<Record<string, string>>;
   launchTimeoutMs: number;
   /** For messages: what is being launched, and the template's name. */
   what: string;
   templateName: string;
-  multiSlice: boolean;
   /** Called once per attempt when the hosts exist and SkyPilot starts the task's setup. */
   onSetup?: (zone: string) => void;
+  /** History: launch-attempt, launched, capacity, quota, preempted-creating. */
+  onEvent(event: string, zone: string, detail?: string): void;
+  /** The zone being tried (recorded, so an interrupted launch knows where to clean up). */
+  onZone(zone: string): void;
 }
 
 export interface ZoneAttempt {
@@ -41,12 +47,7 @@ function isBlocked(blocked: Readonly<Record<string, string>>, zone: string, now:
   });
 }
 
-export async function launchWithFailover(
-  ctx: AppContext,
-  req: LaunchRequest,
-  state: DeploymentState,
-  save: (s: DeploymentState) => DeploymentState,
-): Promise<{ result: LaunchResult; state: DeploymentState }> {
+export async function launchWithFailover(ctx: AppContext, req: LaunchRequest): Promise<LaunchResult> {
   const { replica } = req;
   const sky = await ctx.sky();
   const name = replica.cluster;
@@ -60,16 +61,17 @@ export async function launchWithFailover(
       attempts.push({ zone, outcome: "skipped", message: "blocked after a quota failure" });
       continue;
     }
-    ctx.store.writeTask(state.name, launch.taskYaml);
+    ctx.store.writeTask(req.deployment, launch.taskYaml, replica.taskPath);
     ctx.report.info(`launching ${req.what} in ${zone}`);
-    ctx.store.appendLaunchLog(state.name, `\n$ sky ${launch.skyArgv.join(" ")}\n`);
-    state = save(addEvent({ ...state, zone }, { event: "launch-attempt", zone }, ctx.now()));
+    ctx.store.appendLaunchLog(req.deployment, `\n$ sky ${launch.skyArgv.join(" ")}\n`);
+    req.onZone(zone);
+    req.onEvent("launch-attempt", zone);
     let inSetup = false;
     const res = await sky.launch(launch.skyArgv, zone, {
       signal: ctx.signal,
       timeoutMs: req.launchTimeoutMs,
       onLine: (line) => {
-        ctx.store.appendLaunchLog(state.name, `${line}\n`);
+        ctx.store.appendLaunchLog(req.deployment, `${line}\n`);
         ctx.report.info(`  sky | ${line}`);
         // SkyPilot's markers (docs/upstream/skypilot.md §2): the cluster is up and the setup job was submitted.
         if (!inSetup && /Setup detached|Job submitted, ID:/.test(line)) {
@@ -81,8 +83,8 @@ export async function launchWithFailover(
     const o = res.outcome;
     attempts.push({ zone, outcome: o.kind, ...("message" in o ? { message: o.message } : {}) });
     if (o.kind === "ok") {
-      state = save(addEvent(state, { event: "launched", zone, durationMs: Date.now() - started }, ctx.now()));
-      return { result: { ok: true, zone, attempts, ms: Date.now() - started, blocked }, state };
+      req.onEvent("launched", zone);
+      return { ok: true, zone, attempts, ms: Date.now() - started, blocked };
     }
     if (o.kind === "cancelled") {
       // Ctrl-C or timeout: the API server keeps provisioning until the request is cancelled.
@@ -91,11 +93,7 @@ export async function launchWithFailover(
       throw new OperationError(
         "launch_timeout",
         `sky launch in ${zone} did not finish within ${Math.round(req.launchTimeoutMs / 60000)} min`,
-        {
-          hint: req.multiSlice
-            ? "several single-host slices in one SkyPilot task can stay PENDING forever (docs/upstream/skypilot.md: num_ips_per_node); try --nodes 4/8/16 for one multi-host slice, or raise launch.timeout"
-            : "provisioning is slow in this zone; raise launch.timeout (--launch-timeout) or try another zone",
-        },
+        { hint: "provisioning is slow in this zone; raise launch.timeout (--launch-timeout) or try another zone" },
       );
     }
     if (o.kind === "capacity" || o.kind === "preempted-creating" || o.kind === "quota") {
@@ -104,21 +102,21 @@ export async function launchWithFailover(
         // Block the region (or only the zone, when the message names one) for the rest of this run and 30 min after.
         blocked[o.where] = new Date(ctx.now().getTime() + QUOTA_BLOCK_MS).toISOString();
       }
-      state = save(addEvent(state, { event: o.kind, zone, detail: o.message }, ctx.now()));
+      req.onEvent(o.kind, zone, o.message);
       ctx.report.warn(`${o.kind === "quota" ? "quota exhausted" : "no capacity"} in ${zone}: ${o.message}`);
       // Remove whatever the failed attempt left behind before moving on.
       // This run made it moments ago, so whatever it left is ours to delete in any state.
       await teardownCluster(
         ctx,
-        { name, generation: state.config.tpu.generation, project: state.config.tpu.project, zones: [zone] },
+        { name, generation: req.generation, project: req.project, zones: [zone] },
         { quiet: true, leftovers: "all" },
       );
       continue;
     }
-    throw launchError(req, launch, o, ctx.store.launchLogPath(state.name));
+    throw launchError(req, launch, o, ctx.store.launchLogPath(req.deployment));
   }
   const kind = sawQuota && attempts.every((a) => a.outcome !== "capacity") ? "quota" : "capacity";
-  return { result: { ok: false, attempts, kind, blocked }, state };
+  return { ok: false, attempts, kind, blocked };
 }
 
 function launchError(req: LaunchRequest, launch: ZoneLaunch, o: LaunchOutcome, logFile: string): SkyError {

@@ -2,27 +2,40 @@
 import { remoteFiles, tailCommand } from "../core/remote.js";
 import { UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
-import { requireHosts, requireState, sessionsFor } from "./hosts.js";
+import { requireReplicas, requireState, sessionsFor } from "./hosts.js";
 
 export interface LogsOptions {
+  /** One replica, or every one. */
+  replica?: number | undefined;
   /** One rank, or all. */
   rank: number | "all";
   follow: boolean;
   tail: number;
-  onLine(rank: number, line: string): void;
-  onUnreachable(rank: number, why: string): void;
+  /** `replica` is there when the deployment has several. */
+  onLine(where: { replica: number | undefined; rank: number }, line: string): void;
+  onUnreachable(where: { replica: number | undefined; rank: number }, why: string): void;
 }
 
-export async function readLogs(ctx: AppContext, name: string, opts: LogsOptions): Promise<{ rank: number; lines: string[] }[]> {
+export async function readLogs(
+  ctx: AppContext,
+  name: string,
+  opts: LogsOptions,
+): Promise<{ replica: number; rank: number; lines: string[] }[]> {
   const state = requireState(ctx, name);
-  const all = requireHosts(state);
+  const replicas = requireReplicas(state, opts.replica);
+  const tagged = state.replicas.length > 1;
+  const all = replicas.flatMap((r) => r.hosts.map((h) => ({ ...h, replica: r.replica })));
   const which = opts.rank === "all" ? all : all.filter((h) => h.rank === opts.rank);
-  if (which.length === 0) throw new UsageError(`--rank ${opts.rank}: ${name} has ranks 0..${all.length - 1}`);
+  if (which.length === 0) throw new UsageError(`--rank ${opts.rank}: ${name} has ranks 0..${Math.max(...all.map((h) => h.rank))}`);
   const hs = await sessionsFor(ctx, which);
   const files = remoteFiles(name);
   try {
-    for (const u of hs.unreachable) opts.onUnreachable(u.host.rank, u.message);
-    const collected: { rank: number; lines: string[] }[] = [];
+    const where = (h: { replica: number; rank: number }) => ({ replica: tagged ? h.replica : undefined, rank: h.rank });
+    for (const u of hs.unreachable) {
+      const h = which.find((x) => x.sshAlias === u.host.sshAlias);
+      if (h) opts.onUnreachable(where(h), u.message);
+    }
+    const collected: { replica: number; rank: number; lines: string[] }[] = [];
     await Promise.all(
       which.map(async (h) => {
         const s = hs.sessions.get(h.sshAlias);
@@ -35,7 +48,7 @@ export async function readLogs(ctx: AppContext, name: string, opts: LogsOptions)
           partial = parts.pop() ?? "";
           for (const l of parts) {
             lines.push(l);
-            opts.onLine(h.rank, l);
+            opts.onLine(where(h), l);
           }
         };
         try {
@@ -48,10 +61,10 @@ export async function readLogs(ctx: AppContext, name: string, opts: LogsOptions)
           if (!ctx.signal.aborted) throw err;
         }
         if (partial) emit("\n");
-        collected.push({ rank: h.rank, lines });
+        collected.push({ replica: h.replica, rank: h.rank, lines });
       }),
     );
-    return collected.sort((a, b) => a.rank - b.rank);
+    return collected.sort((a, b) => a.replica - b.replica || a.rank - b.rank);
   } finally {
     await hs.close();
   }

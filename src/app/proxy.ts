@@ -4,7 +4,7 @@ import { resolveSecrets } from "../adapters/secrets.js";
 import { startHttpProxy, startLocalForward } from "../adapters/ssh/forward.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
-import { requireHosts, requireState, sessionsFor } from "./hosts.js";
+import { requireReplicas, requireState, sessionsFor } from "./hosts.js";
 
 export interface OpenProxy {
   url: string;
@@ -15,7 +15,7 @@ export interface OpenProxy {
 
 export async function openProxy(ctx: AppContext, name: string, opts: { localPort: number }): Promise<OpenProxy> {
   const state = requireState(ctx, name);
-  const rank0 = requireHosts(state).find((h) => h.rank === 0);
+  const rank0 = requireReplicas(state)[0]?.hosts.find((h) => h.rank === 0);
   if (!rank0) throw new OperationError("not_found", `${name} has no rank 0 recorded`);
   const hs = await sessionsFor(ctx, [rank0]);
   const session = hs.sessions.get(rank0.sshAlias);

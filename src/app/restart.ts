@@ -1,5 +1,6 @@
 // `tpu-deploy restart`: stop and start the servers on the hosts the deployment has (no reprovisioning),
-// through the same plan and deploy steps as up.
+// through the same plan and deploy steps as up. Rolling by default: one replica at a time, each serving
+// again before the next stops, so a deployment of several replicas never stops serving.
 import { resolveSecrets } from "../adapters/secrets.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -8,21 +9,27 @@ import { skyRecord } from "./discover.js";
 import { requireState } from "./hosts.js";
 import { planFor } from "./up.js";
 
-export async function restart(ctx: AppContext, name: string): Promise<DeploySummary> {
+export async function restart(ctx: AppContext, name: string, opts: { allAtOnce?: boolean; replica?: number } = {}): Promise<DeploySummary> {
   const state = requireState(ctx, name);
   const secrets = resolveSecrets(state.config, ctx.env);
-  const rec = await skyRecord(ctx, name);
-  if (rec?.status !== "UP" || state.phase === "launching") {
-    throw new OperationError(
-      "not_found",
-      `${name}'s cluster is ${rec?.status ?? "gone"}; restart only restarts servers on existing hosts`,
-      {
+  const replicas = state.replicas.filter((r) => opts.replica === undefined || r.replica === opts.replica);
+  if (replicas.length === 0) throw new OperationError("not_found", `${name} has no replica ${opts.replica}`);
+  for (const r of replicas) {
+    const rec = await skyRecord(ctx, r.cluster);
+    if (rec?.status !== "UP" || r.phase === "launching") {
+      throw new OperationError("not_found", `${r.cluster} is ${rec?.status ?? "gone"}; restart only restarts servers on existing hosts`, {
         hint: `tpu-deploy relaunch ${name} brings a preempted or deleted cluster back`,
-      },
-    );
+      });
+    }
   }
-  return await deploy(ctx, state.config, planFor(ctx, state.config, { spot: state.spot }), secrets, {
-    keepOnFailure: true,
-    forceRestart: true,
-  });
+  const run = (only: number[]) =>
+    deploy(ctx, state.config, planFor(ctx, state.config, { only }), secrets, { keepOnFailure: true, forceRestart: true });
+  if (opts.allAtOnce || replicas.length === 1) return await run(replicas.map((r) => r.replica));
+  let summary: DeploySummary | undefined;
+  for (const r of replicas) {
+    ctx.report.info(`restarting replica ${r.replica} (${r.cluster}); the others keep serving`);
+    summary = await run([r.replica]);
+  }
+  if (!summary) throw new OperationError("internal", "nothing was restarted");
+  return summary;
 }

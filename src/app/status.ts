@@ -1,20 +1,28 @@
-// `tpu-deploy status`: every deployment's recorded state, the live cluster (sky status -v -o json), the TPU
-// node state where the API serves it, each rank's process and rank 0's health.
+// `tpu-deploy status`: per deployment and per replica, the recorded state, the live cluster (sky status -v
+// -o json), the TPU node state where the API serves it, each rank's process and rank 0's health.
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { aliveCommand } from "../core/remote.js";
-import type { DeploymentState, HistoryEvent } from "../core/state.js";
+import { type DeploymentState, type HistoryEvent, overallPhase, type ReplicaState } from "../core/state.js";
 import { CloudApiError } from "../errors.js";
 import { type AppContext, settleEach } from "./context.js";
 import { sessionsFor } from "./hosts.js";
 import { probeRank0 } from "./probe.js";
+import type { SkyClusterRecord } from "../adapters/sky.js";
 
-export interface DeploymentStatus {
-  name: string;
+/** degraded: some replicas serve, not all (deployment level only). */
+export type Health = "serving" | "degraded" | "wedged" | "starting" | "down" | "unknown";
+
+export interface ReplicaStatus {
+  replica: number;
+  cluster: string;
+  /** In one word: serving, starting, preempted, relaunching, failed, down, wedged, unknown. */
+  status: string;
   phase: string;
   zone: string | null;
   spot: boolean;
-  accelerator: string;
-  cluster: { status: string | null; nameOnCloud: string | null };
+  /** When it reached its status (serving since, or the last event about it). */
+  since: string | null;
+  sky: { status: string | null; nameOnCloud: string | null };
   tpuNodes: { name: string; state: string }[] | null;
   hosts: {
     rank: number;
@@ -23,106 +31,163 @@ export interface DeploymentStatus {
     externalIp: string;
     process: "running" | "dead" | "unreachable" | "not started";
   }[];
-  health: "serving" | "wedged" | "starting" | "down" | "unknown";
+  health: Health;
   uptimeSeconds: number | null;
+  lastError: { code: string; message: string } | null;
+  legacyLayout?: string;
+}
+
+export interface DeploymentStatus extends Omit<ReplicaStatus, "replica" | "cluster" | "status" | "since" | "legacyLayout"> {
+  name: string;
+  layout: string;
+  accelerator: string;
+  /** "2/2 replicas serving". */
+  summary: string;
+  replicas: ReplicaStatus[];
   preemptions: number;
   relaunches: number;
-  lastError: { code: string; message: string } | null;
   history: HistoryEvent[];
+  // Replica 0's, at the top as before replicas.
+  cluster: { status: string | null; nameOnCloud: string | null };
 }
 
 export async function statusOf(ctx: AppContext, states: DeploymentState[]): Promise<DeploymentStatus[]> {
   if (states.length === 0) return [];
   const sky = await ctx.sky();
   const records = await sky.status(
-    states.map((s) => s.name),
+    states.flatMap((s) => s.replicas.map((r) => r.cluster)),
     { verbose: true, signal: ctx.signal },
   );
   const results = await settleEach(states, 4, async (state) => {
-    const rec = records.find((r) => r.name === state.name);
-    const config = state.config;
-    let tpuNodes: DeploymentStatus["tpuNodes"] = null;
-    const nameOnCloud = rec?.cluster_name_on_cloud ?? state.nameOnCloud ?? null;
-    if (config.tpu.generation === "v6e" && config.tpu.project && state.zone && nameOnCloud) {
-      try {
-        const api = await ctx.tpuApi();
-        tpuNodes = nodesOfCluster(await api.listNodes(config.tpu.project, state.zone), nameOnCloud).map((n) => ({
-          name: n.name,
-          state: n.state,
-        }));
-      } catch (err) {
-        if (!(err instanceof CloudApiError)) throw err;
-      }
-    }
-    const hosts: DeploymentStatus["hosts"] = state.hosts.map((h) => ({
-      rank: h.rank,
-      sshHost: h.sshAlias,
-      internalIp: h.internalIp,
-      externalIp: h.externalIp,
-      process: h.pgid ? "unreachable" : "not started",
-    }));
-    let health: DeploymentStatus["health"] = rec ? "unknown" : "down";
-    if (rec?.status === "UP" && state.hosts.length > 0) {
-      const hs = await sessionsFor(ctx, state.hosts, 10_000);
-      try {
-        await Promise.all(
-          state.hosts.map(async (h, i) => {
-            const s = hs.sessions.get(h.sshAlias);
-            const row = hosts[i];
-            if (!s || !h.pgid || !row) return;
-            const r = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000 }).catch(() => undefined);
-            row.process = r?.stdout.includes("alive") ? "running" : r ? "dead" : "unreachable";
-          }),
-        );
-        const h = await probeRank0(ctx, state.hosts, config.server.port, { generateTimeoutMs: 30_000, connectTimeoutMs: 10_000 });
-        health =
-          h.kind === "serving"
-            ? "serving"
-            : h.kind === "wedged"
-              ? "wedged"
-              : hosts.some((x) => x.process === "running")
-                ? "starting"
-                : "down";
-      } finally {
-        await hs.close();
-      }
-    }
-    const since = state.servingSince ? Date.parse(state.servingSince) : Number.NaN;
-    return {
-      name: state.name,
-      phase: state.phase,
-      zone: state.zone ?? null,
-      spot: state.spot,
-      accelerator: `${config.topology.slices > 1 ? `${config.topology.slices} x ` : ""}${config.tpu.accelerator}`,
-      cluster: { status: rec?.status ?? null, nameOnCloud },
-      tpuNodes,
-      hosts,
-      health,
-      uptimeSeconds: health === "serving" && Number.isFinite(since) ? Math.round((ctx.now().getTime() - since) / 1000) : null,
-      preemptions: state.history.filter((e) => e.event === "preempted").length,
-      relaunches: state.history.filter((e) => e.event === "relaunched").length,
-      lastError: state.lastError ?? null,
-      history: state.history.slice(-20),
-    } satisfies DeploymentStatus;
+    const replicas = await Promise.all(
+      state.replicas.map((r) =>
+        replicaStatus(
+          ctx,
+          state,
+          r,
+          records.find((x) => x.name === r.cluster),
+        ),
+      ),
+    );
+    return deploymentStatus(state, replicas);
   });
   return results.map((r, i) => {
     if (r.status === "fulfilled") return r.value;
     const s = states[i] as DeploymentState;
-    return {
-      name: s.name,
-      phase: s.phase,
-      zone: s.zone ?? null,
-      spot: s.spot,
-      accelerator: s.config.tpu.accelerator,
-      cluster: { status: null, nameOnCloud: s.nameOnCloud ?? null },
-      tpuNodes: null,
-      hosts: [],
-      health: "unknown",
-      uptimeSeconds: null,
-      preemptions: 0,
-      relaunches: 0,
-      lastError: { code: "status_failed", message: (r.reason as Error).message },
-      history: s.history.slice(-20),
-    };
+    return { ...deploymentStatus(s, []), lastError: { code: "status_failed", message: (r.reason as Error).message } };
   });
+}
+
+async function replicaStatus(
+  ctx: AppContext,
+  state: DeploymentState,
+  r: ReplicaState,
+  rec: SkyClusterRecord | undefined,
+): Promise<ReplicaStatus> {
+  const config = state.config;
+  let tpuNodes: ReplicaStatus["tpuNodes"] = null;
+  const nameOnCloud = rec?.cluster_name_on_cloud ?? r.nameOnCloud ?? null;
+  if (config.tpu.generation === "v6e" && config.tpu.project && r.zone && nameOnCloud) {
+    try {
+      const api = await ctx.tpuApi();
+      tpuNodes = nodesOfCluster(await api.listNodes(config.tpu.project, r.zone), nameOnCloud).map((n) => ({
+        name: n.name,
+        state: n.state,
+      }));
+    } catch (err) {
+      if (!(err instanceof CloudApiError)) throw err;
+    }
+  }
+  const hosts: ReplicaStatus["hosts"] = r.hosts.map((h) => ({
+    rank: h.rank,
+    sshHost: h.sshAlias,
+    internalIp: h.internalIp,
+    externalIp: h.externalIp,
+    process: h.pgid ? "unreachable" : "not started",
+  }));
+  let health: Health = rec ? "unknown" : "down";
+  if (rec?.status === "UP" && r.hosts.length > 0) {
+    const hs = await sessionsFor(ctx, r.hosts, 10_000);
+    try {
+      await Promise.all(
+        r.hosts.map(async (h, i) => {
+          const s = hs.sessions.get(h.sshAlias);
+          const row = hosts[i];
+          if (!s || !h.pgid || !row) return;
+          const x = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000 }).catch(() => undefined);
+          row.process = x?.stdout.includes("alive") ? "running" : x ? "dead" : "unreachable";
+        }),
+      );
+    } finally {
+      await hs.close();
+    }
+    const p = await probeRank0(ctx, r.hosts, config.server.port, { generateTimeoutMs: 30_000, connectTimeoutMs: 10_000 });
+    health =
+      p.kind === "serving" ? "serving" : p.kind === "wedged" ? "wedged" : hosts.some((x) => x.process === "running") ? "starting" : "down";
+  }
+  const since = r.servingSince ? Date.parse(r.servingSince) : Number.NaN;
+  const lastAbout = state.history.findLast((e) => (e.replica ?? 0) === r.replica);
+  const preempted = tpuNodes?.some((n) => n.state === "PREEMPTED" || n.state === "TERMINATED") || (!rec && r.spot && r.hosts.length > 0);
+  const status =
+    health === "serving"
+      ? "serving"
+      : preempted
+        ? "preempted"
+        : r.relaunch.attempts > 0 && !r.relaunch.gaveUp
+          ? "relaunching"
+          : r.phase === "failed" || r.relaunch.gaveUp
+            ? "failed"
+            : health === "wedged"
+              ? "wedged"
+              : health === "starting" || r.phase === "launching" || r.phase === "launched" || r.phase === "starting"
+                ? "starting"
+                : health;
+  return {
+    replica: r.replica,
+    cluster: r.cluster,
+    status,
+    phase: r.phase,
+    zone: r.zone ?? null,
+    spot: r.spot,
+    since: status === "serving" ? (r.servingSince ?? null) : (lastAbout?.at ?? null),
+    sky: { status: rec?.status ?? null, nameOnCloud },
+    tpuNodes,
+    hosts,
+    health,
+    uptimeSeconds: health === "serving" && Number.isFinite(since) ? Math.round((ctx.now().getTime() - since) / 1000) : null,
+    lastError: r.lastError ?? null,
+    ...(r.legacyLayout ? { legacyLayout: r.legacyLayout } : {}),
+  };
+}
+
+function deploymentStatus(state: DeploymentState, replicas: ReplicaStatus[]): DeploymentStatus {
+  const first = replicas[0];
+  const serving = replicas.filter((r) => r.status === "serving").length;
+  return {
+    name: state.name,
+    layout: state.config.topology.layout,
+    accelerator: state.config.tpu.accelerator,
+    summary: `${serving}/${replicas.length} replica${replicas.length === 1 ? "" : "s"} serving`,
+    replicas,
+    phase: overallPhase(state),
+    zone: first?.zone ?? null,
+    spot: first?.spot ?? state.config.tpu.spot,
+    sky: first?.sky ?? { status: null, nameOnCloud: null },
+    cluster: first?.sky ?? { status: null, nameOnCloud: null },
+    tpuNodes: first?.tpuNodes ?? null,
+    hosts: first?.hosts ?? [],
+    health:
+      replicas.length === 1
+        ? (first?.health ?? "unknown")
+        : serving === replicas.length && serving > 0
+          ? "serving"
+          : serving > 0
+            ? "degraded"
+            : (first?.health ?? "unknown"),
+    uptimeSeconds: first?.uptimeSeconds ?? null,
+    preemptions: state.history.filter((e) => e.event === "preempted").length,
+    relaunches: state.history.filter((e) => e.event === "relaunched").length,
+    lastError: state.lastError ?? first?.lastError ?? null,
+    history: state.history.slice(-20),
+  };
 }

@@ -7,8 +7,12 @@ import { type AppContext, withSignal } from "./context.js";
 import { type DeployOptions, type DeploySummary, deploy } from "./deploy.js";
 
 /** The plan of a config, with this machine's task path and the config's template. */
-export function planFor(ctx: AppContext, config: Config, overrides: { zones?: string[]; spot?: boolean } = {}): DeployPlan {
-  const planned = planDeploy(config, ctx.template(config), { taskPath: () => ctx.store.taskPath(config.name), ...overrides });
+export function planFor(
+  ctx: AppContext,
+  config: Config,
+  overrides: { zones?: string[]; spot?: boolean; only?: number[] } = {},
+): DeployPlan {
+  const planned = planDeploy(config, ctx.template(config), { taskPath: (r) => ctx.store.taskPath(config.name, r), ...overrides });
   if (!planned.ok) throw new ConfigError(planned.errors.map((message) => ({ path: "template", message })));
   return planned.plan;
 }

@@ -8,6 +8,9 @@ export interface WebhookBody {
   version: 1;
   event: WebhookEvent;
   name: string;
+  /** The replica the event is about, and its SkyPilot cluster. */
+  replica: number;
+  cluster: string;
   attempt: number;
   zone: string | null;
   time: string;

@@ -8,6 +8,8 @@ export interface SpecFlags {
   tpu?: string;
   accelerator?: string;
   nodes?: number;
+  replicas?: number;
+  topology?: string;
   model?: string;
   spot?: boolean;
   zone?: string[];
@@ -28,7 +30,7 @@ export interface SpecFlags {
   sglangDir?: string;
 }
 
-function int(flag: string) {
+export function int(flag: string) {
   return (raw: string): number => {
     if (!/^\d+$/.test(raw.trim())) throw new UsageError(`${flag} takes a whole number, got '${raw}'`);
     return Number(raw);
@@ -45,7 +47,9 @@ export function addSpecOptions(cmd: Command): Command {
     .option("-n, --name <name>", "deployment name (SkyPilot cluster name)")
     .addOption(new Option("--tpu <generation>", "TPU generation").choices(["v6e", "v7"]))
     .option("--accelerator <type>", "slice type, e.g. v6e-32 or tpu7x-16 (default: derived from --tpu and --nodes)")
-    .option("--nodes <n>", "TPU VM hosts that serve the model together (sglang-jax --nnodes)", int("--nodes"))
+    .option("--nodes <n>", "TPU VM hosts of one slice serving the model together (sglang-jax --nnodes)", int("--nodes"))
+    .option("--replicas <r>", "independent copies of the slice, each its own SkyPilot cluster (default 1)", int("--replicas"))
+    .option("--topology <t>", "TPU7x slice by its topology, e.g. 2x2x2")
     .option("--model <path>", "model to serve (sglang-jax --model-path)")
     .option("--spot", "use spot capacity (v6e)")
     .option("--no-spot", "use on-demand capacity")
@@ -72,6 +76,8 @@ const FLAG_NAMES: Record<string, string> = {
   "tpu.generation": "--tpu",
   "tpu.accelerator": "--accelerator",
   "tpu.nodes": "--nodes",
+  replicas: "--replicas",
+  "tpu.topology": "--topology",
   "tpu.spot": "--spot",
   "tpu.zones": "--zone",
   "tpu.project": "--project",
@@ -112,10 +118,12 @@ export function flagsToConfig(f: SpecFlags): Record<string, unknown> {
   };
   return prune({
     name: f.name,
+    replicas: f.replicas,
     tpu: section({
       generation: f.tpu,
       accelerator: f.accelerator,
       nodes: f.nodes,
+      topology: f.topology,
       spot: f.spot,
       zones: f.zone,
       project: f.project,

@@ -2,7 +2,7 @@
 import { Command, CommanderError } from "commander";
 import type { Deps } from "../app/deps.js";
 import { EXIT, UsageError } from "../errors.js";
-import { addSpecOptions } from "./config-flags.js";
+import { addSpecOptions, int } from "./config-flags.js";
 import { type Io, type OutputFlags, reportError, writeJson } from "./io.js";
 
 /** What every command gets: the terminal, the run's signal (Ctrl-C, SIGTERM) and the dependencies. */
@@ -72,6 +72,8 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--timeout <duration>", "bound the whole run")
     .option("--recreate", "tear down and launch again when the slice's resources changed")
     .option("--keep-on-failure", "leave the cluster up when up fails (for debugging)")
+    .option("--down-on-interrupt", "on Ctrl-C after the launch, tear the slice down too (default: keep it, say how to continue)")
+    .option("--min-ready <k>", "return once K replicas serve (the others keep loading; status shows them)", int("--min-ready"))
     .option("-y, --yes", "do not prompt");
 
   addSpecOptions(
@@ -87,6 +89,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
   define("logs <name>", "server logs from the hosts, each line prefixed with its rank", () =>
     import("./commands/logs.js").then((m) => m.logsCommand),
   )
+    .option("--replica <i>", "one replica, or all (default)", int("--replica"))
     .option("--rank <n|all>", "one rank, or all (default)")
     .option("-f, --follow", "keep following")
     .option("--tail <n>", "lines from the end of each log (default 100)");
@@ -95,9 +98,11 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     import("./commands/proxy.js").then((m) => m.proxyCommand),
   ).option("--local-port <n>", "local port (0 picks a free one)");
 
-  define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning)", () =>
+  define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning), one replica at a time", () =>
     import("./commands/restart.js").then((m) => m.restartCommand),
-  );
+  )
+    .option("--all-at-once", "every replica at once instead of one at a time")
+    .option("--replica <i>", "only this replica", int("--replica"));
 
   addSpecOptions(
     define("doctor [name]", "check what usually breaks a launch: sky, zones, secrets, state directory", () =>
@@ -109,6 +114,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     import("./commands/down.js").then((m) => m.downCommand),
   )
     .option("--all", "every deployment")
+    .option("--replica <i>", "only this replica of the named deployment", int("--replica"))
     .option("-y, --yes", "do not prompt");
 
   define("relaunch [name]", "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)", () =>

@@ -9,17 +9,21 @@ import type { ConfigIssue } from "../errors.js";
 import { DURATION_PATTERN, MAX_TIMER_MS, timerDuration } from "./duration.js";
 import { ownedFlagConflicts } from "./server-args.js";
 import {
+  ambiguousV7,
   DEFAULT_ZONES,
   type Generation,
   generationOf,
+  MAX_REPLICAS,
   normaliseAccelerator,
   planTopology,
   type Topology,
   ZONE_PATTERN,
 } from "./topology.js";
 
-export const NAME_PATTERN = /^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
-export const NAME_RULE = "use lowercase letters, digits and -, start with a letter, end with a letter or digit, at most 40 characters";
+// A name must not end in -r<N>: that is how replica N's SkyPilot cluster is named (plan.ts clusterName).
+export const NAME_PATTERN = /^(?![a-z0-9-]*-r\d+$)[a-z]([a-z0-9-]{0,38}[a-z0-9])?$/;
+export const NAME_RULE =
+  "use lowercase letters, digits and -, start with a letter, end with a letter or digit, at most 40 characters, not ending in -r<number> (replica clusters)";
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A path on the hosts: absolute, or relative to the login user's home with ~/; no `..` segment. */
 const HOST_PATH = /^(?!(?:.*\/)?\.\.(?:\/|$))(?:\/|~\/)[A-Za-z0-9._+@/-]+$/;
@@ -68,7 +72,10 @@ const tpuSchema = z.strictObject({
   accelerator: z.string().optional().describe("slice type, e.g. v6e-32 or tpu7x-16; derived from generation and nodes when absent"),
   nodes: positiveInt((iss) => `must be a positive whole number of TPU VM hosts (got ${String(iss.input)})`)
     .optional()
-    .describe("TPU VM hosts serving the model together (= sglang-jax --nnodes); derived from the accelerator when absent, else 1"),
+    .describe(
+      "TPU VM hosts of one slice serving one copy of the model (= sglang-jax --nnodes); with no slice of that many hosts (v6e 2, 3, 5, …) and no replicas, that many replicas of one v6e-4; derived from the accelerator when absent, else 1",
+    ),
+  topology: z.string().optional().describe("TPU7x only: the slice by its topology, e.g. 2x2x2 (instead of tpu7x-N or nodes)"),
   spot: z.boolean().default(false).describe("use spot (preemptible) capacity; v6e only"),
   zones: z
     .array(z.string().regex(ZONE_PATTERN, { error: (iss) => `${quoted(iss)} is not a GCP zone (like us-east5-b)` }))
@@ -172,6 +179,10 @@ export const configSchema = z
       })
       .optional()
       .describe("deployment name: lowercase letters, digits and -, starting with a letter, ≤ 40; default sgl-<generation>-<hosts>"),
+    replicas: positiveInt("must be a positive whole number")
+      .max(MAX_REPLICAS)
+      .optional()
+      .describe("independent copies of the slice, each its own SkyPilot cluster serving the whole model (default 1; see tpu.nodes)"),
     tpu: tpuSchema.prefault({}).describe("the TPU slice(s) and where to get them"),
     model: modelSchema.prefault({}).describe("the model to serve"),
     server: serverSchema.prefault({}).describe("the sglang-jax server on every host"),
@@ -189,8 +200,10 @@ export function configJsonSchema(): unknown {
 type Parsed = z.output<typeof configSchema>;
 
 /** The resolved, validated config every command works from: the schema's output, completed by what is derived. */
-export type Config = Omit<Parsed, "name" | "tpu" | "server"> & {
+export type Config = Omit<Parsed, "name" | "replicas" | "tpu" | "server"> & {
   name: string;
+  /** Copies of the slice, each its own SkyPilot cluster (topology.replicas). */
+  replicas: number;
   tpu: Omit<Parsed["tpu"], "accelerator" | "nodes" | "zones" | "project"> & {
     /** Canonical: `v6e-32`, `tpu7x-16`. */
     accelerator: string;
@@ -322,10 +335,19 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
 
   // Step 3: derive, and the rules that span fields; collect everything.
   const accelerator = f.tpu.accelerator === undefined ? undefined : normaliseAccelerator(f.tpu.accelerator);
-  const accGeneration = accelerator === undefined ? undefined : generationOf(accelerator);
-  // An accelerator given without a generation names its own; v6e is the default only when neither is given.
+  const ambiguous = f.tpu.accelerator === undefined ? undefined : ambiguousV7(f.tpu.accelerator);
+  // Only TPU7x slices are named by a topology, so --topology alone means v7 (a v6e generation given with it is refused in topology.ts).
+  const accGeneration =
+    ambiguous || (accelerator === undefined && f.tpu.topology !== undefined)
+      ? "v7"
+      : accelerator === undefined
+        ? undefined
+        : generationOf(accelerator);
+  // An accelerator (or a topology) given without a generation names its own; v6e is the default only when neither is given.
   const generation: Generation = given("tpu.generation") ? f.tpu.generation : (accGeneration ?? f.tpu.generation);
-  if (accelerator !== undefined && accGeneration === undefined) {
+  if (ambiguous) {
+    issues.push({ path: "tpu.accelerator", message: ambiguous });
+  } else if (accelerator !== undefined && accGeneration === undefined) {
     issues.push({
       path: "tpu.accelerator",
       message: `'${f.tpu.accelerator}' is not a v6e or TPU7x slice type (examples: v6e-8, v6e-32, tpu7x-16)`,
@@ -339,8 +361,13 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   }
 
   const skipTopology =
-    (accGeneration === undefined && accelerator !== undefined) || conflict || !usable("tpu.generation", "tpu.accelerator", "tpu.nodes");
-  const topo = skipTopology ? undefined : planTopology({ generation, accelerator, nodes: f.tpu.nodes });
+    ambiguous !== undefined ||
+    (accGeneration === undefined && accelerator !== undefined) ||
+    conflict ||
+    !usable("tpu.generation", "tpu.accelerator", "tpu.nodes", "tpu.topology", "replicas");
+  const topo = skipTopology
+    ? undefined
+    : planTopology({ generation, accelerator, nodes: f.tpu.nodes, replicas: f.replicas, topology: f.tpu.topology });
   if (topo && !topo.ok) {
     for (const i of topo.issues) issues.push({ path: i.path, message: i.message });
   }
@@ -363,7 +390,7 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   if (f.server.tpSize !== undefined && topo?.ok && f.server.tpSize !== tpSize && usable("server.tpSize")) {
     issues.push({
       path: "server.tpSize",
-      message: `must be ${tpSize}: the global JAX device count of ${topo.topology.hosts} host(s) of ${topo.topology.slice.accelerator} (sglang-jax's mesh spans every device); drop --tp-size to have it derived`,
+      message: `must be ${tpSize}: the JAX device count of one ${topo.topology.slice.accelerator} slice (${topo.topology.hosts} host(s); sglang-jax's mesh spans every device of the slice)${topo.topology.replicas > 1 ? `, the same in each of the ${topo.topology.replicas} replicas` : ""}; drop --tp-size to have it derived`,
     });
   }
 
@@ -387,7 +414,8 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   return {
     ok: true,
     config: {
-      name: f.name ?? defaultName(generation, topology.hosts),
+      name: f.name ?? defaultName(generation, f.tpu.nodes ?? topology.hosts, f.replicas),
+      replicas: topology.replicas,
       tpu: {
         generation,
         accelerator: topology.slice.accelerator,
@@ -420,6 +448,57 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
   };
 }
 
-export function defaultName(generation: Generation, hosts: number): string {
-  return `sgl-${generation}-${hosts}`;
+/** `sgl-<generation>-<nodes as asked>`, with `x<R>` when replicas were asked for: `up --nodes 2` is sgl-v6e-2. */
+export function defaultName(generation: Generation, nodes: number, replicas?: number): string {
+  return `sgl-${generation}-${nodes}${replicas !== undefined && replicas > 1 ? `x${replicas}` : ""}`;
+}
+
+/**
+ * The config back in the form a user writes it, every value explicit (durations in seconds): what a
+ * deployment's state records, so that it resolves to the same config wherever and whenever it is read
+ * (a cron run without GOOGLE_CLOUD_PROJECT, a later tpu-deploy with other defaults).
+ */
+export function specOf(c: Config): Record<string, unknown> {
+  const seconds = (ms: number | undefined) => (ms === undefined ? undefined : ms / 1000);
+  const prune = (x: Record<string, unknown>) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined));
+  return {
+    name: c.name,
+    replicas: c.replicas,
+    tpu: prune({
+      generation: c.tpu.generation,
+      accelerator: c.tpu.accelerator,
+      nodes: c.topology.hosts,
+      spot: c.tpu.spot,
+      zones: c.tpu.zones,
+      project: c.tpu.project,
+      runtimeVersion: c.tpu.runtimeVersion,
+      maxRunHours: c.tpu.maxRunHours,
+    }),
+    model: { ...c.model },
+    server: prune({
+      port: c.server.port,
+      distPort: c.server.distPort,
+      args: c.server.args,
+      env: c.server.env,
+      secrets: c.server.secrets.filter((s) => s !== c.server.apiKeySecret),
+      secretsFile: c.server.secretsFile,
+      apiKeySecret: c.server.apiKeySecret,
+      public: c.server.public,
+      readyTimeout: seconds(c.server.readyTimeoutMs),
+    }),
+    sglang: { ...c.sglang },
+    launch: prune({ timeout: seconds(c.launch.timeoutMs), template: c.launch.template }),
+    relaunch: prune({
+      maxAttempts: c.relaunch.maxAttempts,
+      onDemandAfter: c.relaunch.onDemandAfter,
+      webhook: c.relaunch.webhook,
+      backoff: seconds(c.relaunch.backoffMs),
+      backoffMax: seconds(c.relaunch.backoffMaxMs),
+    }),
+  };
+}
+
+/** A recorded spec → its config; the issues when it no longer resolves (a rule tightened since). */
+export function resolveSpec(spec: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): ResolveResult {
+  return resolveConfig([{ label: "state.json", keyName: (p) => p, data: spec }], env);
 }

@@ -6,9 +6,11 @@ import type { Config } from "./config.js";
 import { shellJoin } from "./quote.js";
 import { renderTemplate, type TemplateValue } from "./render.js";
 import { validateSkyTask } from "./sky-task-schema.js";
+import { clusterName } from "./state.js";
 import { regionOf } from "./topology.js";
 
 export const LABEL_KEY = "tpu-deploy";
+export const REPLICA_LABEL = "tpu-deploy-replica";
 export const MANAGED_BY = { key: "managed-by", value: "tpu-deploy" } as const;
 /** Stands for rank 0's internal IPv4 until the hosts are known; `bindRank` fills it in. */
 export const RANK0_IP = "<rank-0-internal-ip>";
@@ -42,8 +44,8 @@ export interface ZoneLaunch {
 }
 
 export interface RankPlan {
+  /** = the host's TPU worker number within the replica's slice. */
   rank: number;
-  slice: number;
   workerId: number;
   /** Which host this will be, before the hosts exist. */
   host: string;
@@ -71,17 +73,18 @@ export interface ReplicaPlan {
 
 export interface DeployPlan {
   name: string;
+  /** One sentence: the slice, per-replica chips and HBM, and the chips billed. */
+  layout: string;
   /** The template's name (the user's path, or templates/<generation>.sky.yaml). */
   template: string;
   generation: string;
   accelerator: string;
-  /** Slices per replica (several only for the multi-slice v6e layout), hosts serving one copy of the model
-   * (sglang-jax --nnodes), and its --tp-size. */
-  slices: number;
+  /** Hosts serving one copy of the model (sglang-jax --nnodes) and its --tp-size, in every replica. */
   hosts: number;
   tpSize: number;
   spot: boolean;
   zones: string[];
+  /** The replicas this plan launches (all of them for up; one for a relaunch of that replica). */
   replicas: ReplicaPlan[];
   /** Names of the secrets every server receives (values travel over SSH stdin, never through sky). */
   secrets: string[];
@@ -96,16 +99,18 @@ export interface PlanOptions {
   /** Relaunch's zone order and spot choice for one attempt; the config's otherwise. */
   zones?: string[] | undefined;
   spot?: boolean | undefined;
+  /** Which replicas to plan; every one of the config's when absent. */
+  only?: number[] | undefined;
 }
 
 export function infraFor(zone: string): string {
   return `gcp/${regionOf(zone)}/${zone}`;
 }
 
-export function taskValues(config: Config, zone: string, spot: boolean): Record<string, TemplateValue> {
+export function taskValues(config: Config, zone: string, spot: boolean, replica = 0): Record<string, TemplateValue> {
   const t = config.topology;
   return {
-    name: config.name,
+    name: clusterName(config.name, replica),
     numNodes: t.sky.numNodes,
     infra: infraFor(zone),
     accelerators: t.sky.accelerators,
@@ -113,7 +118,7 @@ export function taskValues(config: Config, zone: string, spot: boolean): Record<
     runtimeVersion: config.tpu.runtimeVersion,
     spot,
     ports: config.server.public ? [config.server.port] : null,
-    labels: { [LABEL_KEY]: config.name, [MANAGED_BY.key]: MANAGED_BY.value },
+    labels: { [LABEL_KEY]: config.name, [REPLICA_LABEL]: String(replica), [MANAGED_BY.key]: MANAGED_BY.value },
     runDurationSeconds: Math.round(config.tpu.maxRunHours * 3600),
     envs: {
       TPD_SGLANG_REPO: config.sglang.repo,
@@ -128,8 +133,8 @@ export function taskValues(config: Config, zone: string, spot: boolean): Record<
   };
 }
 
-export function renderTask(config: Config, template: Template, zone: string, spot = config.tpu.spot) {
-  const rendered = renderTemplate(template.text, taskValues(config, zone, spot), template.name);
+export function renderTask(config: Config, template: Template, zone: string, spot = config.tpu.spot, replica = 0) {
+  const rendered = renderTemplate(template.text, taskValues(config, zone, spot, replica), template.name);
   if (!rendered.ok) return rendered;
   const errors = validateSkyTask(rendered.task).map((e) => `${template.name}: ${e}`);
   if (errors.length > 0) return { ok: false as const, errors };
@@ -141,12 +146,12 @@ export function renderTask(config: Config, template: Template, zone: string, spo
  * is empty, and our servers run outside that queue, so it would tear a serving cluster down. Never
  * `--secret`: see taskValues.
  */
-export function skyLaunchArgv(config: Config, taskPath: string, zone: string, spot = config.tpu.spot): string[] {
+export function skyLaunchArgv(config: Config, taskPath: string, zone: string, spot = config.tpu.spot, replica = 0): string[] {
   return [
     "launch",
     taskPath,
     "-c",
-    config.name,
+    clusterName(config.name, replica),
     "--infra",
     infraFor(zone),
     ...(spot ? ["--use-spot"] : []),
@@ -184,59 +189,79 @@ export function bindRank(rank: RankPlan, rank0InternalIp: string): string[] {
   return rank.argv.map((a) => a.replace(RANK0_IP, rank0InternalIp));
 }
 
-/** Ranks by slice and TPU worker number: rank = slice offset + worker id; slice 0 holds the head. */
-export function rankSpecs(config: Config): { rank: number; slice: number; workerId: number }[] {
-  const per = config.topology.slice.vmsPerSlice;
-  const specs: { rank: number; slice: number; workerId: number }[] = [];
-  for (let slice = 0; slice < config.topology.slices; slice++) {
-    for (let workerId = 0; workerId < per; workerId++) specs.push({ rank: slice * per + workerId, slice, workerId });
-  }
-  return specs;
+/**
+ * Spot replicas start from different zones (replica R from zone R of the list, wrapping), so one preemption
+ * wave in one zone does not take every replica; the rest of the list stays the failover order.
+ */
+export function replicaZones(zones: readonly string[], replica: number, spot: boolean): string[] {
+  if (!spot || zones.length < 2) return [...zones];
+  const k = replica % zones.length;
+  return [...zones.slice(k), ...zones.slice(0, k)];
 }
 
-export function planDeploy(config: Config, template: Template, opts: PlanOptions): PlanResult {
-  const zones = opts.zones ?? config.tpu.zones;
+export function planReplica(
+  config: Config,
+  template: Template,
+  replica: number,
+  opts: PlanOptions,
+): { ok: true; replica: ReplicaPlan } | { ok: false; errors: string[] } {
   const spot = opts.spot ?? config.tpu.spot;
+  const zones = replicaZones(opts.zones ?? config.tpu.zones, replica, spot);
   if (zones.length === 0) return { ok: false, errors: ["no zone to launch in"] };
-  const taskPath = opts.taskPath(0);
+  const taskPath = opts.taskPath(replica);
   const launches: ZoneLaunch[] = [];
   for (const zone of zones) {
-    const rendered = renderTask(config, template, zone, spot);
+    const rendered = renderTask(config, template, zone, spot, replica);
     if (!rendered.ok) return rendered;
-    launches.push({ zone, taskYaml: rendered.yaml, task: rendered.task, skyArgv: skyLaunchArgv(config, taskPath, zone, spot) });
+    launches.push({ zone, taskYaml: rendered.yaml, task: rendered.task, skyArgv: skyLaunchArgv(config, taskPath, zone, spot, replica) });
   }
   const multi = config.topology.hosts > 1;
   const distInitAddr = multi ? `${RANK0_IP}:${config.server.distPort}` : "";
-  const ranks = rankSpecs(config).map((s) => ({
-    ...s,
-    host: `slice ${s.slice} worker ${s.workerId}`,
-    argv: serverArgv(config, s.rank, distInitAddr),
+  // Rank = TPU worker number: JAX's process id and libtpu's worker id agree (docs/upstream/sglang-jax.md §7).
+  const ranks = Array.from({ length: config.topology.hosts }, (_, w) => ({
+    rank: w,
+    workerId: w,
+    host: `TPU worker ${w}`,
+    argv: serverArgv(config, w, distInitAddr),
   }));
   const P = config.server.distPort;
-  const replica: ReplicaPlan = {
-    replica: 0,
-    cluster: config.name,
-    spot,
-    taskPath,
-    launches,
-    ranks,
-    distInitAddr,
-    portCheck: multi ? [P, P + 5, P + 6] : [],
-    prerequisites: { python: venvPython(config), marker: setupMarker(config) },
+  return {
+    ok: true,
+    replica: {
+      replica,
+      cluster: clusterName(config.name, replica),
+      spot,
+      taskPath,
+      launches,
+      ranks,
+      distInitAddr,
+      portCheck: multi ? [P, P + 5, P + 6] : [],
+      prerequisites: { python: venvPython(config), marker: setupMarker(config) },
+    },
   };
+}
+
+export function planDeploy(config: Config, template: Template, opts: PlanOptions): PlanResult {
+  const which = opts.only ?? Array.from({ length: config.replicas }, (_, i) => i);
+  const replicas: ReplicaPlan[] = [];
+  for (const r of which) {
+    const planned = planReplica(config, template, r, opts);
+    if (!planned.ok) return planned;
+    replicas.push(planned.replica);
+  }
   return {
     ok: true,
     plan: {
       name: config.name,
+      layout: config.topology.layout,
       template: template.name,
       generation: config.tpu.generation,
       accelerator: config.tpu.accelerator,
-      slices: config.topology.slices,
       hosts: config.topology.hosts,
       tpSize: config.server.tpSize,
-      spot,
-      zones,
-      replicas: [replica],
+      spot: opts.spot ?? config.tpu.spot,
+      zones: opts.zones ?? config.tpu.zones,
+      replicas,
       secrets: config.server.secrets,
       warnings: config.warnings,
     },

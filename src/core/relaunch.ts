@@ -4,7 +4,8 @@
 import type { Phase, RelaunchState } from "./state.js";
 
 export type ProcessState = "running" | "dead" | "unreachable" | "not started";
-export type SkyView = { status: string } | "missing";
+/** What `sky status` said of the cluster; `unavailable` when it could not be read at all. */
+export type SkyView = { status: string } | "missing" | { unavailable: string };
 
 export interface Evidence {
   /** The Cloud TPU API serves this slice (v6e, a project, a known zone and cluster name on the cloud). */
@@ -18,23 +19,33 @@ export interface Evidence {
   readyTimeoutMs: number;
   now: Date;
   // What the probes found; undefined = not asked yet.
-  tpuNodes?: { name: string; state: string }[] | "unavailable";
+  tpuNodes?: { name: string; state: string }[] | { unavailable: string };
   sky?: SkyView;
   skyRefreshed?: SkyView;
-  health?: "ok" | "failing" | "unreachable";
+  health?: "ok" | "failing" | "no-listener" | "unreachable";
   processes?: ProcessState[];
+  /** The health probe repeated over at least a minute (CONFIRM_WINDOW_MS): "ok" if any of them passed. */
+  healthConfirmed?: "ok" | "failing";
 }
 
-export type Probe = "tpu-nodes" | "sky-status" | "sky-refresh" | "health" | "processes";
-export type VerdictKind = "healthy" | "starting" | "servers-down" | "preempted" | "gone" | "abnormal";
+export type Probe = "tpu-nodes" | "sky-status" | "sky-refresh" | "health" | "processes" | "health-confirm";
+export type VerdictKind = "healthy" | "starting" | "servers-down" | "preempted" | "gone" | "unknown";
 export interface Verdict {
   kind: VerdictKind;
   reason: string;
 }
 export type Decision = { kind: "probe"; probe: Probe } | { kind: "verdict"; verdict: Verdict };
-export type Action = "none" | "wait" | "restart" | "relaunch";
+/** hold: the state of the cloud could not be read or proven; nothing is done, and the run says why (exit 1). */
+export type Action = "none" | "wait" | "restart" | "relaunch" | "hold";
 
+/** How long a failing health probe must keep failing before servers that all run are restarted. */
+export const CONFIRM_WINDOW_MS = 60_000;
+export const CONFIRM_PROBES = 3;
+
+// Only these mean the slice is gone and may be cleaned up and launched again (docs/upstream/tpu.md §4).
 const LOST_NODE_STATES = new Set(["PREEMPTED", "TERMINATED"]);
+// The Cloud TPU API is working on the node: wait for it.
+const BUSY_NODE_STATES = new Set(["CREATING", "STARTING", "RESTARTING", "REPAIRING", "REIMAGING"]);
 
 const probe = (p: Probe): Decision => ({ kind: "probe", probe: p });
 const verdict = (kind: VerdictKind, reason: string): Decision => ({ kind: "verdict", verdict: { kind, reason } });
@@ -43,46 +54,87 @@ function shortNode(name: string): string {
   return name.split("/").at(-1) ?? name;
 }
 
+function unavailable(v: unknown): string | undefined {
+  return typeof v === "object" && v !== null && "unavailable" in v ? String((v as { unavailable: unknown }).unavailable) : undefined;
+}
+
 /**
  * The next probe to run, or the verdict once the evidence is conclusive. A healthy deployment costs one
- * status read (TPU API where it serves the slice, else `sky status -v`) and one health probe; everything
- * else is asked only when something already looks wrong.
+ * status read (TPU API where it serves the slice, else `sky status -v`) and one health probe. Fail safe:
+ * a slice whose TPU node is READY is never relaunched, and what cannot be read or proven is acted on never
+ * (verdict unknown → hold).
  */
 export function decide(ev: Evidence): Decision {
-  if (ev.apiServes && ev.tpuNodes === undefined) return probe("tpu-nodes");
-  const nodes = Array.isArray(ev.tpuNodes) ? ev.tpuNodes : undefined;
-  const lost = nodes?.find((n) => LOST_NODE_STATES.has(n.state));
-  if (lost) return verdict("preempted", `TPU node ${shortNode(lost.name)} is ${lost.state}`);
-  if (!nodes && ev.sky === undefined && ev.skyRefreshed === undefined) return probe("sky-status");
-  // SkyPilot's database lags the cloud only the other way: a cluster missing from it is gone.
-  if (ev.sky === "missing") return lostVerdict(ev.spot, "sky status");
-
-  const looksUp = nodes
-    ? nodes.length > 0 && nodes.every((n) => n.state === "READY")
-    : typeof ev.sky === "object" && ev.sky.status === "UP";
-  if (looksUp && ev.hosts > 0 && ev.health === undefined) return probe("health");
-  if (ev.health === "ok") return verdict("healthy", "rank 0 answers /health_generate with 200");
-
-  // Something is wrong: ask SkyPilot to look at the cloud now.
+  if (ev.apiServes) {
+    if (ev.tpuNodes === undefined) return probe("tpu-nodes");
+    const why = unavailable(ev.tpuNodes);
+    if (why !== undefined) return verdict("unknown", `the Cloud TPU API could not be read (${why}); nothing is done until it can`);
+    const nodes = Array.isArray(ev.tpuNodes) ? ev.tpuNodes : [];
+    const lost = nodes.find((n) => LOST_NODE_STATES.has(n.state));
+    if (lost) return verdict("preempted", `TPU node ${shortNode(lost.name)} is ${lost.state}`);
+    if (nodes.length === 0) {
+      // No node at all: SkyPilot must agree that the cluster is gone before anything is relaunched.
+      if (ev.skyRefreshed === undefined) return probe("sky-refresh");
+      const sky = ev.skyRefreshed;
+      const skyWhy = unavailable(sky);
+      if (skyWhy !== undefined) return verdict("unknown", `no TPU node of the cluster, and sky status -r could not be read (${skyWhy})`);
+      if (sky === "missing") return lostVerdict(ev.spot, "the Cloud TPU API and sky status -r");
+      return verdict(
+        "unknown",
+        `no TPU node of the cluster in the Cloud TPU API, but sky status -r says ${(sky as { status: string }).status}`,
+      );
+    }
+    const busy = nodes.find((n) => BUSY_NODE_STATES.has(n.state));
+    if (busy) return verdict("starting", `TPU node ${shortNode(busy.name)} is ${busy.state}: waiting for the Cloud TPU API`);
+    const odd = nodes.find((n) => n.state !== "READY");
+    if (odd) return verdict("unknown", `TPU node ${shortNode(odd.name)} is ${odd.state}: not a preemption; check it in the console`);
+    return onLiveSlice(ev);
+  }
+  // No Cloud TPU API (TPU7x, or no project): SkyPilot's view.
+  if (ev.sky === undefined) return probe("sky-status");
+  const first = ev.sky;
+  if (unavailable(first) !== undefined) return verdict("unknown", `sky status could not be read (${unavailable(first)})`);
+  if (first === "missing") return lostVerdict(ev.spot, "sky status");
+  if ((first as { status: string }).status === "UP") return onLiveSlice(ev);
   if (ev.skyRefreshed === undefined) return probe("sky-refresh");
   const sky = ev.skyRefreshed;
+  if (unavailable(sky) !== undefined) return verdict("unknown", `sky status -r could not be read (${unavailable(sky)})`);
   if (sky === "missing") return lostVerdict(ev.spot, "sky status -r");
-  if (sky.status !== "UP") return verdict("abnormal", `the cluster is ${sky.status} in sky status -r (some hosts lost)`);
-  if (ev.hosts === 0) return verdict("servers-down", "the cluster is up but no servers were started on it");
-  if (ev.processes === undefined) return probe("processes");
+  const status = (sky as { status: string }).status;
+  if (status === "UP") return onLiveSlice(ev);
+  return verdict(
+    "unknown",
+    `sky status -r says ${status}: a host may be lost, or SkyPilot's own SSH check failed on a network blip; without the Cloud TPU API tpu-deploy cannot tell which, so nothing is done`,
+  );
+}
 
+/** The slice is there (TPU node READY, or SkyPilot says UP): only the servers can be wrong. */
+function onLiveSlice(ev: Evidence): Decision {
+  if (ev.hosts === 0) return verdict("servers-down", "the slice is up but no servers were started on it");
+  if (ev.health === undefined) return probe("health");
+  if (ev.health === "ok") return verdict("healthy", "rank 0 answers /health_generate with 200");
+  if (ev.processes === undefined) return probe("processes");
   const ranksWhere = (want: (p: ProcessState) => boolean) => ev.processes?.flatMap((p, rank) => (want(p) ? [rank] : [])) ?? [];
   const dead = ranksWhere((p) => p === "dead" || p === "not started");
   if (dead.length > 0) return verdict("servers-down", `the server of rank ${dead.join(", ")} is not running; the hosts are up`);
   const unreachable = ranksWhere((p) => p === "unreachable");
-  if (unreachable.length > 0)
-    return verdict("servers-down", `rank ${unreachable.join(", ")} cannot be reached over SSH while the cluster is UP`);
+  if (unreachable.length > 0) {
+    return verdict(
+      "unknown",
+      `rank ${unreachable.join(", ")} cannot be reached over SSH while the slice is up: a network problem, not a preemption`,
+    );
+  }
   if (ev.phase === "starting" && withinStartWindow(ev)) {
     return verdict("starting", "every rank is running and the start is within server.readyTimeout: still coming up");
   }
+  // Every rank runs but rank 0 does not serve: a restart only after it keeps failing for a minute.
+  if (ev.healthConfirmed === undefined) return probe("health-confirm");
+  if (ev.healthConfirmed === "ok") return verdict("healthy", "rank 0 answered /health_generate again within a minute");
   return verdict(
     "servers-down",
-    ev.health === "failing" ? "rank 0 /health_generate fails (engine wedged)" : "every rank runs but rank 0 does not answer",
+    ev.health === "failing"
+      ? `rank 0's /health_generate kept failing for ${CONFIRM_WINDOW_MS / 1000} s while every rank runs (engine wedged)`
+      : `every rank runs but rank 0 did not answer for ${CONFIRM_WINDOW_MS / 1000} s`,
   );
 }
 
@@ -107,8 +159,9 @@ export function actionFor(v: VerdictKind): Action {
       return "restart";
     case "preempted":
     case "gone":
-    case "abnormal":
       return "relaunch";
+    case "unknown":
+      return "hold";
   }
 }
 

@@ -1,5 +1,7 @@
-// What tpu-deploy records about a deployment (state.json). Secret names only, never values. Pure: the
-// file's text is checked here (zod) where it enters the program, so a damaged file is a clear error.
+// What tpu-deploy records about a deployment (state.json): the spec it was made from (the config in the form
+// a user writes it; the resolved Config is derived from it on every read) and, per replica, its SkyPilot
+// cluster, hosts, servers and relaunch bookkeeping. Secret names only, never values. Pure: the file's text
+// is checked here (zod) where it enters the program, and states of the earlier format are converted.
 import { z } from "zod";
 import type { Config } from "./config.js";
 
@@ -31,6 +33,8 @@ export interface HostRecord {
 export interface HistoryEvent {
   at: string;
   event: string;
+  /** Which replica it happened to (absent: the deployment as a whole). */
+  replica?: number | undefined;
   zone?: string | undefined;
   attempt?: number | undefined;
   detail?: string | undefined;
@@ -49,10 +53,10 @@ export interface RelaunchState {
   preemptedAt?: string | undefined;
 }
 
-export interface DeploymentState {
-  version: 1;
-  name: string;
-  config: Config;
+export interface ReplicaState {
+  replica: number;
+  /** Its SkyPilot cluster. */
+  cluster: string;
   phase: Phase;
   zone?: string | undefined;
   spot: boolean;
@@ -63,8 +67,21 @@ export interface DeploymentState {
   servingSince?: string | undefined;
   timings: Record<string, number>;
   lastError?: { code: string; message: string } | undefined;
-  history: HistoryEvent[];
   relaunch: RelaunchState;
+  /** Set for a cluster an earlier version made as several slices joined into one model: it needs --recreate. */
+  legacyLayout?: string | undefined;
+}
+
+export interface DeploymentState {
+  version: 2;
+  name: string;
+  /** The config as a user writes it (tpu-deploy.yaml's shape), explicit: what `config` is resolved from. */
+  spec: Record<string, unknown>;
+  /** Derived from spec when the state is read; never written. */
+  config: Config;
+  replicas: ReplicaState[];
+  history: HistoryEvent[];
+  lastError?: { code: string; message: string } | undefined;
   updatedAt?: string | undefined;
 }
 
@@ -77,13 +94,12 @@ function canonical(v: unknown): string {
   );
 }
 
-/** What needs a new cluster when it changes. */
+/** What needs a new cluster when it changes (per replica: the number of replicas is not in it). */
 export function resourcesKey(c: Config): string {
   return canonical({
     generation: c.tpu.generation,
     accelerator: c.tpu.accelerator,
     hosts: c.topology.hosts,
-    slices: c.topology.slices,
     project: c.tpu.project,
     runtime: c.tpu.runtimeVersion,
     public: c.server.public,
@@ -96,17 +112,27 @@ export function serverKey(c: Config): string {
   return canonical({ model: c.model, server: { ...c.server, readyTimeoutMs: undefined } });
 }
 
-export function newState(config: Config): DeploymentState {
+/** Replica R's SkyPilot cluster: the deployment's name for replica 0 (as before replicas), `<name>-r<R>` after. */
+export function clusterName(name: string, replica: number): string {
+  return replica === 0 ? name : `${name}-r${replica}`;
+}
+
+export function newRelaunchState(): RelaunchState {
+  return { attempts: 0, blocked: {}, churn: {}, spotFailures: 0 };
+}
+
+export function newReplica(name: string, replica: number, spot: boolean): ReplicaState {
+  return { replica, cluster: clusterName(name, replica), phase: "launching", spot, hosts: [], timings: {}, relaunch: newRelaunchState() };
+}
+
+export function newState(config: Config, spec: Record<string, unknown>): DeploymentState {
   return {
-    version: 1,
+    version: 2,
     name: config.name,
+    spec,
     config,
-    phase: "launching",
-    spot: config.tpu.spot,
-    hosts: [],
-    timings: {},
+    replicas: Array.from({ length: config.replicas }, (_, i) => newReplica(config.name, i, config.tpu.spot)),
     history: [],
-    relaunch: { attempts: 0, blocked: {}, churn: {}, spotFailures: 0 },
   };
 }
 
@@ -114,6 +140,21 @@ export function addEvent(state: DeploymentState, event: Omit<HistoryEvent, "at">
   const history = [...state.history, { at: now.toISOString(), ...event }].slice(-200);
   return { ...state, history };
 }
+
+/** The state with replica R replaced by fn(replica R). */
+export function withReplica(state: DeploymentState, replica: number, fn: (r: ReplicaState) => ReplicaState): DeploymentState {
+  return { ...state, replicas: state.replicas.map((r) => (r.replica === replica ? fn(r) : r)) };
+}
+
+/** The phase of the deployment as a whole: serving when every replica serves; the least advanced otherwise. */
+export function overallPhase(state: DeploymentState): Phase {
+  const order: Phase[] = ["failed", "launching", "launched", "starting", "stopped", "serving"];
+  let worst: Phase = "serving";
+  for (const r of state.replicas) if (order.indexOf(r.phase) < order.indexOf(worst)) worst = r.phase;
+  return state.replicas.length === 0 ? "launching" : worst;
+}
+
+// --- the file ---
 
 const hostRecord = z.object({
   rank: z.number().int().nonnegative(),
@@ -130,9 +171,10 @@ const hostRecord = z.object({
   startTime: z.string().optional(),
 });
 
-const historyEvent = z.object({
+const historyEvent = z.looseObject({
   at: z.string(),
   event: z.string(),
+  replica: z.number().int().nonnegative().optional(),
   zone: z.string().optional(),
   attempt: z.number().optional(),
   detail: z.string().optional(),
@@ -149,19 +191,13 @@ const relaunchState = z.object({
   preemptedAt: z.string().optional(),
 });
 
-// The resolved config as recorded: the fields every command reads are checked; the rest is the same object.
-const recordedConfig = z.looseObject({
-  name: z.string(),
-  tpu: z.looseObject({ generation: z.string(), accelerator: z.string(), zones: z.array(z.string()), spot: z.boolean() }),
-  topology: z.looseObject({ hosts: z.number(), slices: z.number() }),
-  server: z.looseObject({ port: z.number(), distPort: z.number(), secrets: z.array(z.string()) }),
-});
+const phase = z.enum(["launching", "launched", "starting", "serving", "failed", "stopped"]);
+const lastError = z.object({ code: z.string(), message: z.string() });
 
-const stateSchema = z.object({
-  version: z.literal(1),
-  name: z.string(),
-  config: recordedConfig,
-  phase: z.enum(["launching", "launched", "starting", "serving", "failed", "stopped"]),
+const replicaState = z.object({
+  replica: z.number().int().nonnegative(),
+  cluster: z.string(),
+  phase,
   zone: z.string().optional(),
   spot: z.boolean(),
   nameOnCloud: z.string().optional(),
@@ -170,15 +206,51 @@ const stateSchema = z.object({
   launchedAt: z.string().optional(),
   servingSince: z.string().optional(),
   timings: z.record(z.string(), z.number()),
-  lastError: z.object({ code: z.string(), message: z.string() }).optional(),
+  lastError: lastError.optional(),
+  relaunch: relaunchState,
+  legacyLayout: z.string().optional(),
+});
+
+const stateV2 = z.object({
+  version: z.literal(2),
+  name: z.string(),
+  spec: z.record(z.string(), z.unknown()),
+  replicas: z.array(replicaState),
+  history: z.array(historyEvent),
+  lastError: lastError.optional(),
+  updatedAt: z.string().optional(),
+});
+
+// The first format: one cluster, the resolved config kept whole.
+const stateV1 = z.object({
+  version: z.literal(1),
+  name: z.string(),
+  config: z.looseObject({
+    name: z.string(),
+    tpu: z.looseObject({}),
+    topology: z.looseObject({ hosts: z.number(), slices: z.number() }),
+  }),
+  phase,
+  zone: z.string().optional(),
+  spot: z.boolean(),
+  nameOnCloud: z.string().optional(),
+  hosts: z.array(hostRecord),
+  distInitAddr: z.string().optional(),
+  launchedAt: z.string().optional(),
+  servingSince: z.string().optional(),
+  timings: z.record(z.string(), z.number()),
+  lastError: lastError.optional(),
   history: z.array(historyEvent),
   relaunch: relaunchState,
   updatedAt: z.string().optional(),
 });
 
-export type ParsedState = { ok: true; state: DeploymentState } | { ok: false; why: string };
+/** A stored state before its config is resolved: everything but `config`. */
+export type StoredState = Omit<DeploymentState, "config">;
 
-/** state.json's text → a DeploymentState, or why it is not one. */
+export type ParsedState = { ok: true; state: StoredState } | { ok: false; why: string };
+
+/** state.json's text → the stored state (any format, converted to the current one), or why it is not one. */
 export function parseState(text: string): ParsedState {
   let raw: unknown;
   try {
@@ -186,11 +258,100 @@ export function parseState(text: string): ParsedState {
   } catch (err) {
     return { ok: false, why: `not JSON: ${(err as Error).message}` };
   }
-  const r = stateSchema.safeParse(raw);
+  const version = (raw as { version?: unknown } | null)?.version;
+  const r = version === 1 ? stateV1.safeParse(raw) : stateV2.safeParse(raw);
   if (!r.success) {
     const first = r.error.issues.slice(0, 3).map((i) => `${i.path.join(".") || "(top)"}: ${i.message}`);
     return { ok: false, why: first.join("; ") };
   }
-  // The file's own object, now known to have this shape: zod's copy would reorder the config's keys.
-  return { ok: true, state: raw as DeploymentState };
+  if (r.data.version === 2) return { ok: true, state: r.data as StoredState };
+  return { ok: true, state: fromV1(r.data) };
+}
+
+/** What is written: the state without its derived config. */
+export function serializeState(state: DeploymentState, now: Date): string {
+  const { config: _derived, ...stored } = state;
+  return `${JSON.stringify({ ...stored, updatedAt: now.toISOString() }, null, 2)}\n`;
+}
+
+type V1 = z.infer<typeof stateV1>;
+
+// One cluster becomes replica 0. Several slices joined into one model (the old `--nodes 2` layout) is kept
+// as it was, marked, so status, down and gc still find it and up asks for --recreate.
+function fromV1(v1: V1): StoredState {
+  const slices = v1.config.topology.slices;
+  const accelerator = String(v1.config.tpu.accelerator ?? "");
+  const replica: ReplicaState = {
+    replica: 0,
+    cluster: v1.name,
+    phase: v1.phase,
+    zone: v1.zone,
+    spot: v1.spot,
+    nameOnCloud: v1.nameOnCloud,
+    hosts: v1.hosts,
+    distInitAddr: v1.distInitAddr,
+    launchedAt: v1.launchedAt,
+    servingSince: v1.servingSince,
+    timings: v1.timings,
+    lastError: v1.lastError,
+    relaunch: v1.relaunch,
+    ...(slices > 1 ? { legacyLayout: `${slices} x ${accelerator} joined into one model (made before replicas)` } : {}),
+  };
+  return {
+    version: 2,
+    name: v1.name,
+    spec: specFromV1Config(v1.config),
+    replicas: [replica],
+    history: v1.history,
+    lastError: v1.lastError,
+  };
+}
+
+/** The first format's resolved config, back in the form a user writes (durations in seconds). */
+function specFromV1Config(c: Record<string, unknown>): Record<string, unknown> {
+  const o = (v: unknown): Record<string, unknown> =>
+    v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  const seconds = (ms: unknown) => (typeof ms === "number" ? ms / 1000 : undefined);
+  const tpu = o(c.tpu);
+  const topology = o(c.topology);
+  const server = o(c.server);
+  const launch = o(c.launch);
+  const relaunch = o(c.relaunch);
+  const prune = (x: Record<string, unknown>) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined && v !== null));
+  const apiKey = server.apiKeySecret;
+  return prune({
+    name: c.name,
+    tpu: prune({
+      generation: tpu.generation,
+      accelerator: tpu.accelerator,
+      // v1's nodes counted every host of every slice; one slice's hosts is what it means now.
+      nodes: Number(topology.hosts) / Math.max(1, Number(topology.slices)),
+      spot: tpu.spot,
+      zones: tpu.zones,
+      project: tpu.project,
+      runtimeVersion: tpu.runtimeVersion,
+      maxRunHours: tpu.maxRunHours,
+    }),
+    model: c.model,
+    server: prune({
+      port: server.port,
+      distPort: server.distPort,
+      args: server.args,
+      env: server.env,
+      secrets: Array.isArray(server.secrets) ? server.secrets.filter((s) => s !== apiKey) : undefined,
+      secretsFile: server.secretsFile,
+      apiKeySecret: apiKey,
+      public: server.public,
+      readyTimeout: seconds(server.readyTimeoutMs),
+    }),
+    sglang: c.sglang,
+    launch: prune({ timeout: seconds(launch.timeoutMs), template: launch.template }),
+    relaunch: prune({
+      maxAttempts: relaunch.maxAttempts,
+      onDemandAfter: relaunch.onDemandAfter,
+      webhook: relaunch.webhook,
+      backoff: seconds(relaunch.backoffMs),
+      backoffMax: seconds(relaunch.backoffMaxMs),
+    }),
+  });
 }

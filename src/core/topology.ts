@@ -1,5 +1,5 @@
-// What `--nodes` and `--accelerator` mean on each TPU generation (tpu.md §1-2, skypilot.md §6-7).
-// Pure: no I/O.
+// What `--nodes`, `--replicas`, `--accelerator` and `--topology` mean on each TPU generation (docs/upstream/tpu.md §1-2,
+// skypilot.md §6-7): one model per slice, more capacity from replicas. Pure: no I/O.
 
 export type Generation = "v6e" | "v7";
 
@@ -16,15 +16,20 @@ export interface SliceShape {
 
 export interface Topology {
   generation: Generation;
+  /** The slice every replica is: sglang-jax serves one model within one slice. */
   slice: SliceShape;
-  /** Number of slices; SkyPilot's `num_nodes` for v6e. */
-  slices: number;
-  /** Hosts serving the model: sglang-jax `--nnodes`. */
+  /** Independent copies of that slice, each its own SkyPilot cluster, each serving the whole model. */
+  replicas: number;
+  /** Hosts serving one copy of the model: sglang-jax `--nnodes` (= the slice's VMs). */
   hosts: number;
-  /** Global JAX device count: sglang-jax `--tp-size`. */
+  /** JAX devices of one slice: sglang-jax `--tp-size`. */
   tpSize: number;
-  /** What SkyPilot is asked for. */
+  /** HBM of one slice, GB. */
+  hbmGb: number;
+  /** What SkyPilot is asked for, per replica. */
   sky: { accelerators: string | null; instanceType: string | null; numNodes: number };
+  /** One sentence for people: the slice, per-replica chips and HBM, chips billed, and why when it is not obvious. */
+  layout: string;
   warnings: string[];
 }
 
@@ -52,20 +57,39 @@ const V7_TOPOLOGY_BY_VMS: Record<number, string> = {
   64: "4x8x8",
 };
 
+// HBM per chip (docs/upstream/tpu.md §1-2).
+const HBM_GB_PER_CHIP: Record<Generation, number> = { v6e: 32, v7: 192 };
+export const MAX_REPLICAS = 64;
+
 export const V6E_ACCELERATORS = Object.keys(V6E_SHAPES).map((c) => `v6e-${c}`);
 export const V7_ACCELERATORS = Object.keys(V7_TOPOLOGY_BY_VMS).map((vms) => `tpu7x-${Number(vms) * 8}`);
-const V6E_MULTIHOST_NODES = [4, 8, 16, 32, 64];
+export const V7_TOPOLOGIES = Object.values(V7_TOPOLOGY_BY_VMS);
+const V6E_ONE_SLICE_NODES = [1, 4, 8, 16, 32, 64];
 const V7_NODES = Object.keys(V7_TOPOLOGY_BY_VMS).map(Number);
 
 export const V7_INSTANCE_TYPE = "tpu7x-standard-4t";
 
-/** Accepts `v6e-32`, `tpu-v6e-32` (SkyPilot's spelling), `tpu7x-16`, `v7-16`/`v7x-16` (TensorCores). */
+/** Accepts `v6e-32`, `tpu-v6e-32` (SkyPilot's spelling) and `tpu7x-16` (xpk: TensorCores). */
 export function normaliseAccelerator(raw: string): string {
   const s = raw.trim().toLowerCase();
   if (s.startsWith("tpu-v6e-")) return s.slice(4);
-  const v7 = /^(?:v7x?|tpu-v7x?)-(\d+)$/.exec(s);
-  if (v7) return `tpu7x-${v7[1]}`;
   return s;
+}
+
+/**
+ * `v7x-N` is ambiguous: sglang-jax's cookbook says `v7x-16` for 16 chips, Google's `tpu7x-N` counts
+ * TensorCores (2 per chip). Both readings, for the message that refuses it.
+ */
+export function ambiguousV7(raw: string): string | undefined {
+  const m = /^(?:tpu-)?v7x?-(\d+)$/.exec(raw.trim().toLowerCase());
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const asChips = V7_ACCELERATORS.find((a) => Number(a.slice(6)) === n * 2);
+  const asCores = V7_ACCELERATORS.find((a) => Number(a.slice(6)) === n);
+  return (
+    `'${raw}' is ambiguous: read as ${n} chips it is ${asChips ?? "no TPU7x slice"}, read as ${n} TensorCores it is ${asCores ?? "no TPU7x slice"}; ` +
+    `name the slice as tpu7x-<TensorCores> (${V7_ACCELERATORS.join(", ")}) or by --topology (${V7_TOPOLOGIES.join(", ")})`
+  );
 }
 
 export function generationOf(accelerator: string): Generation | undefined {
@@ -92,92 +116,137 @@ function fail(path: string, message: string): TopologyResult {
   return { ok: false, issues: [{ path, message }] };
 }
 
-function result(generation: Generation, slice: SliceShape, slices: number, warnings: string[]): TopologyResult {
-  const hosts = slice.vmsPerSlice * slices;
-  const tpSize = slice.chipsPerSlice * slice.devicesPerChip * slices;
+function describeSlice(generation: Generation, s: SliceShape): string {
+  const hbm = s.chipsPerSlice * HBM_GB_PER_CHIP[generation];
+  const name = generation === "v7" ? `${s.accelerator} (${s.topology})` : s.accelerator;
+  return `${name}: ${s.vmsPerSlice} host${s.vmsPerSlice === 1 ? "" : "s"}, ${s.chipsPerSlice} chips, ${hbm >= 1024 ? `${hbm / 1024} TB` : `${hbm} GB`} HBM`;
+}
+
+function result(generation: Generation, slice: SliceShape, replicas: number, why?: string): TopologyResult {
+  const hosts = slice.vmsPerSlice;
+  const tpSize = slice.chipsPerSlice * slice.devicesPerChip;
   const sky =
     generation === "v6e"
-      ? { accelerators: `tpu-${slice.accelerator}`, instanceType: null, numNodes: slices }
+      ? { accelerators: `tpu-${slice.accelerator}`, instanceType: null, numNodes: 1 }
       : { accelerators: null, instanceType: V7_INSTANCE_TYPE, numNodes: hosts };
-  return { ok: true, topology: { generation, slice, slices, hosts, tpSize, sky, warnings } };
+  // One sentence for the plan, the dry run, the first progress line and --json.
+  const layout =
+    replicas === 1
+      ? `one ${describeSlice(generation, slice)}`
+      : `${replicas} replicas, each one ${describeSlice(generation, slice)}, serving the whole model (${replicas * slice.chipsPerSlice} chips billed in total)${why ? `; ${why}` : ""}`;
+  return {
+    ok: true,
+    topology: {
+      generation,
+      slice,
+      replicas,
+      hosts,
+      tpSize,
+      hbmGb: slice.chipsPerSlice * HBM_GB_PER_CHIP[generation],
+      sky,
+      layout,
+      warnings: [],
+    },
+  };
 }
 
 export interface TopologyRequest {
   generation: Generation;
   accelerator?: string | undefined;
+  /** Hosts of one slice (sglang-jax --nnodes). */
   nodes?: number | undefined;
+  /** Copies of the slice; undefined when not asked for (then `--nodes N` without an N-host slice means N replicas). */
+  replicas?: number | undefined;
+  /** TPU7x: the slice by its topology, e.g. 2x2x2. */
+  topology?: string | undefined;
 }
 
 export function planTopology(req: TopologyRequest): TopologyResult {
-  const { generation, nodes } = req;
+  const { nodes, replicas } = req;
   if (nodes !== undefined && (!Number.isInteger(nodes) || nodes < 1)) {
     return fail("tpu.nodes", `must be a positive whole number of TPU VM hosts (got ${nodes})`);
   }
-  return generation === "v6e" ? planV6e(req.accelerator, nodes) : planV7(req.accelerator, nodes);
+  if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS)) {
+    return fail("replicas", `must be a whole number from 1 to ${MAX_REPLICAS} (got ${replicas})`);
+  }
+  if (req.topology !== undefined && req.generation !== "v7") {
+    return fail("tpu.topology", "names a TPU7x slice (like 2x2x2); v6e slices are named by --accelerator (v6e-16) or --nodes");
+  }
+  return req.generation === "v6e" ? planV6e(req.accelerator, nodes, replicas) : planV7(req.accelerator, req.topology, nodes, replicas);
 }
 
-function planV6e(accelerator: string | undefined, nodes: number | undefined): TopologyResult {
-  const warnings: string[] = [];
+const ONE_SLICE_CHOICES = "--nodes 4 (one v6e-16) or --tpu v7 --nodes 2 (one 2x2x2 slice)";
+
+function planV6e(accelerator: string | undefined, nodes: number | undefined, replicas: number | undefined): TopologyResult {
   if (accelerator === undefined) {
     const n = nodes ?? 1;
-    if (n === 1) return result("v6e", v6eShapeOrThrow("v6e-8"), 1, warnings);
-    if (V6E_MULTIHOST_NODES.includes(n)) return result("v6e", v6eShapeOrThrow(`v6e-${4 * n}`), 1, warnings);
-    warnings.push(separateSlicesWarning(n, "v6e-4"));
-    return result("v6e", v6eShapeOrThrow("v6e-4"), n, warnings);
+    if (V6E_ONE_SLICE_NODES.includes(n)) return result("v6e", v6eShapeOrThrow(n === 1 ? "v6e-8" : `v6e-${4 * n}`), replicas ?? 1);
+    if (replicas !== undefined) {
+      return fail(
+        "tpu.nodes",
+        `no v6e slice has ${n} hosts, and sglang-jax serves one model within one slice: --nodes is 1, 4, 8, 16, 32 or 64 with --replicas; ` +
+          `or drop --replicas for ${n} replicas of one v6e-4 each; or ${ONE_SLICE_CHOICES}`,
+      );
+    }
+    // No slice of N hosts: N single-host v6e-4 slices, each serving the model (never one model across slices).
+    return result("v6e", v6eShapeOrThrow("v6e-4"), n, `no v6e slice has ${n} hosts; for one slice use ${ONE_SLICE_CHOICES}`);
   }
   const shape = v6eShape(accelerator);
-  if (!shape) {
-    return fail("tpu.accelerator", `'${accelerator}' is not a v6e slice; choose one of ${V6E_ACCELERATORS.join(", ")}`);
-  }
+  if (!shape) return fail("tpu.accelerator", `'${accelerator}' is not a v6e slice; choose one of ${V6E_ACCELERATORS.join(", ")}`);
   const n = nodes ?? shape.vmsPerSlice;
-  if (n % shape.vmsPerSlice !== 0) {
-    const multiples = [1, 2, 3].map((k) => k * shape.vmsPerSlice).join(", ");
-    return fail(
-      "tpu.nodes",
-      `${accelerator} has ${shape.vmsPerSlice} hosts per slice, so --nodes must be a multiple of ${shape.vmsPerSlice} (${multiples}, ...); got ${n}`,
-    );
+  if (n === shape.vmsPerSlice) return result("v6e", shape, replicas ?? 1);
+  if (shape.vmsPerSlice === 1 && replicas === undefined) {
+    return result("v6e", shape, n, `${accelerator} is one host; ${n} hosts are ${n} replicas of it`);
   }
-  const slices = n / shape.vmsPerSlice;
-  if (slices > 1) warnings.push(separateSlicesWarning(slices, accelerator));
-  return result("v6e", shape, slices, warnings);
+  return fail(
+    "tpu.nodes",
+    `${accelerator} is one slice of ${shape.vmsPerSlice} host${shape.vmsPerSlice === 1 ? "" : "s"}, so --nodes must be ${shape.vmsPerSlice} (got ${n}); ` +
+      "sglang-jax serves one model within one slice: more copies come from --replicas",
+  );
 }
 
-function planV7(accelerator: string | undefined, nodes: number | undefined): TopologyResult {
+function planV7(
+  accelerator: string | undefined,
+  topology: string | undefined,
+  nodes: number | undefined,
+  replicas: number | undefined,
+): TopologyResult {
+  let shape: SliceShape | undefined;
+  if (topology !== undefined) {
+    const vms = Object.entries(V7_TOPOLOGY_BY_VMS).find(([, t]) => t === topology)?.[0];
+    shape = vms === undefined ? undefined : v7Shape(Number(vms));
+    if (!shape) return fail("tpu.topology", `'${topology}' is not a TPU7x topology; choose one of ${V7_TOPOLOGIES.join(", ")}`);
+  }
   if (accelerator !== undefined) {
     const m = /^tpu7x-(\d+)$/.exec(accelerator);
     const vms = m ? Number(m[1]) / 8 : Number.NaN;
-    const shape = Number.isInteger(vms) ? v7Shape(vms) : undefined;
-    if (!shape) {
-      return fail("tpu.accelerator", `'${accelerator}' is not a TPU7x slice; choose one of ${V7_ACCELERATORS.join(", ")}`);
+    const byName = Number.isInteger(vms) ? v7Shape(vms) : undefined;
+    if (!byName) return fail("tpu.accelerator", `'${accelerator}' is not a TPU7x slice; choose one of ${V7_ACCELERATORS.join(", ")}`);
+    if (shape && shape.accelerator !== byName.accelerator) {
+      return fail("tpu.topology", `${topology} is ${shape.accelerator}, not ${accelerator}; give one of them`);
     }
+    shape = byName;
+  }
+  if (shape) {
     if (nodes !== undefined && nodes !== shape.vmsPerSlice) {
       return fail(
         "tpu.nodes",
-        `${accelerator} is one slice of ${shape.vmsPerSlice} hosts, so --nodes must be ${shape.vmsPerSlice} (got ${nodes}); ` +
-          "several TPU7x slices in one deployment are not supported",
+        `${shape.accelerator} (${shape.topology}) is one slice of ${shape.vmsPerSlice} hosts, so --nodes must be ${shape.vmsPerSlice} (got ${nodes}); more copies come from --replicas`,
       );
     }
-    return result("v7", shape, 1, []);
+    return result("v7", shape, replicas ?? 1);
   }
   const n = nodes ?? 1;
-  const shape = v7Shape(n);
-  if (!shape) {
-    return fail("tpu.nodes", `TPU7x slices have ${V7_NODES.join(", ")} hosts; got --nodes ${n}`);
-  }
-  return result("v7", shape, 1, []);
+  const byNodes = v7Shape(n);
+  if (!byNodes)
+    return fail("tpu.nodes", `TPU7x slices have ${V7_NODES.join(", ")} hosts; got --nodes ${n} (more copies come from --replicas)`);
+  return result("v7", byNodes, replicas ?? 1);
 }
 
 function v6eShapeOrThrow(accelerator: string): SliceShape {
   const shape = v6eShape(accelerator);
   if (!shape) throw new Error(`unknown v6e shape ${accelerator}`);
   return shape;
-}
-
-function separateSlicesWarning(slices: number, accelerator: string): string {
-  return (
-    `${slices} separate ${accelerator} slices: their hosts are joined over the data-centre network, not ICI. ` +
-    "For one fast slice use --nodes 4, 8, 16, 32 or 64 (multi-host v6e slices)."
-  );
 }
 
 /** `us-east5-b` → `us-east5`. */

@@ -17,7 +17,8 @@ import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LockInfo, StateStore, writeFileAtomic } from "../../src/adapters/state-store.js";
 import { resolveConfig } from "../../src/core/config.js";
-import { type DeploymentState, newState } from "../../src/core/state.js";
+import { specOf } from "../../src/core/config.js";
+import { type DeploymentState, newState, type Phase } from "../../src/core/state.js";
 import { OperationError } from "../../src/errors.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -31,11 +32,17 @@ let homes = 0;
 const newHome = () => join(tmp, `home-${++homes}`);
 const storeIn = (home: string) => new StateStore({ TPU_DEPLOY_HOME: home });
 
-function state(name: string, phase: DeploymentState["phase"] = "serving"): DeploymentState {
+function state(name: string, phase: Phase = "serving"): DeploymentState {
   const r = resolveConfig([{ label: "tpu-deploy.yaml", keyName: (p) => p, data: { name, tpu: { nodes: 4 } } }], {});
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return { ...newState(r.config), phase };
+  return withPhase(newState(r.config, specOf(r.config)), phase);
 }
+
+function withPhase(s: DeploymentState, phase: Phase): DeploymentState {
+  return { ...s, replicas: s.replicas.map((r) => ({ ...r, phase })) };
+}
+
+const phaseOf = (s: DeploymentState | undefined) => s?.replicas[0]?.phase;
 
 const mode = (path: string) => statSync(path).mode & 0o777;
 
@@ -153,10 +160,10 @@ describe("a crash in the middle of a write", () => {
     store.write(before);
     const stale = `${store.path("crashy")}.4242.1767268800000.tmp`;
     writeFileSync(stale, '{"version": 1, "name": "crashy", "phase": "fail', { mode: 0o600 });
-    expect(store.read("crashy")?.phase).toBe("serving");
+    expect(phaseOf(store.read("crashy"))).toBe("serving");
     expect(store.list()).toEqual(["crashy"]);
-    store.write({ ...before, phase: "stopped" });
-    expect(store.read("crashy")?.phase).toBe("stopped");
+    store.write(withPhase(before, "stopped"));
+    expect(phaseOf(store.read("crashy"))).toBe("stopped");
   });
 
   it("SIGKILL while writing big states leaves state.json whole (one of the versions written)", async () => {

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { firstLaunch, type PlanDoc } from "../helpers/run-cli.js";
 import { StateStore } from "../../src/adapters/state-store.js";
 import { flagName, flagsToConfig } from "../../src/cli/config-flags.js";
-import { resolveConfig } from "../../src/core/config.js";
+import { resolveConfig, specOf } from "../../src/core/config.js";
 import { shellJoin } from "../../src/core/quote.js";
 import { newState } from "../../src/core/state.js";
 
@@ -71,7 +71,7 @@ beforeAll(() => {
 }, 120_000);
 
 describe("bin/tpu-deploy.js", () => {
-  it("up --nodes 2 --dry-run --json: exit 0, one JSON document with two ranks", () => {
+  it("up --nodes 2 --dry-run --json: exit 0, one JSON document with two replicas of one rank", () => {
     const res = spawnSync(process.execPath, [BIN, "up", "--nodes", "2", "--dry-run", "--json"], { cwd, env, encoding: "utf8" });
     expect(res.status).toBe(0);
     const doc = JSON.parse(res.stdout) as {
@@ -92,7 +92,8 @@ describe("bin/tpu-deploy.js", () => {
       "gcp/us-east5/us-east5-a",
       "-y",
     ]);
-    expect(first.ranks.map((r) => r.rank)).toEqual([0, 1]);
+    expect(first.ranks.map((r) => r.rank)).toEqual([0]);
+    expect(doc.result.plan.replicas.map((r) => r.cluster)).toEqual(["sgl-v6e-2", "sgl-v6e-2-r1"]);
   });
 
   it("sets the exit code: a config error exits 2 without a stack trace", () => {
@@ -131,7 +132,7 @@ describe("bin/tpu-deploy.js", () => {
   it("schedule, run through a symlink as a global install's bin is, writes the real bin and this node into the line", () => {
     const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig({ name: "linked", nodes: 1 }) }], env);
     if (!r.ok) throw new Error(JSON.stringify(r.issues));
-    new StateStore(env).write(newState(r.config));
+    new StateStore(env).write(newState(r.config, specOf(r.config)));
     const link = join(mkdtempSync(join(tmpdir(), "tpu-deploy-bin-link-")), "tpu-deploy");
     symlinkSync(BIN, link);
     const res = spawnSync(process.execPath, [link, "schedule", "linked", "--every", "5m", "--json"], { cwd, env, encoding: "utf8" });

@@ -47,19 +47,24 @@ function sections(stdout: string) {
 }
 
 describe("up --nodes 2 --dry-run with no config file", () => {
-  it("prints the sky.yaml, the sky argv and two ranks; the warning goes to stderr", async () => {
+  it("prints the layout, the sky.yaml, one sky launch per replica and the rank of each; nothing on stderr", async () => {
     const res = await runCli(["up", "--nodes", "2", "--dry-run"]);
     expect(res.code).toBe(0);
     expect(existsSync(join(res.cwd, "tpu-deploy.yaml"))).toBe(false);
     const s = sections(res.stdout);
-    expect(s.header).toContain("sgl-v6e-2: 2 x v6e-4 = 2 host(s), tp-size 8, on-demand");
+    // One sentence says what --nodes 2 became on v6e, and the one-slice alternatives.
+    expect(s.header).toContain(
+      "# sgl-v6e-2: 2 replicas, each one v6e-4: 1 host, 4 chips, 128 GB HBM, serving the whole model (8 chips billed in total); " +
+        "no v6e slice has 2 hosts; for one slice use --nodes 4 (one v6e-16) or --tpu v7 --nodes 2 (one 2x2x2 slice)\n" +
+        "# --nnodes 1, --tp-size 4, on-demand\n",
+    );
 
     const task = parse(s.yaml) as { num_nodes: number; resources: { accelerators: string; use_spot: boolean } };
-    expect(task.num_nodes).toBe(2);
+    expect(task.num_nodes).toBe(1);
     expect(task.resources).toMatchObject({ accelerators: "tpu-v6e-4", use_spot: false });
 
     // The printed sky command is exactly the argv, read back by a real shell.
-    expect(bashWords(s.sky)).toEqual([
+    expect(bashWords(s.sky.split("\n")[0] ?? "")).toEqual([
       "sky",
       "launch",
       join(res.home, "deployments", "sgl-v6e-2", "sky.yaml"),
@@ -69,23 +74,24 @@ describe("up --nodes 2 --dry-run with no config file", () => {
       "gcp/us-east5/us-east5-a",
       "-y",
     ]);
+    // The second replica is its own cluster, with its own task file.
+    expect(res.stdout).toContain(
+      `sky launch ${join(res.home, "deployments", "sgl-v6e-2", "sky-r1.yaml")} -c sgl-v6e-2-r1 --infra gcp/us-east5/us-east5-a -y`,
+    );
 
     const rankLines = s.ranks.split("\n").filter((l) => l.startsWith("rank "));
-    expect(rankLines).toEqual(["rank 0  slice 0 worker 0  <slice 0 worker 0>", "rank 1  slice 1 worker 0  <slice 1 worker 0>"]);
+    expect(rankLines).toEqual(["rank 0  <TPU worker 0>"]);
     const commands = s.ranks
       .split("\n")
       .filter((l) => l.startsWith("  "))
       .map((l) => bashWords(l.trim()));
-    expect(commands).toHaveLength(2);
-    commands.forEach((argv, rank) => {
-      expect(argv[argv.indexOf("--node-rank") + 1]).toBe(String(rank));
-      expect(argv[argv.indexOf("--nnodes") + 1]).toBe("2");
-      expect(argv[argv.indexOf("--tp-size") + 1]).toBe("8");
-      expect(argv[argv.indexOf("--dist-init-addr") + 1]).toBe("<rank-0-internal-ip>:10011");
-    });
-
-    expect(res.stderr).toMatch(/^warning: 2 separate v6e-4 slices/);
-    expect(res.stderr.split("\n").filter(Boolean)).toHaveLength(1);
+    expect(commands).toHaveLength(1);
+    const argv = commands[0] ?? [];
+    expect(argv[argv.indexOf("--node-rank") + 1]).toBe("0");
+    expect(argv[argv.indexOf("--nnodes") + 1]).toBe("1");
+    expect(argv[argv.indexOf("--tp-size") + 1]).toBe("4");
+    expect(argv).not.toContain("--dist-init-addr");
+    expect(res.stderr).toBe("");
   });
 
   it("touches nothing: no state directory, no task file", async () => {
@@ -101,17 +107,14 @@ describe("up --nodes 2 --dry-run with no config file", () => {
     expect(Object.keys(doc).sort()).toEqual(["command", "ok", "result", "version"]);
     expect(doc).toMatchObject({ version: 1, command: "up", ok: true, result: { dryRun: true } });
     const first = firstLaunch(doc.result);
-    expect(first.task).toMatchObject({ name: "sgl-v6e-2", num_nodes: 2, resources: { accelerators: "tpu-v6e-4" } });
+    expect(doc.result).toMatchObject({ layout: expect.stringMatching(/^2 replicas, each one v6e-4/) });
+    expect(first.task).toMatchObject({ name: "sgl-v6e-2", num_nodes: 1, resources: { accelerators: "tpu-v6e-4" } });
     expect(first.skyArgv.slice(0, 2)).toEqual(["sky", "launch"]);
     expect(first.skyArgv.slice(3)).toEqual(["-c", "sgl-v6e-2", "--infra", "gcp/us-east5/us-east5-a", "-y"]);
-    expect(first.ranks.map((r) => [r.rank, r.slice, r.workerId])).toEqual([
-      [0, 0, 0],
-      [1, 1, 0],
-    ]);
+    expect(first.ranks.map((r) => [r.rank, r.workerId])).toEqual([[0, 0]]);
+    expect(doc.result.plan.replicas.map((r) => r.cluster)).toEqual(["sgl-v6e-2", "sgl-v6e-2-r1"]);
     // Every zone of the failover order is in the plan, rendered.
     expect(doc.result.plan.replicas[0]?.launches.map((l) => l.zone)).toEqual(["us-east5-a", "us-east5-b", "us-central1-b", "us-east1-d"]);
-    // Warnings travel inside the document (a machine reads them there), never as text around it.
-    expect((doc.result.plan as unknown as { warnings: string[] }).warnings).toEqual([expect.stringMatching(/^2 separate v6e-4 slices/)]);
     expect(res.stdout.trimEnd().endsWith("}")).toBe(true);
     expect(res.stdout).not.toMatch(/^warning:/m);
   });
@@ -121,7 +124,14 @@ describe("--json failures are one document too", () => {
   it.each([
     [["up", "--dry-run", "--json", "--tpu", "v7", "--nodes", "3"], "up", "config_invalid", /tpu\.nodes: .*1, 2, 4, 8, 16, 32, 64/],
     [["up", "--dry-run", "--json", "--name", "Bad_Name"], "up", "config_invalid", /name: 'Bad_Name' is not a valid name/],
-    [["render", "--json", "--accelerator", "v6e-32", "--nodes", "6"], "render", "config_invalid", /multiple of 8/],
+    [
+      ["render", "--json", "--accelerator", "v6e-32", "--nodes", "6"],
+      "render",
+      "config_invalid",
+      /v6e-32 is one slice of 8 hosts.*--replicas/,
+    ],
+    [["up", "--dry-run", "--json", "--nodes", "2", "--replicas", "3"], "up", "config_invalid", /no v6e slice has 2 hosts.*--replicas/],
+    [["up", "--dry-run", "--json", "--accelerator", "v6e-16", "--nodes", "2"], "up", "config_invalid", /v6e-16 is one slice of 4 hosts/],
     [["up", "--dry-run", "--json", "--bogus"], "up", "usage", /unknown option '--bogus'/],
     [["up", "--json", "--tpu", "v8"], "up", "usage", /Allowed choices are v6e, v7/],
     [["up", "--json", "--nodes", "two"], "up", "usage", /--nodes takes a whole number, got 'two'/],
@@ -170,7 +180,7 @@ describe("exit codes and messages for people", () => {
     expect(res.code).toBe(2);
     expect(res.stdout).toBe("");
     expect(res.stderr).toContain("tpu-deploy up: invalid configuration (2 problems):");
-    expect(res.stderr).toContain("  tpu.nodes: v6e-32 has 8 hosts per slice");
+    expect(res.stderr).toContain("  tpu.nodes: v6e-32 is one slice of 8 hosts, so --nodes must be 8 (got 6)");
     expect(res.stderr).toContain("  --name: 'Nope' is not a valid name");
     expect(res.stderr).not.toMatch(/\n\s+at /);
   });
@@ -207,7 +217,10 @@ describe("exit codes and messages for people", () => {
     [["up", "--dry-run", "--nodes", "0"], 2],
     [["up", "--dry-run", "--tpu", "v7", "--nodes", "3"], 2],
     [["up", "--dry-run", "--accelerator", "v5e-8"], 2],
-    [["up", "--dry-run", "--tp-size", "4", "--nodes", "2"], 2],
+    [["up", "--dry-run", "--tp-size", "8", "--nodes", "2"], 2],
+    [["up", "--dry-run", "--tp-size", "4", "--nodes", "2"], 0],
+    [["up", "--dry-run", "--nodes", "4", "--replicas", "2"], 0],
+    [["up", "--dry-run", "--accelerator", "v6e-4", "--nodes", "3"], 0],
     [["up", "--dry-run", "--server-arg=--model=x"], 2],
     [["up", "--dry-run", "--server-arg", "--tensor-parallel-size=8"], 2],
     [["up", "--dry-run", "--port", "30000.5"], 2],

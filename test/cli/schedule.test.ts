@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { checkCron, cronFromEvery, onCalendarFromCron } from "../../src/core/schedule.js";
 import { StateStore } from "../../src/adapters/state-store.js";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
-import { resolveConfig } from "../../src/core/config.js";
+import { resolveConfig, specOf } from "../../src/core/config.js";
 import { newState } from "../../src/core/state.js";
 import { type CliResult, makeTempDir, runCli } from "../helpers/run-cli.js";
 
@@ -107,7 +107,7 @@ function setup(opts: { secrets?: boolean } = {}): Env {
   };
   const r = resolveConfig([{ label: "flags", keyName: flagName, data: flagsToConfig(flags) }], env);
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  new StateStore(env).write(newState(r.config));
+  new StateStore(env).write(newState(r.config, specOf(r.config)));
   return { dir, home, tpdHome, xdg, fake, env, secretsFile };
 }
 
@@ -399,9 +399,10 @@ describe("schedule refuses what would break out of a crontab line or a unit file
   });
 
   it("a secretsFile with a newline adds no line: the path is not written anywhere", async () => {
-    const state = JSON.parse(readFileSync(join(t.tpdHome, "deployments", "spotty", "state.json"), "utf8"));
-    state.config.server.secretsFile = `${t.secretsFile}\n* * * * * touch ${join(t.dir, "PWNED")} #`;
-    new StateStore(t.env).write(state);
+    const file = join(t.tpdHome, "deployments", "spotty", "state.json");
+    const state = JSON.parse(readFileSync(file, "utf8"));
+    state.spec.server.secretsFile = `${t.secretsFile}\n* * * * * touch ${join(t.dir, "PWNED")} #`;
+    writeFileSync(file, JSON.stringify(state));
     expect((await cli(["schedule", "spotty", "--every", "5m", "--install", "cron"])).code).toBe(0);
     expect((crontab() ?? "").trimEnd().split("\n")).toHaveLength(2);
     const units = await cli(["schedule", "spotty", "--every", "5m", "--systemd"]);

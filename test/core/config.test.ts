@@ -69,8 +69,8 @@ describe("the issue's example file", () => {
       runtimeVersion: "v2-alpha-tpuv6e",
       maxRunHours: 48,
     });
-    expect({ slices: c.topology.slices, hosts: c.topology.hosts, numNodes: c.topology.sky.numNodes }).toEqual({
-      slices: 1,
+    expect({ replicas: c.replicas, hosts: c.topology.hosts, numNodes: c.topology.sky.numNodes }).toEqual({
+      replicas: 1,
       hosts: 8,
       numNodes: 1,
     });
@@ -205,6 +205,8 @@ describe("every key of the file", () => {
   // [path, value, what the resolved config shows]
   const cases: [string, unknown, (c: Config) => unknown, unknown][] = [
     ["name", "my-svc", (c) => c.name, "my-svc"],
+    ["replicas", 3, (c) => [c.replicas, c.topology.hosts, c.name], [3, 1, "sgl-v6e-1x3"]],
+    ["tpu.topology", "2x2x2", (c) => [c.tpu.generation, c.tpu.accelerator, c.tpu.nodes], ["v7", "tpu7x-16", 2]],
     ["tpu.generation", "v7", (c) => [c.tpu.generation, c.tpu.accelerator, c.tpu.zones], ["v7", "tpu7x-8", ["us-central1-c"]]],
     ["tpu.accelerator", "v6e-16", (c) => [c.tpu.accelerator, c.tpu.nodes], ["v6e-16", 4]],
     ["tpu.nodes", 16, (c) => [c.tpu.accelerator, c.tpu.nodes, c.server.tpSize], ["v6e-64", 16, 64]],
@@ -301,7 +303,7 @@ describe("bad types", () => {
 
 describe("unknown keys", () => {
   it.each([
-    [{ replicas: 2 }, "replicas"],
+    [{ replica: 2 }, "replica"],
     [{ tpu: { zone: "us-east5-a" } }, "tpu.zone"],
     [{ tpu: { nodes: 2, chips: 8 } }, "tpu.chips"],
     [{ model: { name: "x" } }, "model.name"],
@@ -433,12 +435,12 @@ describe("flags override file keys one by one", () => {
   });
 
   it.each([
-    ["--nodes", { nodes: 16 }, { accelerator: "v6e-64", nodes: 16, slices: 1 }],
-    ["--accelerator", { accelerator: "v6e-32", nodes: undefined }, { accelerator: "v6e-32", nodes: 8, slices: 1 }],
-    ["--nodes 2", { nodes: 2 }, { accelerator: "v6e-4", nodes: 2, slices: 2 }],
+    ["--nodes", { nodes: 16 }, { accelerator: "v6e-64", nodes: 16, replicas: 1 }],
+    ["--accelerator", { accelerator: "v6e-32", nodes: undefined }, { accelerator: "v6e-32", nodes: 8, replicas: 1 }],
+    ["--nodes 2", { nodes: 2 }, { accelerator: "v6e-4", nodes: 1, replicas: 2 }],
   ])("%s reshapes the slice but keeps the other file keys", (_flag, f, want) => {
     const c = resolveOk([file(base), flags(f)]);
-    expect({ accelerator: c.tpu.accelerator, nodes: c.tpu.nodes, slices: c.topology.slices }).toEqual(want);
+    expect({ accelerator: c.tpu.accelerator, nodes: c.tpu.nodes, replicas: c.replicas }).toEqual(want);
     expect(c.name).toBe("from-file");
     expect(c.tpu.zones).toEqual(["us-east5-a", "us-east5-b"]);
     expect(c.server.port).toBe(31000);
@@ -496,9 +498,11 @@ describe("contradictions between sources", () => {
     expect(issues).toEqual([{ path: "tpu.accelerator", message: expect.stringMatching(/not a v6e or TPU7x slice type.*v6e-8/) }]);
   });
 
-  it("SkyPilot's spelling tpu-v6e-32 and the v7-16 shorthand are understood", () => {
+  it("SkyPilot's spelling tpu-v6e-32 and tpu7x-16 are understood; v7-16 has two readings and is refused", () => {
     expect(resolveOk([flags({ accelerator: "tpu-v6e-32" })]).tpu.accelerator).toBe("v6e-32");
-    expect(resolveOk([flags({ accelerator: "v7-16" })]).tpu).toMatchObject({ generation: "v7", accelerator: "tpu7x-16", nodes: 2 });
+    expect(resolveOk([flags({ accelerator: "tpu7x-16" })]).tpu).toMatchObject({ generation: "v7", accelerator: "tpu7x-16", nodes: 2 });
+    const { issues } = resolveBad([flags({ accelerator: "v7-16" })]);
+    expect(issues).toEqual([{ path: "tpu.accelerator", message: expect.stringMatching(/ambiguous.*tpu7x-32.*tpu7x-16.*--topology/) }]);
   });
 });
 
@@ -880,7 +884,7 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
     [{ sglang: { dir: "~/../etc" } }, "$.sglang.dir: does not match"],
     [{ relaunch: { maxAttempts: 0 } }, "$.relaunch.maxAttempts: too small"],
     [{ relaunch: { webhook: "ftp://example.com/x" } }, "$.relaunch.webhook: does not match"],
-    [{ replicas: 2 }, "$: unknown property replicas"],
+    [{ replica: 2 }, "$: unknown property replica"],
   ])("rejects what zod rejects: %j", (doc, error) => {
     expect(validate(configJsonSchema() as JsonSchema, doc)).toEqual([error]);
     expect(configSchema.safeParse(doc).success).toBe(false);

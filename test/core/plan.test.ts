@@ -4,17 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { flagName, flagsToConfig, type SpecFlags } from "../../src/cli/config-flags.js";
 import { type Config, resolveConfig } from "../../src/core/config.js";
-import {
-  bindRank,
-  commandLine,
-  planDeploy,
-  RANK0_IP,
-  rankSpecs,
-  serverArgv,
-  setupMarker,
-  skyLaunchArgv,
-  venvPython,
-} from "../../src/core/plan.js";
+import { bindRank, commandLine, planDeploy, RANK0_IP, serverArgv, setupMarker, skyLaunchArgv, venvPython } from "../../src/core/plan.js";
 
 const V6E = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v6e.sky.yaml"), "utf8");
 const V7 = readFileSync(join(import.meta.dirname, "..", "..", "templates", "v7.sky.yaml"), "utf8");
@@ -39,65 +29,87 @@ function bashWords(commandLine: string): string[] {
   return out.slice(0, -1).split("\0");
 }
 
-describe("rank specs: rank = slice offset + TPU worker number", () => {
+describe("ranks and replicas: rank = TPU worker number within one replica's slice", () => {
+  const ranksOf = (flags: SpecFlags) => plan(config(flags)).replicas.map((r) => r.ranks.map((k) => [k.rank, k.workerId]));
   it.each([
-    { flags: {}, want: [[0, 0, 0]] },
-    {
-      flags: { nodes: 2 },
-      want: [
-        [0, 0, 0],
-        [1, 1, 0],
-      ],
-    },
-    {
-      flags: { nodes: 3 },
-      want: [
-        [0, 0, 0],
-        [1, 1, 0],
-        [2, 2, 0],
-      ],
-    },
+    { flags: {}, want: [[[0, 0]]] },
+    // No 2-host v6e slice: two replicas of one host each, each rank 0 of its own slice.
+    { flags: { nodes: 2 }, want: [[[0, 0]], [[0, 0]]] },
     {
       flags: { nodes: 4 },
       want: [
-        [0, 0, 0],
-        [1, 0, 1],
-        [2, 0, 2],
-        [3, 0, 3],
+        [
+          [0, 0],
+          [1, 1],
+          [2, 2],
+          [3, 3],
+        ],
       ],
     },
     {
-      flags: { accelerator: "v6e-16", nodes: 8 },
+      flags: { nodes: 4, replicas: 2 },
       want: [
-        [0, 0, 0],
-        [1, 0, 1],
-        [2, 0, 2],
-        [3, 0, 3],
-        [4, 1, 0],
-        [5, 1, 1],
-        [6, 1, 2],
-        [7, 1, 3],
+        [
+          [0, 0],
+          [1, 1],
+          [2, 2],
+          [3, 3],
+        ],
+        [
+          [0, 0],
+          [1, 1],
+          [2, 2],
+          [3, 3],
+        ],
       ],
     },
     {
       flags: { tpu: "v7", nodes: 4 },
       want: [
-        [0, 0, 0],
-        [1, 0, 1],
-        [2, 0, 2],
-        [3, 0, 3],
+        [
+          [0, 0],
+          [1, 1],
+          [2, 2],
+          [3, 3],
+        ],
       ],
     },
-  ] as { flags: SpecFlags; want: number[][] }[])("$flags → [rank, slice, worker] $want", ({ flags, want }) => {
-    expect(rankSpecs(config(flags)).map((s) => [s.rank, s.slice, s.workerId])).toEqual(want);
+  ] as { flags: SpecFlags; want: number[][][] }[])("$flags → per replica [rank, worker] $want", ({ flags, want }) => {
+    expect(ranksOf(flags)).toEqual(want);
   });
 
-  it("2 × v6e-32: the second slice's workers are ranks 8..15", () => {
-    const specs = rankSpecs(config({ accelerator: "v6e-32", nodes: 16 }));
-    expect(specs).toHaveLength(16);
-    expect(specs.slice(8).map((s) => s.rank)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
-    expect(specs.slice(8).every((s) => s.slice === 1)).toBe(true);
-    expect(specs.map((s) => s.rank)).toEqual([...specs.keys()]);
+  it("every replica is its own SkyPilot cluster: the name for replica 0, -r<R> after; labels name the replica", () => {
+    const p = plan(config({ name: "svc", nodes: 4, replicas: 3 }));
+    expect(p.replicas.map((r) => r.cluster)).toEqual(["svc", "svc-r1", "svc-r2"]);
+    for (const r of p.replicas) {
+      for (const l of r.launches) {
+        expect(l.skyArgv[l.skyArgv.indexOf("-c") + 1]).toBe(r.cluster);
+        expect((l.task.resources as { labels: Record<string, string> }).labels).toMatchObject({
+          "tpu-deploy": "svc",
+          "tpu-deploy-replica": String(r.replica),
+        });
+        expect(l.task.num_nodes).toBe(1);
+      }
+      // --nnodes and --tp-size are the slice's, never the sum over replicas.
+      const argv = r.ranks[0]?.argv ?? [];
+      expect(argv[argv.indexOf("--nnodes") + 1]).toBe("4");
+      expect(argv[argv.indexOf("--tp-size") + 1]).toBe("16");
+    }
+  });
+
+  it("spot replicas start in different zones, so one preemption wave does not take them all", () => {
+    const zones = ["us-east5-a", "us-east5-b", "us-central1-b"];
+    const spot = plan(config({ nodes: 2, spot: true, zone: zones }));
+    expect(spot.replicas.map((r) => r.launches.map((l) => l.zone))).toEqual([
+      ["us-east5-a", "us-east5-b", "us-central1-b"],
+      ["us-east5-b", "us-central1-b", "us-east5-a"],
+    ]);
+    const onDemand = plan(config({ nodes: 2, zone: zones }));
+    expect(onDemand.replicas.map((r) => r.launches[0]?.zone)).toEqual(["us-east5-a", "us-east5-a"]);
+  });
+
+  it("the layout sentence travels with the plan", () => {
+    expect(plan(config({ nodes: 2 })).layout).toMatch(/^2 replicas, each one v6e-4: 1 host, 4 chips, 128 GB HBM/);
   });
 });
 
@@ -166,7 +178,8 @@ describe("the server command", () => {
   });
 
   it.each([
-    [{ nodes: 2 }, true],
+    [{ nodes: 2 }, false], // two replicas of one host each
+    [{ nodes: 4 }, true],
     [{ nodes: 1 }, false],
     [{ accelerator: "v6e-16" }, true],
     [{ tpu: "v7", nodes: 1 }, false],
@@ -197,32 +210,49 @@ describe("the server command", () => {
 });
 
 describe("the deploy plan", () => {
-  it("2 × v6e-4: two ranks with placeholders, one dist-init address on rank 0's distPort", () => {
-    const p = plan(config({ nodes: 2, distPort: 12000 }));
+  it("v6e-16: four ranks with placeholders, one dist-init address on rank 0's distPort", () => {
+    const p = plan(config({ nodes: 4, distPort: 12000 }));
     const r = p.replicas[0];
     if (!r) throw new Error("no replica");
     expect(p.replicas).toHaveLength(1);
     expect(r.distInitAddr).toBe(`${RANK0_IP}:12000`);
     expect(r.portCheck).toEqual([12000, 12005, 12006]);
     expect(r.ranks.map((k) => [k.rank, k.host])).toEqual([
-      [0, "slice 0 worker 0"],
-      [1, "slice 1 worker 0"],
+      [0, "TPU worker 0"],
+      [1, "TPU worker 1"],
+      [2, "TPU worker 2"],
+      [3, "TPU worker 3"],
     ]);
     for (const k of r.ranks) {
       expect(k.argv[k.argv.indexOf("--node-rank") + 1]).toBe(String(k.rank));
       expect(k.argv[k.argv.indexOf("--dist-init-addr") + 1]).toBe(`${RANK0_IP}:12000`);
-      expect(k.argv[k.argv.indexOf("--tp-size") + 1]).toBe("8");
+      expect(k.argv[k.argv.indexOf("--tp-size") + 1]).toBe("16");
       // What the host runs: the same argv with rank 0's address filled in, nothing else changed.
       const bound = bindRank(k, "10.1.0.7");
       expect(bound[bound.indexOf("--dist-init-addr") + 1]).toBe("10.1.0.7:12000");
       expect(bound.filter((a, i) => a !== k.argv[i])).toEqual(["10.1.0.7:12000"]);
     }
-    expect(p.warnings).toHaveLength(1);
-    expect(r.launches[0]?.taskYaml).toContain("num_nodes: 2");
+    expect(r.launches[0]?.taskYaml).toContain("num_nodes: 1");
+    expect(r.launches[0]?.taskYaml).toContain("accelerators: tpu-v6e-16");
     expect(r.prerequisites).toEqual({
       python: "~/sglang-jax/.venv/bin/python",
       marker: "~/sglang-jax/.venv/.tpu-deploy-installed-cddbf6f1",
     });
+  });
+
+  it("--nodes 2 on v6e: two replicas of one v6e-4 host, each its own cluster, --nnodes 1 --tp-size 4, no rendezvous", () => {
+    const p = plan(config({ nodes: 2 }));
+    expect(p.layout).toMatch(/^2 replicas, each one v6e-4/);
+    expect(p.replicas.map((r) => r.cluster)).toEqual(["sgl-v6e-2", "sgl-v6e-2-r1"]);
+    for (const r of p.replicas) {
+      expect(r.distInitAddr).toBe("");
+      expect(r.ranks).toHaveLength(1);
+      const argv = r.ranks[0]?.argv ?? [];
+      expect(argv[argv.indexOf("--nnodes") + 1]).toBe("1");
+      expect(argv[argv.indexOf("--tp-size") + 1]).toBe("4");
+      expect(argv).not.toContain("--dist-init-addr");
+      expect(r.launches[0]?.taskYaml).toContain("num_nodes: 1");
+    }
   });
 
   it("one host: no rendezvous address and no port check", () => {
@@ -314,7 +344,7 @@ describe("the sky launch argv", () => {
     {},
     { nodes: 2 },
     { nodes: 8, spot: true },
-    { accelerator: "v6e-32", nodes: 16, spot: true, secret: ["HF_TOKEN"] },
+    { accelerator: "v6e-32", nodes: 8, replicas: 2, spot: true, secret: ["HF_TOKEN"] },
     { tpu: "v7", nodes: 4 },
     { env: ["A=--down", "B=-i"], secret: ["DOWN"] },
   ] as SpecFlags[])("never autostops or tears down: %j", (flags) => {

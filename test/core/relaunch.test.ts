@@ -36,6 +36,7 @@ interface World {
   hosts?: number;
   startedAt?: string;
   nodes?: string[] | "unavailable";
+  healthConfirmed?: Evidence["healthConfirmed"];
   sky?: SkyView;
   skyRefreshed?: SkyView;
   health?: Evidence["health"];
@@ -64,7 +65,10 @@ function run(w: World): { probes: Probe[]; verdict: VerdictKind } {
     switch (d.probe) {
       case "tpu-nodes": {
         const n = answer(w.nodes, "tpu-nodes");
-        ev.tpuNodes = n === "unavailable" ? n : n.map((state, j) => ({ name: `projects/p/locations/z/nodes/n${j}`, state }));
+        ev.tpuNodes =
+          n === "unavailable"
+            ? { unavailable: "UNAVAILABLE: connect ECONNREFUSED" }
+            : n.map((state, j) => ({ name: `projects/p/locations/z/nodes/n${j}`, state }));
         break;
       }
       case "sky-status":
@@ -79,6 +83,9 @@ function run(w: World): { probes: Probe[]; verdict: VerdictKind } {
       case "processes":
         ev.processes = answer(w.processes, "processes");
         break;
+      case "health-confirm":
+        ev.healthConfirmed = answer(w.healthConfirmed, "health-confirm");
+        break;
     }
   }
   throw new Error("decide() never reached a verdict");
@@ -86,6 +93,8 @@ function run(w: World): { probes: Probe[]; verdict: VerdictKind } {
 
 const UP = { status: "UP" };
 const INIT = { status: "INIT" };
+
+const RUNNING = ["running", "running", "running", "running"] as ProcessState[];
 
 describe("decide: evidence in order, stopping at the first conclusive answer", () => {
   it.each<{ what: string; world: World; probes: Probe[]; verdict: VerdictKind }>([
@@ -97,27 +106,40 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       verdict: "healthy",
     },
     {
-      what: "v6e two slices healthy",
-      world: { nodes: ["READY", "READY"], health: "ok" },
-      probes: ["tpu-nodes", "health"],
-      verdict: "healthy",
-    },
-    {
       what: "v7 healthy: sky status then one probe",
       world: { apiServes: false, spot: false, sky: UP, health: "ok" },
       probes: ["sky-status", "health"],
       verdict: "healthy",
     },
+    // Fail safe: what cannot be read is acted on never.
+    { what: "TPU API cannot be read: hold", world: { nodes: "unavailable" }, probes: ["tpu-nodes"], verdict: "unknown" },
     {
-      what: "API down: sky status instead",
-      world: { nodes: "unavailable", sky: UP, health: "ok" },
-      probes: ["tpu-nodes", "sky-status", "health"],
-      verdict: "healthy",
+      what: "v7, sky status cannot be read: hold",
+      world: { apiServes: false, sky: { unavailable: "sky status exited 1" } },
+      probes: ["sky-status"],
+      verdict: "unknown",
+    },
+    {
+      what: "no TPU node, sky status -r cannot be read: hold",
+      world: { nodes: [], skyRefreshed: { unavailable: "timed out" } },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "unknown",
+    },
+    {
+      what: "no TPU node but SkyPilot says UP: the two disagree, hold",
+      world: { nodes: [], skyRefreshed: UP },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "unknown",
     },
     // Preemption is conclusive from the API alone: no SSH to dead hosts.
     { what: "node PREEMPTED", world: { nodes: ["PREEMPTED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
     { what: "node TERMINATED (24 h limit)", world: { nodes: ["TERMINATED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
-    { what: "one of two slices PREEMPTED", world: { nodes: ["READY", "PREEMPTED"] }, probes: ["tpu-nodes"], verdict: "preempted" },
+    {
+      what: "legacy layout, one of two slices PREEMPTED",
+      world: { nodes: ["READY", "PREEMPTED"] },
+      probes: ["tpu-nodes"],
+      verdict: "preempted",
+    },
     {
       what: "node missing, cluster gone after refresh",
       world: { nodes: [], skyRefreshed: "missing" },
@@ -136,68 +158,71 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       probes: ["sky-status"],
       verdict: "gone",
     },
+    // The cloud is working on it, or in a state that is not a preemption.
+    { what: "node CREATING: wait", world: { nodes: ["CREATING"] }, probes: ["tpu-nodes"], verdict: "starting" },
+    { what: "node REPAIRING: wait", world: { nodes: ["REPAIRING"] }, probes: ["tpu-nodes"], verdict: "starting" },
+    { what: "node STOPPED: not a preemption, hold", world: { nodes: ["STOPPED"] }, probes: ["tpu-nodes"], verdict: "unknown" },
+    { what: "node DELETING: hold", world: { nodes: ["DELETING"] }, probes: ["tpu-nodes"], verdict: "unknown" },
     {
-      what: "node CREATING, cluster INIT: abnormal",
-      world: { nodes: ["CREATING"], skyRefreshed: INIT },
-      probes: ["tpu-nodes", "sky-refresh"],
-      verdict: "abnormal",
-    },
-    {
-      what: "v7 INIT in sky status: refreshed INIT",
+      what: "v7 INIT, refreshed INIT: a lost host or a network blip, hold",
       world: { apiServes: false, spot: false, sky: INIT, skyRefreshed: INIT },
       probes: ["sky-status", "sky-refresh"],
-      verdict: "abnormal",
+      verdict: "unknown",
+    },
+    {
+      what: "v7 INIT, refreshed UP: on to the servers",
+      world: { apiServes: false, sky: INIT, skyRefreshed: UP, health: "ok" },
+      probes: ["sky-status", "sky-refresh", "health"],
+      verdict: "healthy",
+    },
+    {
+      what: "v7 gone after a refresh (spot): preempted",
+      world: { apiServes: false, sky: INIT, skyRefreshed: "missing" },
+      probes: ["sky-status", "sky-refresh"],
+      verdict: "preempted",
     },
     // Hosts fine, servers not.
     {
       what: "rank 2 dead",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["running", "running", "dead", "running"] },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      world: { nodes: ["READY"], health: "unreachable", processes: ["running", "running", "dead", "running"] },
+      probes: ["tpu-nodes", "health", "processes"],
       verdict: "servers-down",
     },
     {
       what: "every rank dead",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["dead", "dead", "dead", "dead"] },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      world: { nodes: ["READY"], health: "no-listener", processes: ["dead", "dead", "dead", "dead"] },
+      probes: ["tpu-nodes", "health", "processes"],
       verdict: "servers-down",
     },
     {
-      what: "wedged: all running, /health_generate 503, long after the start",
-      world: {
-        nodes: ["READY"],
-        health: "failing",
-        skyRefreshed: UP,
-        processes: ["running", "running", "running", "running"],
-        phase: "serving",
-        startedAt: ago(3 * 60 * MIN),
-      },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      what: "wedged: all running, /health_generate fails for a minute, long after the start",
+      world: { nodes: ["READY"], health: "failing", processes: RUNNING, startedAt: ago(3 * 60 * MIN), healthConfirmed: "failing" },
+      probes: ["tpu-nodes", "health", "processes", "health-confirm"],
       verdict: "servers-down",
+    },
+    {
+      what: "one failed probe of a busy server: confirmed healthy, no restart",
+      world: { nodes: ["READY"], health: "failing", processes: RUNNING, startedAt: ago(3 * 60 * MIN), healthConfirmed: "ok" },
+      probes: ["tpu-nodes", "health", "processes", "health-confirm"],
+      verdict: "healthy",
     },
     {
       what: "still coming up: phase starting, all running, inside readyTimeout",
-      world: {
-        nodes: ["READY"],
-        health: "unreachable",
-        skyRefreshed: UP,
-        processes: ["running", "running", "running", "running"],
-        phase: "starting",
-        startedAt: ago(10 * MIN),
-      },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      world: { nodes: ["READY"], health: "unreachable", processes: RUNNING, phase: "starting", startedAt: ago(10 * MIN) },
+      probes: ["tpu-nodes", "health", "processes"],
       verdict: "starting",
     },
     {
-      what: "phase starting but past readyTimeout: restart",
+      what: "phase starting but past readyTimeout: restart once confirmed",
       world: {
         nodes: ["READY"],
         health: "unreachable",
-        skyRefreshed: UP,
-        processes: ["running", "running", "running", "running"],
+        processes: RUNNING,
         phase: "starting",
         startedAt: ago(50 * MIN),
+        healthConfirmed: "failing",
       },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      probes: ["tpu-nodes", "health", "processes", "health-confirm"],
       verdict: "servers-down",
     },
     {
@@ -205,18 +230,17 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       world: {
         nodes: ["READY"],
         health: "unreachable",
-        skyRefreshed: UP,
         processes: ["running", "dead", "running", "running"],
         phase: "starting",
-        startedAt: ago(1 * MIN),
+        startedAt: ago(MIN),
       },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
+      probes: ["tpu-nodes", "health", "processes"],
       verdict: "servers-down",
     },
     {
-      what: "no hosts recorded (an up died before starting servers), cluster UP",
-      world: { hosts: 0, phase: "launching", nodes: ["READY"], skyRefreshed: UP },
-      probes: ["tpu-nodes", "sky-refresh"],
+      what: "no hosts recorded (an up died before starting servers), node READY",
+      world: { hosts: 0, phase: "launching", nodes: ["READY"] },
+      probes: ["tpu-nodes"],
       verdict: "servers-down",
     },
     {
@@ -226,18 +250,40 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       verdict: "preempted",
     },
     {
-      what: "SSH to a rank fails while the cluster is UP: restart (bounded by maxAttempts)",
-      world: { nodes: ["READY"], health: "unreachable", skyRefreshed: UP, processes: ["running", "unreachable", "running", "running"] },
-      probes: ["tpu-nodes", "health", "sky-refresh", "processes"],
-      verdict: "servers-down",
+      what: "SSH to a rank fails while the node is READY: a network problem, hold (never relaunch a READY slice)",
+      world: { nodes: ["READY"], health: "unreachable", processes: ["running", "unreachable", "running", "running"] },
+      probes: ["tpu-nodes", "health", "processes"],
+      verdict: "unknown",
     },
   ])("$what", ({ world, probes, verdict }) => {
     expect(run(world)).toEqual({ probes, verdict });
   });
 
   it("never asks for a probe twice", () => {
-    const r = run({ nodes: ["READY"], health: "failing", skyRefreshed: UP, processes: ["running"], hosts: 1 });
+    const r = run({
+      nodes: ["READY"],
+      health: "failing",
+      processes: ["running"],
+      hosts: 1,
+      startedAt: ago(99 * MIN),
+      healthConfirmed: "failing",
+    });
     expect(new Set(r.probes).size).toBe(r.probes.length);
+  });
+
+  it("a READY node is never relaunched, whatever the other probes say", () => {
+    const worlds: World[] = (["ok", "failing", "no-listener", "unreachable"] as const).flatMap((health) =>
+      (["running", "dead", "unreachable", "not started"] as const).flatMap((p) =>
+        (["ok", "failing"] as const).map((healthConfirmed) => ({
+          nodes: ["READY"],
+          health,
+          processes: [p, "running"],
+          hosts: 2,
+          healthConfirmed,
+        })),
+      ),
+    );
+    for (const w of worlds) expect(actionFor(run(w).verdict)).not.toBe("relaunch");
   });
 });
 
@@ -248,7 +294,7 @@ describe("actionFor", () => {
     ["servers-down", "restart"],
     ["preempted", "relaunch"],
     ["gone", "relaunch"],
-    ["abnormal", "relaunch"],
+    ["unknown", "hold"],
   ])("%s → %s", (v, a) => {
     expect(actionFor(v)).toBe(a);
   });

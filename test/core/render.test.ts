@@ -54,7 +54,7 @@ describe("representative tasks", () => {
       accelerators: "tpu-v6e-8",
       accelerator_args: { tpu_vm: true, runtime_version: "v2-alpha-tpuv6e" },
       use_spot: false,
-      labels: { "tpu-deploy": "sgl-v6e-1", "managed-by": "tpu-deploy" },
+      labels: { "tpu-deploy": "sgl-v6e-1", "tpu-deploy-replica": "0", "managed-by": "tpu-deploy" },
     });
     // Null placeholders drop their key: no ports, no secrets.
     expect(Object.keys(task)).toEqual(["name", "num_nodes", "resources", "envs", "setup", "run"]);
@@ -71,13 +71,19 @@ describe("representative tasks", () => {
     await expect(r.yaml).toMatchFileSnapshot("../__snapshots__/render/v6e-8.sky.yaml");
   });
 
-  it("2 × v6e-4: two separate slices, SkyPilot num_nodes 2", async () => {
-    const r = render(config({ nodes: 2 }));
+  it("--nodes 2 on v6e: one single-host v6e-4 per replica, SkyPilot num_nodes 1, the replica in its labels", async () => {
+    const c = config({ nodes: 2 });
+    const r = render(c);
     const task = r.task as Task;
     expect(task.name).toBe("sgl-v6e-2");
-    expect(task.num_nodes).toBe(2);
+    expect(task.num_nodes).toBe(1);
     expect(task.resources.accelerators).toBe("tpu-v6e-4");
     await expect(r.yaml).toMatchFileSnapshot("../__snapshots__/render/2x-v6e-4.sky.yaml");
+    const second = renderTask(c, { text: V6E, name: "templates/v6e.sky.yaml" }, "us-east5-b", undefined, 1);
+    expect(second.ok && (second.task as Task).resources).toMatchObject({
+      infra: "gcp/us-east5/us-east5-b",
+      labels: { "tpu-deploy": "sgl-v6e-2", "tpu-deploy-replica": "1" },
+    });
   });
 
   it("v6e-32 on spot, with secrets and a public port", async () => {
@@ -100,7 +106,7 @@ describe("representative tasks", () => {
       accelerators: "tpu-v6e-32",
       use_spot: true,
       ports: [30000],
-      labels: { "tpu-deploy": "llama-serve", "managed-by": "tpu-deploy" },
+      labels: { "tpu-deploy": "llama-serve", "tpu-deploy-replica": "0", "managed-by": "tpu-deploy" },
     });
     // No secrets at all: SkyPilot would write their values into the job driver file on the head.
     expect(task).not.toHaveProperty("secrets");
@@ -119,7 +125,7 @@ describe("representative tasks", () => {
       infra: "gcp/us-central1/us-central1-c",
       instance_type: "tpu7x-standard-4t",
       use_spot: false,
-      labels: { "tpu-deploy": "sgl-v7-2", "managed-by": "tpu-deploy" },
+      labels: { "tpu-deploy": "sgl-v7-2", "tpu-deploy-replica": "0", "managed-by": "tpu-deploy" },
     });
     expect(task.config).toEqual({
       gcp: { managed_instance_group: { run_duration: 86_400, provision_timeout: 900 }, placement_policy: "compact" },

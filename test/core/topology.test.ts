@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type ConfigSource, resolveConfig } from "../../src/core/config.js";
 import {
+  ambiguousV7,
   generationOf,
   normaliseAccelerator,
   planTopology,
@@ -26,94 +27,108 @@ function refuse(req: TopologyRequest): { path: string; message: string } {
   return issue;
 }
 
-/** What a user cares about: the slice, how many of them, hosts (--nnodes), --tp-size and what SkyPilot is asked for. */
+/** What a user cares about: the slice, how many copies, hosts (--nnodes), --tp-size and what SkyPilot is asked for. */
 function summary(t: Topology) {
   return {
     accelerator: t.slice.accelerator,
     topology: t.slice.topology,
-    slices: t.slices,
+    replicas: t.replicas,
     hosts: t.hosts,
     tpSize: t.tpSize,
     sky: t.sky,
-    warned: t.warnings.length > 0,
   };
 }
 
-describe("v6e: --nodes alone", () => {
-  const v6e = (accelerator: string, topology: string, slices: number, hosts: number, tpSize: number, warned = false) => ({
+describe("v6e: --nodes alone is the hosts of one slice", () => {
+  const v6e = (accelerator: string, topology: string, replicas: number, hosts: number, tpSize: number) => ({
     accelerator,
     topology,
-    slices,
+    replicas,
     hosts,
     tpSize,
-    sky: { accelerators: `tpu-${accelerator}`, instanceType: null, numNodes: slices },
-    warned,
+    // One slice per SkyPilot cluster: num_nodes 1, setup and run go to every host of it.
+    sky: { accelerators: `tpu-${accelerator}`, instanceType: null, numNodes: 1 },
   });
   it.each([
     { nodes: undefined, want: v6e("v6e-8", "2x4", 1, 1, 8) },
     { nodes: 1, want: v6e("v6e-8", "2x4", 1, 1, 8) },
-    // One multi-host slice of 4 × nodes chips; SkyPilot num_nodes 1 (setup and run go to every host).
     { nodes: 4, want: v6e("v6e-16", "4x4", 1, 4, 16) },
     { nodes: 8, want: v6e("v6e-32", "4x8", 1, 8, 32) },
     { nodes: 16, want: v6e("v6e-64", "8x8", 1, 16, 64) },
     { nodes: 32, want: v6e("v6e-128", "8x16", 1, 32, 128) },
     { nodes: 64, want: v6e("v6e-256", "16x16", 1, 64, 256) },
-    // Any other count: that many separate single-host v6e-4 slices, joined over the data-centre network.
-    { nodes: 2, want: v6e("v6e-4", "2x2", 2, 2, 8, true) },
-    { nodes: 3, want: v6e("v6e-4", "2x2", 3, 3, 12, true) },
-    { nodes: 5, want: v6e("v6e-4", "2x2", 5, 5, 20, true) },
-    { nodes: 6, want: v6e("v6e-4", "2x2", 6, 6, 24, true) },
-    { nodes: 12, want: v6e("v6e-4", "2x2", 12, 12, 48, true) },
-  ])("--nodes $nodes → $want.slices × $want.accelerator, tp $want.tpSize", ({ nodes, want }) => {
+    // No v6e slice has these many hosts: that many replicas of one v6e-4, never one model across slices.
+    { nodes: 2, want: v6e("v6e-4", "2x2", 2, 1, 4) },
+    { nodes: 3, want: v6e("v6e-4", "2x2", 3, 1, 4) },
+    { nodes: 5, want: v6e("v6e-4", "2x2", 5, 1, 4) },
+    { nodes: 12, want: v6e("v6e-4", "2x2", 12, 1, 4) },
+  ])("--nodes $nodes → $want.replicas × $want.accelerator, --nnodes $want.hosts, tp $want.tpSize", ({ nodes, want }) => {
     expect(summary(plan({ generation: "v6e", nodes }))).toEqual(want);
   });
 
-  it("warns for --nodes 2 that the hosts are separate slices and names the fast alternatives", () => {
+  it("says the --nodes 2 layout in one sentence: replicas, chips and HBM each, chips billed, and the one-slice choices", () => {
     const t = plan({ generation: "v6e", nodes: 2 });
-    expect(t.warnings).toHaveLength(1);
-    expect(t.warnings[0]).toMatch(/2 separate v6e-4 slices/);
-    expect(t.warnings[0]).toMatch(/data-centre network/);
-    expect(t.warnings[0]).toMatch(/--nodes 4, 8, 16, 32 or 64/);
+    expect(t.layout).toBe(
+      "2 replicas, each one v6e-4: 1 host, 4 chips, 128 GB HBM, serving the whole model (8 chips billed in total); " +
+        "no v6e slice has 2 hosts; for one slice use --nodes 4 (one v6e-16) or --tpu v7 --nodes 2 (one 2x2x2 slice)",
+    );
+    expect(t.warnings).toEqual([]);
   });
 
-  it("does not warn for a single multi-host slice", () => {
-    expect(plan({ generation: "v6e", nodes: 8 }).warnings).toEqual([]);
+  it("one slice: the slice, its hosts, chips and HBM", () => {
+    expect(plan({ generation: "v6e", nodes: 8 }).layout).toBe("one v6e-32: 8 hosts, 32 chips, 1 TB HBM");
+  });
+});
+
+describe("v6e: --replicas", () => {
+  it.each([
+    { nodes: 4, replicas: 2, accelerator: "v6e-16", hosts: 4, total: 32 },
+    { nodes: 1, replicas: 3, accelerator: "v6e-8", hosts: 1, total: 24 },
+    { nodes: undefined, replicas: 2, accelerator: "v6e-8", hosts: 1, total: 16 },
+  ])("--nodes $nodes --replicas $replicas → $replicas × $accelerator", ({ nodes, replicas, accelerator, hosts, total }) => {
+    const t = plan({ generation: "v6e", nodes, replicas });
+    expect({ accelerator: t.slice.accelerator, replicas: t.replicas, hosts: t.hosts }).toEqual({ accelerator, replicas, hosts });
+    expect(t.layout).toContain(`${total} chips billed in total`);
+  });
+
+  it("--nodes 2 --replicas 3 cannot be honoured: no 2-host v6e slice, and replicas were asked for", () => {
+    const issue = refuse({ generation: "v6e", nodes: 2, replicas: 3 });
+    expect(issue.path).toBe("tpu.nodes");
+    expect(issue.message).toContain("no v6e slice has 2 hosts");
+    expect(issue.message).toContain("1, 4, 8, 16, 32 or 64");
+    expect(issue.message).toContain("--tpu v7 --nodes 2");
+  });
+
+  it.each([0, 65, 1.5])("--replicas %s is refused", (replicas) => {
+    expect(refuse({ generation: "v6e", nodes: 1, replicas }).path).toBe("replicas");
   });
 });
 
 describe("v6e: --accelerator with --nodes", () => {
   it.each([
-    { accelerator: "v6e-1", nodes: undefined, slices: 1, hosts: 1, tpSize: 1, numNodes: 1 },
-    { accelerator: "v6e-4", nodes: undefined, slices: 1, hosts: 1, tpSize: 4, numNodes: 1 },
-    { accelerator: "v6e-4", nodes: 3, slices: 3, hosts: 3, tpSize: 12, numNodes: 3 },
-    { accelerator: "v6e-8", nodes: 2, slices: 2, hosts: 2, tpSize: 16, numNodes: 2 },
-    { accelerator: "v6e-16", nodes: undefined, slices: 1, hosts: 4, tpSize: 16, numNodes: 1 },
-    { accelerator: "v6e-32", nodes: undefined, slices: 1, hosts: 8, tpSize: 32, numNodes: 1 },
-    { accelerator: "v6e-32", nodes: 8, slices: 1, hosts: 8, tpSize: 32, numNodes: 1 },
-    { accelerator: "v6e-32", nodes: 16, slices: 2, hosts: 16, tpSize: 64, numNodes: 2 },
-    { accelerator: "v6e-256", nodes: undefined, slices: 1, hosts: 64, tpSize: 256, numNodes: 1 },
-  ])(
-    "$accelerator --nodes $nodes → $slices slice(s), $hosts hosts, tp $tpSize",
-    ({ accelerator, nodes, slices, hosts, tpSize, numNodes }) => {
-      const t = plan({ generation: "v6e", accelerator, nodes });
-      expect(t.slice.accelerator).toBe(accelerator);
-      expect({ slices: t.slices, hosts: t.hosts, tpSize: t.tpSize }).toEqual({ slices, hosts, tpSize });
-      expect(t.sky).toEqual({ accelerators: `tpu-${accelerator}`, instanceType: null, numNodes });
-      expect(t.warnings.length > 0).toBe(slices > 1);
-    },
-  );
+    { accelerator: "v6e-1", nodes: undefined, replicas: 1, hosts: 1, tpSize: 1 },
+    { accelerator: "v6e-4", nodes: undefined, replicas: 1, hosts: 1, tpSize: 4 },
+    { accelerator: "v6e-4", nodes: 3, replicas: 3, hosts: 1, tpSize: 4 },
+    { accelerator: "v6e-8", nodes: 2, replicas: 2, hosts: 1, tpSize: 8 },
+    { accelerator: "v6e-16", nodes: undefined, replicas: 1, hosts: 4, tpSize: 16 },
+    { accelerator: "v6e-32", nodes: 8, replicas: 1, hosts: 8, tpSize: 32 },
+    { accelerator: "v6e-256", nodes: undefined, replicas: 1, hosts: 64, tpSize: 256 },
+  ])("$accelerator --nodes $nodes → $replicas × ($hosts hosts, tp $tpSize)", ({ accelerator, nodes, replicas, hosts, tpSize }) => {
+    const t = plan({ generation: "v6e", accelerator, nodes });
+    expect(t.slice.accelerator).toBe(accelerator);
+    expect({ replicas: t.replicas, hosts: t.hosts, tpSize: t.tpSize }).toEqual({ replicas, hosts, tpSize });
+    expect(t.sky).toEqual({ accelerators: `tpu-${accelerator}`, instanceType: null, numNodes: 1 });
+  });
 
   it.each([
-    { accelerator: "v6e-32", nodes: 6, per: 8, multiples: "8, 16, 24" },
-    { accelerator: "v6e-32", nodes: 4, per: 8, multiples: "8, 16, 24" },
-    { accelerator: "v6e-16", nodes: 2, per: 4, multiples: "4, 8, 12" },
-    { accelerator: "v6e-64", nodes: 24, per: 16, multiples: "16, 32, 48" },
-  ])("$accelerator --nodes $nodes is refused: nodes must be a multiple of $per", ({ accelerator, nodes, per, multiples }) => {
+    { accelerator: "v6e-16", nodes: 2, per: 4 },
+    { accelerator: "v6e-32", nodes: 16, per: 8 },
+    { accelerator: "v6e-64", nodes: 24, per: 16 },
+  ])("$accelerator --nodes $nodes is refused: one slice of $per hosts", ({ accelerator, nodes, per }) => {
     const issue = refuse({ generation: "v6e", accelerator, nodes });
     expect(issue.path).toBe("tpu.nodes");
-    expect(issue.message).toContain(`multiple of ${per}`);
-    expect(issue.message).toContain(multiples);
-    expect(issue.message).toContain(`got ${nodes}`);
+    expect(issue.message).toContain(`one slice of ${per} hosts, so --nodes must be ${per} (got ${nodes})`);
+    expect(issue.message).toContain("--replicas");
   });
 
   it.each(["v6e-2", "v6e-3", "v6e-12", "v6e-512", "v6e-", "v6e-x", "v6e-8.0", "tpu7x-8"])(
@@ -122,9 +137,7 @@ describe("v6e: --accelerator with --nodes", () => {
       const issue = refuse({ generation: "v6e", accelerator });
       expect(issue.path).toBe("tpu.accelerator");
       expect(issue.message).toContain(`'${accelerator}'`);
-      for (const valid of ["v6e-1", "v6e-4", "v6e-8", "v6e-16", "v6e-32", "v6e-64", "v6e-128", "v6e-256"]) {
-        expect(issue.message).toContain(valid);
-      }
+      for (const valid of V6E_ACCELERATORS) expect(issue.message).toContain(valid);
     },
   );
 
@@ -149,16 +162,16 @@ describe("v7 (TPU7x)", () => {
     expect(summary(t)).toEqual({
       accelerator,
       topology,
-      slices: 1,
+      replicas: 1,
       hosts: nodes,
       // 4 chips per VM × 2 JAX devices per chip.
       tpSize: 8 * nodes,
       sky: { accelerators: null, instanceType: "tpu7x-standard-4t", numNodes: nodes },
-      warned: false,
     });
     expect(t.slice).toMatchObject({ vmsPerSlice: nodes, chipsPerSlice: 4 * nodes, devicesPerChip: 2 });
-    // The same slice asked for by name plans identically.
+    // The same slice asked for by name, or by topology, plans identically.
     expect(plan({ generation: "v7", accelerator })).toEqual(t);
+    expect(plan({ generation: "v7", topology })).toEqual(t);
   });
 
   it("defaults to one VM (tpu7x-8)", () => {
@@ -177,17 +190,33 @@ describe("v7 (TPU7x)", () => {
     (accelerator) => {
       const issue = refuse({ generation: "v7", accelerator });
       expect(issue.path).toBe("tpu.accelerator");
-      for (const valid of ["tpu7x-8", "tpu7x-16", "tpu7x-32", "tpu7x-64", "tpu7x-128", "tpu7x-256", "tpu7x-512"]) {
-        expect(issue.message).toContain(valid);
-      }
+      for (const valid of V7_ACCELERATORS) expect(issue.message).toContain(valid);
     },
   );
 
-  it("refuses --nodes that disagree with the named slice, and several TPU7x slices", () => {
+  it("refuses --nodes that disagree with the named slice; replicas give more copies", () => {
     expect(plan({ generation: "v7", accelerator: "tpu7x-16", nodes: 2 }).hosts).toBe(2);
     const issue = refuse({ generation: "v7", accelerator: "tpu7x-16", nodes: 4 });
     expect(issue.path).toBe("tpu.nodes");
     expect(issue.message).toMatch(/must be 2 \(got 4\)/);
+    expect(plan({ generation: "v7", nodes: 2, replicas: 3 }).replicas).toBe(3);
+  });
+
+  it("--topology names a TPU7x slice only, and must agree with --accelerator", () => {
+    expect(refuse({ generation: "v7", topology: "3x3x3" }).message).toContain("2x2x1, 2x2x2, 2x2x4");
+    expect(refuse({ generation: "v7", topology: "2x2x2", accelerator: "tpu7x-32" }).message).toContain("2x2x2 is tpu7x-16, not tpu7x-32");
+    expect(refuse({ generation: "v6e", topology: "2x2x2" }).path).toBe("tpu.topology");
+  });
+
+  it.each([
+    ["v7x-16", "read as 16 chips it is tpu7x-32, read as 16 TensorCores it is tpu7x-16"],
+    ["v7-8", "read as 8 chips it is tpu7x-16, read as 8 TensorCores it is tpu7x-8"],
+    ["tpu-v7x-256", "read as 256 chips it is tpu7x-512, read as 256 TensorCores it is tpu7x-256"],
+    ["v7x-512", "read as 512 chips it is no TPU7x slice, read as 512 TensorCores it is tpu7x-512"],
+  ])("v7x-N is ambiguous: %s gives both readings", (raw, readings) => {
+    const message = ambiguousV7(raw);
+    expect(message).toContain(readings);
+    expect(message).toContain("--topology");
   });
 });
 
@@ -212,9 +241,8 @@ describe("accelerator names", () => {
     ["V6E-8", "v6e-8"],
     [" v6e-4 ", "v6e-4"],
     ["tpu7x-16", "tpu7x-16"],
-    ["v7-16", "tpu7x-16"],
-    ["v7x-16", "tpu7x-16"],
-    ["tpu-v7x-16", "tpu7x-16"],
+    // v7x-N is never read one way or the other (ambiguousV7 refuses it).
+    ["v7x-16", "v7x-16"],
     ["TPU7X-8", "tpu7x-8"],
     ["v5e-8", "v5e-8"],
   ])("normaliseAccelerator(%j) = %j", (raw, want) => {
@@ -251,9 +279,9 @@ describe("--tp-size is derived and checked against the slice", () => {
 
   it.each([
     { tpu: { nodes: 1 }, tp: 8 },
-    { tpu: { nodes: 2 }, tp: 8 },
+    { tpu: { nodes: 2 }, tp: 4 },
     { tpu: { nodes: 8 }, tp: 32 },
-    { tpu: { accelerator: "v6e-32", nodes: 16 }, tp: 64 },
+    { tpu: { accelerator: "v6e-32", nodes: 8 }, tp: 32 },
     { tpu: { generation: "v7", nodes: 4 }, tp: 32 },
   ])("$tpu → tp-size $tp, and giving exactly that is accepted", ({ tpu, tp }) => {
     const derived = resolveConfig([flags({ tpu })]);
@@ -263,7 +291,7 @@ describe("--tp-size is derived and checked against the slice", () => {
   });
 
   it.each([
-    { tpu: { nodes: 2 }, given: 4, required: 8 },
+    { tpu: { nodes: 2 }, given: 8, required: 4 },
     { tpu: { nodes: 8 }, given: 8, required: 32 },
     { tpu: { generation: "v7", nodes: 2 }, given: 8, required: 16 },
   ])("$tpu with --tp-size $given is refused, naming $required", ({ tpu, given, required }) => {

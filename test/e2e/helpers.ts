@@ -5,6 +5,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
+import { StateStore } from "../../src/adapters/state-store.js";
+import type { DeploymentState, ReplicaState } from "../../src/core/state.js";
 import { run } from "../../src/main.js";
 import { repoRoot, type Sim, startSim } from "../sim/sim.js";
 
@@ -24,7 +26,12 @@ export interface E2E {
     opts?: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; now?: () => Date; cwd?: string; onStdout?: (text: string) => void },
   ): Promise<CliResult>;
   spawnCli(argv: string[], opts?: { env?: NodeJS.ProcessEnv }): SpawnedCli;
+  /** The raw state file, as written. */
   state(name: string): Record<string, unknown> | undefined;
+  /** The state as the product reads it (config resolved from the stored spec). */
+  deployment(name: string): DeploymentState;
+  /** One replica's state (replica 0 by default). */
+  replica(name: string, replica?: number): ReplicaState & { config: DeploymentState["config"] };
   stop(): Promise<void>;
 }
 
@@ -122,6 +129,17 @@ export async function startE2E(): Promise<E2E> {
     state(name) {
       const p = join(stateHome, "deployments", name, "state.json");
       return existsSync(p) ? (JSON.parse(readFileSync(p, "utf8")) as Record<string, unknown>) : undefined;
+    },
+    deployment(name) {
+      const s = new StateStore(env).read(name);
+      if (!s) throw new Error(`no state for ${name}`);
+      return s;
+    },
+    replica(name, replica = 0) {
+      const s = e2e.deployment(name);
+      const r = s.replicas.find((x) => x.replica === replica);
+      if (!r) throw new Error(`${name} has no replica ${replica}`);
+      return { ...r, config: s.config };
     },
     stop: () => sim.stop(),
   };

@@ -8,8 +8,8 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { flagName, flagsToConfig } from "../../src/cli/config-flags.js";
-import { resolveConfig } from "../../src/core/config.js";
-import { type DeploymentState, newState } from "../../src/core/state.js";
+import { resolveConfig, specOf } from "../../src/core/config.js";
+import { type DeploymentState, newState, serializeState, withReplica } from "../../src/core/state.js";
 import { updateState } from "../sim/state.js";
 import { type CliResult, type E2E, serverInfo, startE2E } from "./helpers.js";
 
@@ -33,10 +33,9 @@ function writeConfig(file: string, body: string): void {
   writeFileSync(join(e.sim.home, file), body);
 }
 
-function state(name: string): DeploymentState {
-  const s = e.state(name);
-  if (!s) throw new Error(`no state for ${name}`);
-  return s as unknown as DeploymentState;
+/** Replica 0 (these deployments have one) with the deployment's config and history. */
+function state(name: string) {
+  return { ...e.replica(name), history: e.deployment(name).history };
 }
 
 async function mark(): Promise<{ sky: number; tpu: number }> {
@@ -491,10 +490,9 @@ describe("relaunch --all", () => {
         e.env,
       );
       if (!r.ok) throw new Error(JSON.stringify(r.issues));
-      return newState(r.config);
+      return newState(r.config, specOf(r.config));
     };
-    const gaveUp = make("all-a", "HF_TOKEN");
-    writeState({ ...gaveUp, relaunch: { ...gaveUp.relaunch, attempts: 3, gaveUp: true } });
+    writeState(withReplica(make("all-a", "HF_TOKEN"), 0, (r) => ({ ...r, relaunch: { ...r.relaunch, attempts: 3, gaveUp: true } })));
     writeState(make("all-b", "NOT_SET_ANYWHERE"));
     const m = await mark();
     const mixed = await e.cli(["relaunch", "--all", "--json"], { env: { HF_TOKEN: "x" } });
@@ -517,13 +515,18 @@ describe("relaunch --all", () => {
 
 /** As if the cluster had served for hours with no churn anywhere: a preemption then keeps the zone order. */
 function servedForHours(name: string): void {
-  const s = state(name);
-  writeState({ ...s, servingSince: new Date(Date.now() - 3 * 60 * MIN).toISOString(), relaunch: { ...s.relaunch, churn: {} } });
+  writeState(
+    withReplica(e.deployment(name), 0, (r) => ({
+      ...r,
+      servingSince: new Date(Date.now() - 3 * 60 * MIN).toISOString(),
+      relaunch: { ...r.relaunch, churn: {} },
+    })),
+  );
 }
 
 function writeState(s: DeploymentState): void {
   mkdirSync(join(e.stateHome, "deployments", s.name), { recursive: true });
-  writeFileSync(join(e.stateHome, "deployments", s.name, "state.json"), `${JSON.stringify(s, null, 2)}\n`);
+  writeFileSync(join(e.stateHome, "deployments", s.name, "state.json"), serializeState(s, new Date()));
 }
 
 function lockHolder(name: string): { pid: number; command: string } | undefined {

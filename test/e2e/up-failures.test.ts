@@ -7,7 +7,6 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { DeploymentState } from "../../src/core/state.js";
 import type { SimHost } from "../sim/state.js";
 import { repoRoot } from "../sim/sim.js";
 import { type CliResult, type E2E, serverInfo, startE2E } from "./helpers.js";
@@ -91,10 +90,9 @@ async function serverProcesses(name: string): Promise<Record<string, string>> {
   return out;
 }
 
-function deployment(name: string): DeploymentState {
-  const s = e.state(name);
-  if (!s) throw new Error(`no state for ${name}`);
-  return s as unknown as DeploymentState;
+/** Replica 0 (these deployments have one) with the deployment's config. */
+function deployment(name: string) {
+  return e.replica(name);
 }
 
 /** `sky status -o json` as the user would run it, through the fake sky on PATH. */

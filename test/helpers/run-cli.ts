@@ -62,10 +62,14 @@ export async function runCli(argv: string[], options: CliOptions = {}): Promise<
 
 /** The plan `up --dry-run --json` prints, as far as these tests read it. */
 export interface PlanDoc {
+  layout: string;
   plan: {
+    layout: string;
     replicas: {
+      replica: number;
+      cluster: string;
       launches: { zone: string; task: Record<string, unknown> & { resources: Record<string, unknown> }; skyArgv: string[] }[];
-      ranks: { rank: number; slice: number; workerId: number; host: string; argv: string[] }[];
+      ranks: { rank: number; workerId: number; host: string; argv: string[] }[];
     }[];
   };
 }

@@ -6,7 +6,7 @@ import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export async function downCommand(
-  opts: OutputFlags & { all?: boolean; yes?: boolean },
+  opts: OutputFlags & { all?: boolean; yes?: boolean; replica?: number },
   args: string[],
   run: RunContext,
 ): Promise<CommandResult> {
@@ -20,12 +20,14 @@ export async function downCommand(
       }
       throw new UsageError("name a deployment, or pass --all", { hint: "tpu-deploy status lists them" });
     }
+    if (opts.replica !== undefined && (opts.all || names.length !== 1)) throw new UsageError("--replica takes exactly one deployment name");
     for (const n of names) checkName(n);
-    await ctx.prompt.confirm(`Tear down ${names.join(", ")}? This deletes the TPU slice(s).`, Boolean(opts.yes));
+    const what = opts.replica === undefined ? names.join(", ") : `replica ${opts.replica} of ${names[0]}`;
+    await ctx.prompt.confirm(`Tear down ${what}? This deletes the TPU slice(s).`, Boolean(opts.yes));
     const results: (DownResult | { name: string; error: string })[] = [];
     for (const name of names) {
       try {
-        const r = await downDeployment(ctx, name);
+        const r = await downDeployment(ctx, name, { replica: opts.replica });
         results.push(r);
         if (!opts.json) run.io.stdout.write(`${r.message}\n`);
       } catch (err) {

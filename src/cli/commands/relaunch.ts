@@ -83,6 +83,17 @@ export function reportJson(r: RelaunchReport): Record<string, unknown> {
     nextAttemptAt: r.nextAttemptAt,
     message: r.message,
     ...(r.error ? { error: r.error } : {}),
+    replicas: r.replicas.map((x) => ({
+      replica: x.replica,
+      cluster: x.cluster,
+      verdict: x.verdict,
+      action: x.action,
+      attempt: x.attempt,
+      zone: x.zone,
+      nextAttemptAt: x.nextAttemptAt,
+      message: x.message,
+      ...(x.error ? { error: x.error } : {}),
+    })),
   };
 }
 
@@ -93,7 +104,12 @@ function failureJson(r: RelaunchReport): Record<string, unknown> {
 }
 
 export function printReport(io: Io, r: RelaunchReport, prefix = ""): void {
-  io.stdout.write(`${prefix}${r.name}: ${r.message}\n`);
+  if (r.replicas.length > 1) {
+    io.stdout.write(`${prefix}${r.name}: ${r.message.split(";")[0]}\n`);
+    for (const x of r.replicas) io.stdout.write(`${prefix}  replica ${x.replica} (${x.cluster}): ${x.message}\n`);
+  } else {
+    io.stdout.write(`${prefix}${r.name}: ${r.message}\n`);
+  }
   if (r.code !== 0 && r.error) {
     if (r.error.message !== r.message && !r.message.includes(r.error.message))
       io.stderr.write(`  ${r.error.message.split("\n").join("\n  ")}\n`);

@@ -1,7 +1,7 @@
-import { appContext } from "../context.js";
 import { requireState } from "../../app/hosts.js";
 import { statusOf } from "../../app/status.js";
 import { formatDuration } from "../../core/duration.js";
+import { appContext } from "../context.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
@@ -15,18 +15,24 @@ export async function statusCommand(opts: OutputFlags, args: string[], run: RunC
       const out = run.io.stdout;
       if (deployments.length === 0) out.write("no deployments (tpu-deploy up creates one)\n");
       for (const d of deployments) {
-        const up = d.uptimeSeconds !== null ? `, up ${formatDuration(d.uptimeSeconds * 1000)}` : "";
-        out.write(
-          `${d.name}: ${d.health}${up} — ${d.accelerator}${d.spot ? " spot" : ""} in ${d.zone ?? "?"}, phase ${d.phase}, cluster ${d.cluster.status ?? "gone"}\n`,
-        );
-        if (d.tpuNodes) for (const n of d.tpuNodes) out.write(`  tpu node ${n.name.split("/").at(-1)}: ${n.state}\n`);
-        for (const h of d.hosts)
-          out.write(`  rank ${String(h.rank).padEnd(3)} ${h.sshHost.padEnd(24)} ${h.internalIp.padEnd(15)} ${h.process}\n`);
+        const many = d.replicas.length > 1;
+        const up = !many && d.uptimeSeconds !== null ? `, up ${formatDuration(d.uptimeSeconds * 1000)}` : "";
+        out.write(`${d.name}: ${d.health}${up} — ${many ? `${d.summary}; ` : ""}${d.layout}${d.spot ? ", spot" : ""}\n`);
+        for (const r of d.replicas) {
+          const since = r.since ? ` since ${r.since}` : "";
+          out.write(
+            `  ${many ? `replica ${r.replica} ` : ""}${r.cluster}: ${r.status}${since} in ${r.zone ?? "?"}, cluster ${r.sky.status ?? "gone"}, phase ${r.phase}\n`,
+          );
+          if (r.legacyLayout) out.write(`    made as ${r.legacyLayout}: tpu-deploy up --recreate replaces it\n`);
+          if (r.tpuNodes) for (const n of r.tpuNodes) out.write(`    tpu node ${n.name.split("/").at(-1)}: ${n.state}\n`);
+          for (const h of r.hosts)
+            out.write(`    rank ${String(h.rank).padEnd(3)} ${h.sshHost.padEnd(24)} ${h.internalIp.padEnd(15)} ${h.process}\n`);
+          if (r.lastError) out.write(`    last error (${r.lastError.code}): ${r.lastError.message.split("\n")[0]}\n`);
+        }
         if (d.preemptions || d.relaunches) out.write(`  preemptions ${d.preemptions}, relaunches ${d.relaunches}\n`);
-        if (d.lastError) out.write(`  last error (${d.lastError.code}): ${d.lastError.message.split("\n")[0]}\n`);
         for (const e of d.history.slice(-5))
           out.write(
-            `  ${e.at}  ${e.event}${e.zone ? ` ${e.zone}` : ""}${e.durationMs ? ` (${formatDuration(e.durationMs)})` : ""}${e.detail ? `: ${e.detail.split("\n")[0]}` : ""}\n`,
+            `  ${e.at}  ${e.event}${e.replica !== undefined && many ? ` replica ${e.replica}` : ""}${e.zone ? ` ${e.zone}` : ""}${e.durationMs ? ` (${formatDuration(e.durationMs)})` : ""}${e.detail ? `: ${e.detail.split("\n")[0]}` : ""}\n`,
           );
       }
     }

@@ -10,7 +10,15 @@ import { loadSpec } from "../load-spec.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export type UpFlags = SpecFlags &
-  OutputFlags & { dryRun?: boolean; timeout?: string; recreate?: boolean; keepOnFailure?: boolean; yes?: boolean };
+  OutputFlags & {
+    dryRun?: boolean;
+    timeout?: string;
+    recreate?: boolean;
+    keepOnFailure?: boolean;
+    downOnInterrupt?: boolean;
+    minReady?: number;
+    yes?: boolean;
+  };
 
 export async function upCommand(opts: UpFlags, _args: string[], run: RunContext): Promise<CommandResult> {
   const config = loadSpec(opts, run.io);
@@ -20,21 +28,27 @@ export async function upCommand(opts: UpFlags, _args: string[], run: RunContext)
   const ctx = appContext(run, opts);
   const plan = planFor(ctx, config);
   for (const w of plan.warnings) ctx.report.warn(w);
+  if (opts.minReady !== undefined && opts.minReady > config.replicas) {
+    throw new UsageError(`--min-ready ${opts.minReady} is more than the ${config.replicas} replica(s) of ${config.name}`);
+  }
   if (opts.dryRun) {
     if (!opts.json) printPlan(run.io, plan);
-    return { code: 0, json: { dryRun: true, plan } };
+    return { code: 0, json: { dryRun: true, layout: plan.layout, plan } };
   }
+  ctx.report.info(`${config.name}: ${plan.layout}`);
   try {
     const summary = await up(ctx, config, plan, {
       timeoutMs,
       timeoutText: opts.timeout,
       recreate: Boolean(opts.recreate),
       keepOnFailure: Boolean(opts.keepOnFailure),
+      downOnInterrupt: Boolean(opts.downOnInterrupt),
+      minReady: opts.minReady,
       yes: Boolean(opts.yes),
     });
     ctx.report.stop();
     if (!opts.json) printSummary(run.io, summary);
-    return { code: 0, json: summary };
+    return { code: 0, json: { ...summary } };
   } finally {
     ctx.report.stop();
   }
@@ -43,19 +57,23 @@ export async function upCommand(opts: UpFlags, _args: string[], run: RunContext)
 /** The dry run for people: the plan `up` would execute, section by section. */
 function printPlan(io: Io, plan: DeployPlan): void {
   const out = io.stdout;
+  const [first] = plan.replicas;
+  const launch = first?.launches[0];
+  if (!first || !launch) return;
+  out.write(`# ${plan.name}: ${plan.layout}\n`);
+  out.write(`# --nnodes ${plan.hosts}, --tp-size ${plan.tpSize}, ${first.spot ? "spot" : "on-demand"}\n`);
+  out.write(`# --- sky.yaml of ${first.cluster} (${plan.template}) ---\n${launch.taskYaml}`);
   for (const r of plan.replicas) {
-    const first = r.launches[0];
-    if (!first) continue;
+    const l = r.launches[0];
+    if (!l) continue;
     out.write(
-      `# ${plan.name}: ${plan.slices} x ${plan.accelerator} = ${plan.hosts} host(s), tp-size ${plan.tpSize}, ${r.spot ? "spot" : "on-demand"}\n`,
+      `# --- sky launch of ${r.cluster}, first zone of ${r.launches.map((x) => x.zone).join(", ")} ---\n${commandLine(["sky", ...l.skyArgv])}\n`,
     );
-    out.write(`# --- sky.yaml (${plan.template}) ---\n${first.taskYaml}`);
-    out.write(
-      `# --- sky launch, first zone of ${r.launches.map((l) => l.zone).join(", ")} ---\n${commandLine(["sky", ...first.skyArgv])}\n`,
-    );
-    out.write(`# --- ranks: rank = slice offset + TPU worker number; --dist-init-addr = rank 0's internal IPv4 ---\n`);
-    for (const k of r.ranks) out.write(`rank ${k.rank}  slice ${k.slice} worker ${k.workerId}  <${k.host}>\n  ${commandLine(k.argv)}\n`);
   }
+  out.write(
+    `# --- ranks${plan.replicas.length > 1 ? " (in each replica)" : ""}: rank = TPU worker number; --dist-init-addr = rank 0's internal IPv4 ---\n`,
+  );
+  for (const k of first.ranks) out.write(`rank ${k.rank}  <${k.host}>\n  ${commandLine(k.argv)}\n`);
   if (plan.secrets.length > 0) {
     out.write(
       `# --- secrets of every server (names; values go to each host over SSH stdin, never through sky): ${plan.secrets.join(", ")}\n`,
@@ -65,15 +83,23 @@ function printPlan(io: Io, plan: DeployPlan): void {
 
 function printSummary(io: Io, s: DeploySummary): void {
   const out = io.stdout;
-  out.write(`${s.name} is serving ${s.accelerator}${s.spot ? " (spot)" : ""} in ${s.zone}\n`);
+  const many = s.replicas.length > 1;
+  out.write(
+    many
+      ? `${s.name} is serving on ${s.serving}/${s.replicas.length} replicas: ${s.layout}\n`
+      : `${s.name} is serving ${s.accelerator}${s.spot ? " (spot)" : ""} in ${s.zone}\n`,
+  );
   out.write(`  reach it:   ${s.endpoint.proxy}   (then http://127.0.0.1:<port>/v1/chat/completions)\n`);
-  if (s.endpoint.public) out.write(`  public:     ${s.endpoint.public}\n`);
-  out.write(`  rendezvous: --dist-init-addr ${s.distInitAddr}\n`);
-  out.write("  RANK  SLICE  WORKER  INTERNAL         EXTERNAL         SSH\n");
-  for (const h of s.hosts) {
-    out.write(
-      `  ${String(h.rank).padEnd(4)}  ${String(h.slice).padEnd(5)}  ${String(h.workerId).padEnd(6)}  ${h.internalIp.padEnd(15)}  ${h.externalIp.padEnd(15)}  ${h.sshHost}\n`,
-    );
+  for (const url of s.endpoint.public ?? []) out.write(`  public:     ${url}\n`);
+  for (const r of s.replicas) {
+    if (many) out.write(`  replica ${r.replica}: ${r.cluster} in ${r.zone}${r.spot ? " (spot)" : ""}, ${r.phase}\n`);
+    if (r.distInitAddr) out.write(`  rendezvous: --dist-init-addr ${r.distInitAddr}\n`);
+    out.write("  RANK  WORKER  INTERNAL         EXTERNAL         SSH\n");
+    for (const h of r.hosts) {
+      out.write(
+        `  ${String(h.rank).padEnd(4)}  ${String(h.workerId).padEnd(6)}  ${h.internalIp.padEnd(15)}  ${h.externalIp.padEnd(15)}  ${h.sshHost}\n`,
+      );
+    }
   }
   const t = s.timings;
   const parts = [
@@ -81,5 +107,5 @@ function printSummary(io: Io, s: DeploySummary): void {
     t.readyMs !== undefined ? `start→serving ${formatDuration(t.readyMs)}` : undefined,
     t.totalMs !== undefined ? `total ${formatDuration(t.totalMs)}` : undefined,
   ].filter(Boolean);
-  if (parts.length > 0) out.write(`  timings:    ${parts.join(", ")}\n`);
+  if (parts.length > 0) out.write(`  timings:    ${parts.join(", ")}${many ? " (replica 0)" : ""}\n`);
 }
