@@ -4,7 +4,7 @@ import { createServer as createHttpServer, request as httpRequest } from "node:h
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { SshError } from "../../errors.js";
-import { asSocketLike } from "./http.js";
+import { asSocketLike } from "../socket-like.js";
 import { DEFAULT_FORWARD_TIMEOUT_MS, type HostSession } from "./session.js";
 import { errorMessage, runStep } from "./step.js";
 
