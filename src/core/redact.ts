@@ -27,8 +27,8 @@ const OPEN_FIELD = [
   /api_key[ \t]*(?:=[ \t]*(?:'(?:[^'\\\n]|\\[\s\S])*\\?|"(?:[^"\\\n]|\\[\s\S])*\\?)?)?$/,
   /"api_key"[ \t\r\n]*(?::[ \t\r\n]*(?:"(?:[^"\\]|\\[\s\S])*\\?)?)?$/,
 ];
-/** Long enough to hold back any prefix of `"api_key"` at the end of a chunk. */
-const KEYWORD_HOLD = '"api_key"'.length - 1;
+/** How a field starts: a chunk that ends in part of one is held back. */
+const FIELD_STARTS = ['"api_key"', "api_key"];
 /** An unclosed field longer than this is let through (only its configured value is still redacted). */
 const OPEN_FIELD_WINDOW = 4096;
 
@@ -77,7 +77,16 @@ function streamEngine(literals: readonly string[]): () => StreamRedactor {
   // Longest first: at one position the longer of two overlapping values wins.
   const sorted = [...literals].sort((a, b) => b.length - a.length);
   const source = [...sorted.map(escapeRegExp), PYTHON_FIELD, JSON_FIELD].join("|");
-  const hold = Math.max((sorted[0]?.length ?? 0) - 1, KEYWORD_HOLD);
+  const starts = [...sorted, ...FIELD_STARTS];
+  const longest = Math.max(...starts.map((s) => s.length));
+  /** The longest tail of buf (shorter than any value) that could be the start of a value or a field. */
+  const heldTail = (buf: string): number => {
+    for (let k = Math.min(buf.length, longest - 1); k > 0; k--) {
+      const tail = buf.slice(buf.length - k);
+      if (starts.some((s) => s.startsWith(tail))) return k;
+    }
+    return 0;
+  };
   return () => {
     const re = new RegExp(source, "g");
     let carry = "";
@@ -85,14 +94,17 @@ function streamEngine(literals: readonly string[]): () => StreamRedactor {
       const buf = carry + chunk;
       let cut = buf.length;
       if (!final) {
-        cut = Math.max(0, buf.length - hold);
+        // At most the longest value minus one character is held, and only when it could begin one, so an
+        // SSE event goes out whole unless it ends in what may be the start of a secret.
+        cut = buf.length - heldTail(buf);
         const open = openFieldStart(buf);
         if (open !== undefined) cut = Math.min(cut, open);
       }
       let out = "";
       let pos = 0;
       re.lastIndex = 0;
-      // A match that starts before the cut is complete: at least `hold` + 1 characters follow its start.
+      // A match that starts before the cut is complete: a longer value starting there would reach the
+      // end of buf, and then its start would be held.
       for (let m = re.exec(buf); m !== null && m.index < cut; m = re.exec(buf)) {
         out += buf.slice(pos, m.index) + replacement(m[0]);
         pos = m.index + m[0].length;

@@ -83,27 +83,39 @@ describe("streamRedactor", () => {
     for (const [a, b] of twoWaySplits(text)) expect(streamed([KEY, HF], [a, b]), `split at ${a.length}`).toBe(whole);
   });
 
+  it("catches a value that overlaps itself, however the text is cut", () => {
+    const self = "aaaaaaab";
+    const t = "aaaaaaaaab aaaaaaab aaaaaaa";
+    const want = redactor([self])(t);
+    expect(want).toBe(`aa${REDACTED} ${REDACTED} aaaaaaa`);
+    for (let i = 0; i <= t.length; i++)
+      for (let j = i; j <= t.length; j++) expect(streamed([self], [t.slice(0, i), t.slice(i, j), t.slice(j)])).toBe(want);
+  });
+
   it("catches them fed one character at a time", () => {
     expect(streamed([KEY, HF], [...text])).toBe(whole);
   });
 
-  it("holds back at most the longest value minus one character, so streams keep flowing", () => {
+  it("holds back only a tail that could start a secret, so an SSE event goes out whole", () => {
     const s = streamRedactor([KEY]);
     const event = "data: a token that is not secret at all\n\n";
-    const out = s.push(event);
-    expect(out).toBe(event.slice(0, event.length - (KEY.length - 1)));
-    expect(out + s.push("data: next\n\n") + s.end()).toBe(`${event}data: next\n\n`);
+    expect(s.push(event)).toBe(event);
+    expect(s.push("data: sk-li")).toBe("data: ");
+    expect(s.push("ve is not the key\n\n")).toBe("sk-live is not the key\n\n");
+    expect(s.push(`data: x${KEY.slice(0, -1)}`)).toBe("data: x");
+    expect(s.end()).toBe(KEY.slice(0, -1));
   });
 
   it("holds an open api_key field until it closes, and nothing more after it", () => {
     const s = streamRedactor([KEY]);
     const head = `${"x".repeat(100)}"api_key": "a-long-partial-value-still-open`;
     expect(s.push(head)).toBe("x".repeat(100));
-    expect(s.push(`-rest"}${"y".repeat(100)}`)).toBe(`"api_key": "${REDACTED}"}${"y".repeat(100 - (KEY.length - 1))}`);
-    // Text that merely mentions api_key_secret is not held.
+    expect(s.push(`-rest"}${"y".repeat(100)}`)).toBe(`"api_key": "${REDACTED}"}${"y".repeat(100)}`);
+    // Text that merely mentions api_key_secret is not held, nor a field that ended without a value.
     const t = streamRedactor([]);
-    const mention = `the flag is api_key_secret, see docs ${"z".repeat(50)}`;
-    expect(t.push(mention).length).toBe(mention.length - 8);
+    expect(t.push("the flag is api_key_secret, see docs")).toBe("the flag is api_key_secret, see docs");
+    expect(t.push('{"api_key": null}\n')).toBe('{"api_key": null}\n');
+    expect(t.push('{"x": 1, "api_')).toBe('{"x": 1, ');
   });
 });
 
