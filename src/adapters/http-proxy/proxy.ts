@@ -145,8 +145,9 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
           inFlight.delete(ex);
         }
         if (clientGone) return; // the client hung up: not the upstream's fault
-        lastError = `${upstream.id}: ${err instanceof Error ? err.message : String(err)}`;
-        pool.fail(upstream.id, lastError);
+        const why = err instanceof Error ? err.message : String(err);
+        lastError = `${upstream.id}: ${why}`;
+        pool.fail(upstream.id, why);
         // Once more, elsewhere, when nothing of the answer was sent and the body can be sent again.
         if (!Buffer.isBuffer(body) || tried.size >= 2) break;
       }
