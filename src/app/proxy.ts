@@ -1,53 +1,152 @@
-// `tpu-deploy proxy`: a local endpoint for rank 0's server through SSH (no public port). With
-// server.apiKeySecret it is an HTTP proxy that adds the server's API key to requests that lack it.
+// `tpu-deploy proxy`: one local endpoint for a deployment's servers, through SSH (no public port). Each
+// replica's head (its rank 0) is one upstream over one SSH connection, reused for every request and
+// reconnected when it drops. The proxy adds server.apiKeySecret's key to requests that lack it, so it
+// answers local clients only and redacts every secret it knows from what it returns.
+import type { Duplex } from "node:stream";
+import { httpProbe } from "../adapters/http-proxy/exchange.js";
+import type { ListenOn } from "../adapters/http-proxy/listen.js";
+import type { Upstream } from "../adapters/http-proxy/pool.js";
+import { startHttpProxy } from "../adapters/http-proxy/proxy.js";
 import { resolveSecrets } from "../adapters/secrets.js";
-import { startHttpProxy, startLocalForward } from "../adapters/ssh/forward.js";
-import { OperationError } from "../errors.js";
+import type { HostSession } from "../adapters/ssh/session.js";
+import { MIN_SECRET_LENGTH } from "../core/redact.js";
+import type { DeploymentState, HostRecord } from "../core/state.js";
+import { ConfigError, OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
 import { requireReplicas, requireState, sessionsFor } from "./hosts.js";
 
 export interface OpenProxy {
   url: string;
-  /** Where it leads, for people: `NAME rank 0 (10.0.0.2:30000)`. */
-  target: string;
+  socketPath?: string;
+  /** Where it leads, for people: `NAME rank 0 (10.0.0.2:30000)`, one per replica. */
+  targets: string[];
   close(): Promise<void>;
 }
 
-export async function openProxy(ctx: AppContext, name: string, opts: { localPort: number }): Promise<OpenProxy> {
+const FORWARD_TIMEOUT_MS = 10_000;
+const PROBE_INTERVAL_MS = 5_000;
+// An SSH channel plus one HTTP exchange; generous for a ProxyCommand hop, short next to a request.
+const PROBE_TIMEOUT_MS = 5_000;
+
+export async function openProxy(ctx: AppContext, name: string, opts: { listen: ListenOn }): Promise<OpenProxy> {
   const state = requireState(ctx, name);
-  const rank0 = requireReplicas(state)[0]?.hosts.find((h) => h.rank === 0);
-  if (!rank0) throw new OperationError("not_found", `${name} has no rank 0 recorded`);
-  const hs = await sessionsFor(ctx, [rank0]);
-  const session = hs.sessions.get(rank0.sshAlias);
-  if (!session) {
-    await hs.close();
-    throw new OperationError("ssh_failed", `cannot reach rank 0 (${rank0.sshAlias}): ${hs.unreachable[0]?.message ?? ""}`);
-  }
-  const keyName = state.config.server.apiKeySecret;
-  let apiKey: string | undefined;
-  if (keyName) {
-    try {
-      apiKey = resolveSecrets({ ...state.config, server: { ...state.config.server, secrets: [keyName] } }, ctx.env).get(keyName);
-    } catch {
-      ctx.report.warn(`${keyName} has no value here: requests through the proxy must send their own Authorization header`);
-    }
-  }
+  const heads = replicaHeads(state);
+  const { apiKey, values } = proxySecrets(ctx, state);
   const port = state.config.server.port;
+  const links = heads.map((h) => ({ ...h, link: new HeadLink(ctx, h.head) }));
+  const closeLinks = async (): Promise<void> => {
+    await Promise.all(links.map((l) => l.link.close()));
+  };
+  // Every head is tried now, so a wrong host or key fails here rather than on the first request.
+  const reached = await Promise.allSettled(links.map((l) => l.link.session()));
+  if (reached.every((r) => r.status === "rejected")) {
+    await closeLinks();
+    const why = reached.map((r) => (r.status === "rejected" && r.reason instanceof Error ? r.reason.message : "")).join("; ");
+    throw new OperationError("ssh_failed", `cannot reach the head of any replica of ${name}: ${why}`);
+  }
+  const upstreams: Upstream[] = links.map(({ id, head, link }, i) => {
+    if (reached[i]?.status === "rejected") ctx.report.warn(`${id} is not reachable now; requests go to the other replicas until it is`);
+    const open = (): Promise<Duplex> => link.open(head.internalIp, port);
+    return { id, open, probe: (signal) => httpProbe(open, "/health", signal) };
+  });
   try {
-    const target = { session, destHost: rank0.internalIp, destPort: port, localPort: opts.localPort, bindHost: "127.0.0.1" };
-    const fwd = apiKey
-      ? await startHttpProxy({ ...target, headers: { authorization: `Bearer ${apiKey}` } })
-      : await startLocalForward(target);
+    const proxy = await startHttpProxy({
+      upstreams,
+      listen: opts.listen,
+      headers: apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` },
+      secrets: values,
+      probeIntervalMs: PROBE_INTERVAL_MS,
+      probeTimeoutMs: PROBE_TIMEOUT_MS,
+      onEvent: (e) =>
+        e.kind === "out"
+          ? ctx.report.warn(`${e.id} is out of rotation (${e.reason}); probing it`)
+          : ctx.report.info(`${e.id} answers again`),
+    });
     return {
-      url: `http://127.0.0.1:${fwd.port}`,
-      target: `${name} rank 0 (${rank0.internalIp}:${port})`,
+      url: proxy.url,
+      ...(proxy.socketPath === undefined ? {} : { socketPath: proxy.socketPath }),
+      targets: heads.map((h) => h.id),
       close: async () => {
-        await fwd.close();
-        await hs.close();
+        await proxy.close();
+        await closeLinks();
       },
     };
   } catch (err) {
-    await hs.close();
+    await closeLinks();
     throw err;
+  }
+}
+
+/** One upstream per replica that has hosts: its head, rank 0. A replica being relaunched is left out. */
+function replicaHeads(state: DeploymentState): { id: string; head: HostRecord }[] {
+  const port = state.config.server.port;
+  return requireReplicas(state).flatMap((r) => {
+    const rank0 = r.hosts.find((h) => h.rank === 0);
+    return rank0 ? [{ id: `replica ${r.replica} (${r.cluster} rank 0, ${rank0.internalIp}:${port})`, head: rank0 }] : [];
+  });
+}
+
+/** The API key to add, and every secret value known here, to redact from answers. */
+function proxySecrets(ctx: AppContext, state: DeploymentState): { apiKey: string | undefined; values: string[] } {
+  const keyName = state.config.server.apiKeySecret;
+  const names = [...new Set([...(keyName ? [keyName] : []), ...state.config.server.secrets])];
+  const found = new Map<string, string>();
+  for (const n of names) {
+    try {
+      const v = resolveSecrets({ ...state.config, server: { ...state.config.server, secrets: [n] } }, ctx.env).get(n);
+      if (v !== undefined) found.set(n, v);
+    } catch {
+      if (n === keyName) ctx.report.warn(`${n} has no value here: requests through the proxy must send their own Authorization header`);
+      else ctx.report.debug(`${n} has no value here, so the proxy cannot redact it`);
+    }
+  }
+  const short = [...found].filter(([, v]) => [...v].length < MIN_SECRET_LENGTH).map(([n]) => n);
+  if (short.length > 0) {
+    throw new ConfigError(
+      short.map((n) => ({
+        path: "server.secrets",
+        message: `${n} is shorter than ${MIN_SECRET_LENGTH} characters: the proxy cannot keep it out of answers safely; use a longer value`,
+      })),
+    );
+  }
+  return { apiKey: keyName ? found.get(keyName) : undefined, values: [...found.values()] };
+}
+
+/** The SSH connection to one replica's head: opened once, shared by every request, reopened if it drops. */
+class HeadLink {
+  private current: HostSession | undefined;
+  private connecting: Promise<HostSession> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly host: HostRecord,
+  ) {}
+
+  async open(destHost: string, destPort: number): Promise<Duplex> {
+    const s = await this.session();
+    return await s.forwardOut(destHost, destPort, { timeoutMs: FORWARD_TIMEOUT_MS });
+  }
+
+  session(): Promise<HostSession> {
+    if (this.closed) return Promise.reject(new OperationError("ssh_failed", `the proxy closed its connection to ${this.host.sshAlias}`));
+    if (this.current && !this.current.closed) return Promise.resolve(this.current);
+    this.connecting ??= sessionsFor(this.ctx, [this.host])
+      .then((hs) => {
+        const s = hs.sessions.get(this.host.sshAlias);
+        if (!s) throw new OperationError("ssh_failed", `cannot reach ${this.host.sshAlias}: ${hs.unreachable[0]?.message ?? "no session"}`);
+        this.current = s;
+        return s;
+      })
+      .finally(() => {
+        this.connecting = undefined;
+      });
+    return this.connecting;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.connecting?.catch(() => undefined);
+    await this.current?.close();
   }
 }

@@ -94,9 +94,13 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("-f, --follow", "keep following")
     .option("--tail <n>", "lines from the end of each log (default 100)");
 
-  define("proxy <name>", "forward 127.0.0.1:PORT to rank 0's server through SSH until Ctrl-C", () =>
-    import("./commands/proxy.js").then((m) => m.proxyCommand),
-  ).option("--local-port <n>", "local port (0 picks a free one)");
+  define(
+    "proxy <name>",
+    "serve http://127.0.0.1:PORT from rank 0's server through SSH until Ctrl-C (adds the API key; any local user can use the port)",
+    () => import("./commands/proxy.js").then((m) => m.proxyCommand),
+  )
+    .option("--local-port <n>", "local port (0 picks a free one)")
+    .option("--unix-socket <path>", "listen on a unix socket only you can use (0600), not a port: for shared machines");
 
   define("restart <name>", "stop and start the servers on the current hosts (no reprovisioning), one replica at a time", () =>
     import("./commands/restart.js").then((m) => m.restartCommand),

@@ -239,7 +239,8 @@ describe("up on the simulated cloud", () => {
     const info = await doubleView(r, apiKey);
     expect(info.model_path).toBe(model);
     expect(info.served_model_name).toBe(served);
-    expect(info.api_key).not.toBe(apiKey);
+    // The key reached the server, which echoes it in /get_server_info as the real one does (§B1).
+    expect(info.api_key).toBe(apiKey);
 
     const hosts = await simHosts("hostile");
     const rank0 = hosts.find((h) => h.internalIp === r.hosts.find((x) => x.rank === 0)?.internalIp);

@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, request, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, request, type Server } from "node:http";
 import { connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -153,6 +153,23 @@ function httpGet(host: string, port: number, path: string, headers: Record<strin
   });
 }
 
+function httpRequest(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+  method = "GET",
+): Promise<HttpResult & { headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, method, headers, timeout: 10_000 }, (res) => {
+      let body = "";
+      res.on("data", (b: Buffer) => (body += b.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 function httpPost(host: string, port: number, path: string, json: unknown): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(json);
@@ -252,8 +269,37 @@ describe("single host", () => {
     expect(JSON.parse(models.body)).toMatchObject({ object: "list", data: [{ id: "qwen", object: "model", owned_by: "sglang" }] });
     const info = await httpGet("127.0.0.1", ports.http, "/get_server_info", auth);
     if (info === "refused") throw new Error("refused");
-    expect(JSON.parse(info.body)).toMatchObject({ nnodes: 1, node_rank: 0, tp_size: 4, page_size: 64, api_key: "***", ranks_seen: [0] });
-    // The key never reaches the log (tpu-deploy's tests grep logs for secrets).
+    // The real /get_server_info echoes the key (hostkeys-sglang-facts.md §B1); tpu-deploy proxy must redact it.
+    expect(JSON.parse(info.body)).toMatchObject({ nnodes: 1, node_rank: 0, tp_size: 4, page_size: 64, api_key: key, ranks_seen: [0] });
+    // CORS as Starlette's middleware answers with sglang-jax's settings (§B5): every origin, credentials.
+    const page = { Origin: "http://evil.example" };
+    const cors = (h: IncomingHttpHeaders) => Object.fromEntries(Object.entries(h).filter(([k]) => k.startsWith("access-control-")));
+    expect(cors((await httpRequest(ports.http, "/v1/models", { ...auth, ...page })).headers)).toEqual({
+      "access-control-allow-origin": "*",
+      "access-control-allow-credentials": "true",
+    });
+    const withCookie = await httpRequest(ports.http, "/v1/models", { ...auth, ...page, Cookie: "a=b" });
+    expect(withCookie.headers).toMatchObject({ "access-control-allow-origin": "http://evil.example", vary: "Origin" });
+    const unauthorized = await httpRequest(ports.http, "/v1/models", page);
+    expect(unauthorized.status).toBe(401);
+    expect(cors(unauthorized.headers)).toEqual({});
+    const preflight = await httpRequest(
+      ports.http,
+      "/v1/chat/completions",
+      {
+        ...page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+      },
+      "OPTIONS",
+    );
+    expect(preflight).toMatchObject({ status: 200, body: "OK" });
+    expect(preflight.headers).toMatchObject({
+      "access-control-allow-origin": "http://evil.example",
+      "access-control-allow-credentials": "true",
+      "access-control-allow-headers": "authorization, content-type",
+    });
+    // The key never reaches the log (tpu-deploy's tests grep logs for secrets; the real log line has it, §B1).
     expect(r.output()).not.toContain(key);
     expect(r.output()).toContain("api_key='***'");
   });

@@ -1,12 +1,10 @@
-// Local ports that lead through a host's SSH connection: a raw TCP forward, and an HTTP proxy that adds
-// headers (the server's API key) to every request.
-import { createServer as createHttpServer, request as httpRequest } from "node:http";
+// A local port that leads through a host's SSH connection (a raw TCP forward). The HTTP proxy in front of
+// a deployment's servers is src/adapters/http-proxy/; it opens its channels with HostSession.forwardOut.
 import { createServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { SshError } from "../../errors.js";
-import { asSocketLike } from "./http.js";
 import { DEFAULT_FORWARD_TIMEOUT_MS, type HostSession } from "./session.js";
-import { errorMessage, runStep } from "./step.js";
+import { runStep } from "./step.js";
 
 export interface LocalForwardOptions {
   session: HostSession;
@@ -87,81 +85,4 @@ export async function startLocalForward(opts: LocalForwardOptions): Promise<Loca
   const address = server.address();
   const port = typeof address === "object" && address !== null ? address.port : opts.localPort;
   return { port, close };
-}
-
-export interface HttpProxyOptions {
-  session: HostSession;
-  destHost: string;
-  destPort: number;
-  localPort: number;
-  bindHost?: string;
-  /** Added to every request that does not carry the header itself (e.g. the server's API key). */
-  headers?: Record<string, string>;
-  forwardTimeoutMs?: number;
-}
-
-/**
- * A local HTTP proxy to a server reachable from the host: each request goes through its own SSH
- * channel, with `headers` injected, and the response (SSE included) streams back as it arrives.
- */
-export async function startHttpProxy(opts: HttpProxyOptions): Promise<LocalForward> {
-  const bindHost = opts.bindHost ?? "127.0.0.1";
-  const open = new Set<Duplex>();
-  const server = createHttpServer((req, res) => {
-    opts.session.forwardOut(opts.destHost, opts.destPort, { timeoutMs: opts.forwardTimeoutMs ?? DEFAULT_FORWARD_TIMEOUT_MS }).then(
-      (channel) => {
-        open.add(channel);
-        channel.once("close", () => open.delete(channel));
-        channel.on("error", () => channel.destroy());
-        const headers: Record<string, string | string[]> = {};
-        for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && k !== "connection") headers[k] = v;
-        for (const [k, v] of Object.entries(opts.headers ?? {})) if (headers[k.toLowerCase()] === undefined) headers[k.toLowerCase()] = v;
-        headers.connection = "close";
-        const upstream = httpRequest({
-          method: req.method,
-          path: req.url,
-          headers,
-          createConnection: () => asSocketLike(channel),
-        });
-        upstream.on("response", (up) => {
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        });
-        upstream.on("error", (err) => {
-          if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
-          res.end(`tpu-deploy proxy: ${err.message}\n`);
-        });
-        req.pipe(upstream);
-        res.once("close", () => channel.destroy());
-      },
-      (err: unknown) => {
-        res.writeHead(502, { "content-type": "text/plain" });
-        res.end(`tpu-deploy proxy: ${errorMessage(err)}\n`);
-      },
-    );
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (cause: Error) =>
-      reject(
-        new SshError({
-          host: opts.session.host,
-          stage: "forward",
-          cause,
-          message: `cannot listen on ${bindHost}:${opts.localPort}: ${cause.message}`,
-          hint: "Another program may use that port; pick another local port (0 picks a free one).",
-        }),
-      ),
-    );
-    server.listen(opts.localPort, bindHost, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address !== null ? address.port : opts.localPort;
-  return {
-    port,
-    close: async () => {
-      for (const s of open) s.destroy();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }

@@ -1,7 +1,7 @@
 // One HTTP/1.1 request to a server the host can reach, over a direct-tcpip channel of its SSH connection.
 import { type IncomingHttpHeaders, request as httpRequest } from "node:http";
-import type { Duplex } from "node:stream";
 import { SshError } from "../../errors.js";
+import { asSocketLike } from "../socket-like.js";
 import { DEFAULT_FORWARD_TIMEOUT_MS, type HostSession } from "./session.js";
 import { runStep, type StepLimits } from "./step.js";
 
@@ -65,12 +65,6 @@ export async function httpViaSsh(
   } finally {
     channel.destroy();
   }
-}
-
-// node:http only needs a Duplex, but pokes at a few socket methods an SSH channel lacks.
-export function asSocketLike(channel: Duplex): Duplex {
-  const noop = (): void => undefined;
-  return Object.assign(channel, { setKeepAlive: noop, setNoDelay: noop, setTimeout: noop, ref: noop, unref: noop });
 }
 
 function flattenHeaders(headers: IncomingHttpHeaders): Record<string, string> {

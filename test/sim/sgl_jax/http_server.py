@@ -42,10 +42,13 @@ def make_server(host, port, app):
             body = self.rfile.read(length) if length > 0 else b""
             try:
                 result = app.handle(self.command, parts.path, parse_qs(parts.query), self.headers, body)
-                status, ctype, payload = result
+                status, ctype, payload = result[:3]
+                extra = result[3] if len(result) > 3 else []
                 if callable(payload):  # server-sent events
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
+                    for k, v in extra:
+                        self.send_header(k, v)
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.close_connection = True
@@ -55,6 +58,8 @@ def make_server(host, port, app):
                 self.send_response(status)
                 if data or ctype != "application/json":
                     self.send_header("Content-Type", ctype)
+                for k, v in extra:
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
@@ -107,10 +112,49 @@ class ApiApp:
 
     # --- request plumbing ------------------------------------------------------------------------
     def handle(self, method, path, query, headers, body):
+        # Middleware order as in http_server.py: the API-key check (`add_api_key_middleware`, added last in
+        # launch_server, so outermost) answers 401 before CORSMiddleware can add its headers; it lets
+        # OPTIONS through (common_utils.py). Then CORS (docs/upstream/hostkeys-sglang-facts.md §B5).
         key = self.sa.api_key
         if key and method != "OPTIONS" and not path.startswith("/health") and not path.startswith("/metrics"):
             if headers.get("Authorization") != "Bearer " + key:
                 return 401, "application/json", {"error": "Unauthorized"}
+        origin = headers.get("Origin")
+        if origin is None:
+            return self._route(method, path, query, body)
+        if method == "OPTIONS" and headers.get("Access-Control-Request-Method") is not None:
+            return self._cors_preflight(origin, headers)
+        return (*self._route(method, path, query, body)[:3], self._cors_simple_headers(origin, headers))
+
+    # starlette/middleware/cors.py CORSMiddleware with allow_origins=["*"], allow_credentials=True,
+    # allow_methods=["*"], allow_headers=["*"]: every origin is allowed, reflected when it must be.
+    CORS_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+
+    @staticmethod
+    def _cors_simple_headers(origin, headers):
+        """CORSMiddleware.send: simple_headers, and the request's Origin instead of * when it sent cookies."""
+        out = [("access-control-allow-origin", "*"), ("access-control-allow-credentials", "true")]
+        if headers.get("Cookie") is not None:
+            out = [("access-control-allow-origin", origin), ("access-control-allow-credentials", "true"), ("vary", "Origin")]
+        return out
+
+    def _cors_preflight(self, origin, headers):
+        """CORSMiddleware.preflight_response: 200 "OK", the origin reflected (allow_credentials), requested headers mirrored."""
+        out = [
+            ("vary", "Origin"),
+            ("access-control-allow-methods", self.CORS_METHODS),
+            ("access-control-max-age", "600"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-allow-origin", origin),
+        ]
+        requested = headers.get("Access-Control-Request-Headers")
+        if requested is not None:
+            out.append(("access-control-allow-headers", requested))
+        if headers.get("Access-Control-Request-Method") not in self.CORS_METHODS.split(", "):
+            return 400, "text/plain; charset=utf-8", b"Disallowed CORS method", out
+        return 200, "text/plain; charset=utf-8", b"OK", out
+
+    def _route(self, method, path, query, body):
         methods = self.ROUTES.get(path)
         if methods is None or (path == "/metrics" and not self.sa.enable_metrics):
             return NOT_FOUND
@@ -171,7 +215,9 @@ class ApiApp:
         }
 
     def r_get_server_info(self, query, body):
-        info = self.sa.public_dict()
+        # `{**dataclasses.asdict(server_args), ...}`: every field, the API key included
+        # (docs/upstream/hostkeys-sglang-facts.md §B1). Only the log line masks it, see server_args.py.
+        info = dict(self.sa.values)
         info.update({
             "max_total_num_tokens": 262144,
             "max_req_input_len": self.context_length - 1,

@@ -278,7 +278,8 @@ class ServerArgs:
         raise AttributeError(name)
 
     def public_dict(self):
-        """Every field, with secrets replaced: logs and /get_server_info must never carry them."""
+        """Every field, with secrets replaced, for the `server_args=` log line only. The real line carries
+        the key (§B1); the double masks it so tests can grep logs for leaks. /get_server_info is faithful."""
         out = dict(self.values)
         for key in ("api_key", "disaggregation_shared_secret"):
             if out.get(key) is not None:
