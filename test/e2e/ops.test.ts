@@ -41,7 +41,7 @@ describe("operations", () => {
     expect(n.checks[0]).toMatchObject({ check: "sky", ok: false });
   });
 
-  it("logs -f follows new lines with rank prefixes until interrupted; down --all takes everything down", async () => {
+  it("logs -f follows new lines with replica and rank prefixes until interrupted; down --all takes every replica down", async () => {
     for (const name of ["fa", "fb"]) {
       const r = await e2e.cli(["up", "-n", name, "--nodes", "2"]);
       expect(r.code, r.stderr).toBe(0);
@@ -54,14 +54,13 @@ describe("operations", () => {
       while (!re.test(seen) && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 100));
       expect(seen).toMatch(re);
     };
-    await until(/^\[rank 0\] /m);
-    await until(/^\[rank 1\] /m);
-    // A new line on rank 1's host shows up while following.
-    const hosts = Object.values((await e2e.sim.state()).hosts).filter((h) => h.cluster === "fa" && h.alive);
-    const st = e2e.state("fa") as { hosts: { rank: number; internalIp: string }[] };
-    const rank1 = hosts.find((h) => h.internalIp === st.hosts.find((x) => x.rank === 1)?.internalIp);
-    await e2e.sim.execOnHost(rank1?.id ?? "", "echo 'marker line from the test' >> /home/gcpuser/.tpu-deploy/fa/server.log");
-    await until(/^\[rank 1\] marker line from the test$/m);
+    await until(/^\[replica 0 rank 0\] /m);
+    await until(/^\[replica 1 rank 0\] /m);
+    // A new line on replica 1's host (cluster fa-r1) shows up while following.
+    const host = Object.values((await e2e.sim.state()).hosts).find((h) => h.cluster === "fa-r1" && h.alive);
+    expect(host?.internalIp).toBe(e2e.replica("fa", 1).hosts[0]?.internalIp);
+    await e2e.sim.execOnHost(host?.id ?? "", "echo 'marker line from the test' >> /home/gcpuser/.tpu-deploy/fa/server.log");
+    await until(/^\[replica 1 rank 0\] marker line from the test$/m);
     ac.abort();
     expect((await follow).code).toBe(0);
 

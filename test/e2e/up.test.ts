@@ -6,12 +6,20 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type E2E, serverInfo, startE2E } from "./helpers.js";
 
-interface UpJson {
-  name: string;
+interface ReplicaJson {
+  replica: number;
+  cluster: string;
   zone: string;
-  accelerator: string;
+  phase: string;
   distInitAddr: string;
-  hosts: { rank: number; workerId: number; slice: number; internalIp: string; externalIp: string; sshHost: string }[];
+  hosts: { rank: number; workerId: number; internalIp: string; externalIp: string; sshHost: string }[];
+}
+interface UpJson extends Omit<ReplicaJson, "replica" | "cluster" | "phase"> {
+  name: string;
+  layout: string;
+  accelerator: string;
+  serving: number;
+  replicas: ReplicaJson[];
 }
 
 let e2e: E2E;
@@ -37,43 +45,49 @@ async function up(args: string[], env: NodeJS.ProcessEnv = {}): Promise<UpJson> 
 }
 
 /** What the double saw, asked on rank 0's own host (the internal address is unreachable from here). */
-async function doubleView(result: UpJson, apiKey?: string) {
+async function doubleView(result: Pick<ReplicaJson, "hosts">, apiKey?: string, cluster?: string) {
   const rank0 = result.hosts.find((h) => h.rank === 0);
   if (!rank0) throw new Error("no rank 0");
-  const host = (await simHosts(result.name)).find((h) => h.internalIp === rank0.internalIp);
+  const s = await e2e.sim.state();
+  const host = Object.values(s.hosts).find((h) => h.internalIp === rank0.internalIp && h.alive && (!cluster || h.cluster === cluster));
   if (!host) throw new Error("rank 0 host not in the sim");
   return serverInfo(e2e.sim, host.id, rank0.internalIp, 30000, apiKey);
 }
 
-/** Every rank's rank = its TPU worker number + slice offset, and the double agrees. */
-async function expectRanksFollowWorkers(result: UpJson, vmsPerSlice: number) {
-  const hosts = await simHosts(result.name);
-  const state = await e2e.sim.state();
-  // Slice 0 is the head's TPU node.
-  const head = state.clusters[result.name]?.headHostId;
-  const headHost = hosts.find((h) => h.id === head);
-  expect(headHost?.workerId).toBe(0);
-  const rank0 = result.hosts.find((h) => h.rank === 0);
-  expect(rank0?.internalIp).toBe(headHost?.internalIp);
-  expect(result.distInitAddr).toBe(`${headHost?.internalIp}:10011`);
-  for (const h of result.hosts) {
-    const sim = hosts.find((x) => x.internalIp === h.internalIp);
-    expect(sim, `host ${h.internalIp}`).toBeDefined();
-    expect(h.workerId).toBe(sim?.workerId);
-    expect(h.rank).toBe(h.slice * vmsPerSlice + (sim?.workerId ?? -1));
-    expect(h.externalIp).toBe(sim?.externalIp);
+/** In every replica: each rank = its host's TPU worker number, one slice per replica, and the double agrees. */
+async function expectRanksFollowWorkers(result: UpJson, hostsPerReplica: number, tpSize: number) {
+  expect(result.replicas.length).toBeGreaterThan(0);
+  for (const r of result.replicas) {
+    expect(r.cluster).toBe(r.replica === 0 ? result.name : `${result.name}-r${r.replica}`);
+    expect(r.hosts).toHaveLength(hostsPerReplica);
+    const hosts = await simHosts(r.cluster);
+    const state = await e2e.sim.state();
+    const headHost = hosts.find((h) => h.id === state.clusters[r.cluster]?.headHostId);
+    expect(headHost?.workerId).toBe(0);
+    const rank0 = r.hosts.find((h) => h.rank === 0);
+    expect(rank0?.internalIp).toBe(headHost?.internalIp);
+    for (const h of r.hosts) {
+      const sim = hosts.find((x) => x.internalIp === h.internalIp);
+      expect(sim, `host ${h.internalIp} of ${r.cluster}`).toBeDefined();
+      expect(h.workerId).toBe(sim?.workerId);
+      expect(h.rank).toBe(sim?.workerId);
+      expect(h.externalIp).toBe(sim?.externalIp);
+    }
+    const info = await doubleView(r, undefined, r.cluster);
+    expect(info.nnodes).toBe(hostsPerReplica);
+    expect(info.tp_size).toBe(tpSize);
+    // sglang-jax ignores --dist-init-addr on one host, and tpu-deploy does not pass it there.
+    expect(info.dist_init_addr).toBe(hostsPerReplica > 1 ? `${headHost?.internalIp}:10011` : null);
+    if (hostsPerReplica > 1) expect(r.distInitAddr).toBe(`${headHost?.internalIp}:10011`);
+    expect([...(info.ranks_seen as number[])].sort((a, b) => a - b)).toEqual(r.hosts.map((h) => h.rank).sort((a, b) => a - b));
   }
-  const info = await doubleView(result);
-  expect(info.nnodes).toBe(result.hosts.length);
-  // sglang-jax ignores --dist-init-addr on one host, and tpu-deploy does not pass it there.
-  expect(info.dist_init_addr).toBe(result.hosts.length > 1 ? result.distInitAddr : null);
-  expect([...(info.ranks_seen as number[])].sort((a, b) => a - b)).toEqual(result.hosts.map((h) => h.rank).sort((a, b) => a - b));
 }
 
 async function expectNothingLeft(name: string) {
-  expect(await simHosts(name)).toEqual([]);
   const s = await e2e.sim.state();
-  expect(s.clusters[name]).toBeUndefined();
+  const ours = (c: string) => c === name || new RegExp(`^${name}-r\\d+$`).test(c);
+  expect(Object.values(s.hosts).filter((h) => h.alive && ours(h.cluster))).toEqual([]);
+  expect(Object.keys(s.clusters).filter(ours)).toEqual([]);
   expect(Object.values(s.nodes).filter((n) => n.labels["tpu-deploy"] === name)).toEqual([]);
   expect(e2e.state(name)).toBeUndefined();
 }
@@ -84,7 +98,7 @@ describe("up on the simulated cloud", () => {
     const r = await up(["-n", "solo", "--nodes", "1"]);
     expect(r.accelerator).toBe("v6e-8");
     expect(r.hosts).toHaveLength(1);
-    await expectRanksFollowWorkers(r, 1);
+    await expectRanksFollowWorkers(r, 1, 8);
 
     const st = await e2e.cli(["status", "solo", "--json"]);
     expect(st.code).toBe(0);
@@ -95,6 +109,7 @@ describe("up on the simulated cloud", () => {
 
     const logs = await e2e.cli(["logs", "solo", "--tail", "50"]);
     expect(logs.code).toBe(0);
+    // One replica: the prefix is the rank alone.
     expect(logs.stdout).toMatch(/^\[rank 0\] .*The server is fired up and ready to roll!/m);
 
     const ac = new AbortController();
@@ -129,7 +144,7 @@ describe("up on the simulated cloud", () => {
 
     // up again with the same spec: nothing to do; with another model: only the servers restart;
     // with other resources: refused without --recreate.
-    const pgid = () => (e2e.state("solo") as { hosts: { pgid: number }[] }).hosts[0]?.pgid;
+    const pgid = () => e2e.replica("solo").hosts[0]?.pgid;
     const first = pgid();
     await up(["-n", "solo", "--nodes", "1"]);
     expect(pgid()).toBe(first);
@@ -140,10 +155,10 @@ describe("up on the simulated cloud", () => {
     expect(bigger.code).toBe(2);
     expect(bigger.stderr).toMatch(/--recreate/);
 
-    const before = e2e.state("solo") as { hosts: { pgid: number }[] };
+    const before = e2e.replica("solo");
     const rs = await e2e.cli(["restart", "solo", "--json"]);
     expect(rs.code, rs.stderr).toBe(0);
-    const after = e2e.state("solo") as { hosts: { pgid: number }[] };
+    const after = e2e.replica("solo");
     expect(after.hosts[0]?.pgid).not.toBe(before.hosts[0]?.pgid);
     const launches = (await e2e.sim.skyCalls()).filter((c) => c.argv[0] === "launch" && c.argv.includes("solo"));
     expect(launches).toHaveLength(1); // restart did not reprovision
@@ -154,7 +169,7 @@ describe("up on the simulated cloud", () => {
     expect(noYes.stderr).toMatch(/-y/);
     const recreated = await up(["-n", "solo", "--nodes", "4", "--recreate", "-y"]);
     expect(recreated.accelerator).toBe("v6e-16");
-    await expectRanksFollowWorkers(recreated, 4);
+    await expectRanksFollowWorkers(recreated, 4, 16);
 
     const down = await e2e.cli(["down", "solo", "-y", "--json"]);
     expect(down.code, down.stderr).toBe(0);
@@ -171,10 +186,15 @@ describe("up on the simulated cloud", () => {
     expect(again.stdout).toMatch(/already gone/);
   });
 
-  it("3 x v6e-4: three slices, rank = slice offset + worker", async () => {
+  it("--accelerator v6e-4 --nodes 3: three replicas, each its own cluster serving alone (--nnodes 1, --tp-size 4)", async () => {
     const r = await up(["-n", "three", "--accelerator", "v6e-4", "--nodes", "3"]);
-    expect(r.hosts.map((h) => h.slice)).toEqual([0, 1, 2]);
-    await expectRanksFollowWorkers(r, 1);
+    expect(r.layout).toMatch(/^3 replicas, each one v6e-4/);
+    expect(r.replicas.map((x) => [x.replica, x.cluster, x.phase])).toEqual([
+      [0, "three", "serving"],
+      [1, "three-r1", "serving"],
+      [2, "three-r2", "serving"],
+    ]);
+    await expectRanksFollowWorkers(r, 1, 4);
     expect((await e2e.cli(["down", "three", "-y"])).code).toBe(0);
     await expectNothingLeft("three");
   });
@@ -182,7 +202,7 @@ describe("up on the simulated cloud", () => {
   it("v6e-32: 8 hosts whose TPU worker order differs from SkyPilot's host order", async () => {
     const r = await up(["-n", "pod32", "--accelerator", "v6e-32"]);
     expect(r.hosts).toHaveLength(8);
-    await expectRanksFollowWorkers(r, 8);
+    await expectRanksFollowWorkers(r, 8, 32);
     // SkyPilot names hosts head, worker1.. by external IP sorted as a string: not the worker order.
     const aliasIndex = (h: UpJson["hosts"][number]) => (h.sshHost === "pod32" ? 0 : Number(h.sshHost.replace("pod32-worker", "")));
     expect(r.hosts.some((h) => aliasIndex(h) !== h.rank)).toBe(true);
@@ -194,7 +214,7 @@ describe("up on the simulated cloud", () => {
     const r = await up(["-n", "pod64", "--nodes", "16"]);
     expect(r.accelerator).toBe("v6e-64");
     expect(r.hosts).toHaveLength(16);
-    await expectRanksFollowWorkers(r, 16);
+    await expectRanksFollowWorkers(r, 16, 64);
     expect((await e2e.cli(["down", "pod64", "-y"])).code).toBe(0);
     await expectNothingLeft("pod64");
   });
@@ -204,7 +224,7 @@ describe("up on the simulated cloud", () => {
     expect(r.accelerator).toBe("tpu7x-16");
     const info = await doubleView(r);
     expect(info.tp_size).toBe(16);
-    await expectRanksFollowWorkers(r, 2);
+    await expectRanksFollowWorkers(r, 2, 16);
     const tpuLog = join(e2e.sim.root, "calls", "tpu.jsonl");
     const tpuCalls = existsSync(tpuLog) ? readFileSync(tpuLog, "utf8") : "";
     expect(tpuCalls).not.toMatch(/iron/); // the API does not serve TPU7x: never asked about it
@@ -246,8 +266,7 @@ describe("up on the simulated cloud", () => {
     const rank0 = hosts.find((h) => h.internalIp === r.hosts.find((x) => x.rank === 0)?.internalIp);
     if (!rank0) throw new Error("no rank 0 host");
     // The env value arrived byte for byte in the server's environment.
-    const st = e2e.state("hostile") as { hosts: { rank: number; pgid: number }[] };
-    const pid = st.hosts.find((h) => h.rank === 0)?.pgid;
+    const pid = e2e.replica("hostile").hosts.find((h) => h.rank === 0)?.pgid;
     const environ = await e2e.sim.execOnHost(rank0.id, `cat /proc/${pid}/environ | base64 -w0`);
     const vars = Buffer.from(environ.stdout.trim(), "base64").toString("utf8").split("\0");
     expect(vars).toContain(`WEIRD=${weird}`);
