@@ -4,8 +4,10 @@
 // never makes a second cluster. `up`, `restart` and `relaunch` all come through here.
 import type { HostSession } from "../adapters/ssh/session.js";
 import { closeSessions } from "../adapters/ssh/connection.js";
+import type { Lock } from "../adapters/state-store.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
+import { deployHoldMs } from "../core/lock.js";
 import type { DeployPlan, ReplicaPlan } from "../core/plan.js";
 import { distInitAddr as distInitAddrOf } from "../core/ranks.js";
 import { addEvent, type DeploymentState, newState, resourcesKey, serverKey } from "../core/state.js";
@@ -40,6 +42,8 @@ export interface DeployOptions {
   keepOnFailure?: boolean;
   /** Relaunch holds the lock itself. */
   lockHeld?: boolean;
+  /** The bound the caller puts on the whole run (--timeout), when it has one: sets how long the lock may be held. */
+  timeoutMs?: number | undefined;
   /** Relaunch keeps the deployment's record when it tears a half-made cluster down, so the next run retries. */
   keepState?: boolean;
   /** restart: stop and start the servers even when they serve with these settings. */
@@ -55,12 +59,10 @@ export async function deploy(
 ): Promise<DeploySummary> {
   const replica = plan.replicas[0];
   if (!replica) throw new OperationError("internal", "the plan has no replica");
-  const lock = opts.lockHeld ? undefined : ctx.store.lock(config.name, "tpu-deploy up");
-  if (lock?.tookOverFrom) {
-    ctx.report.warn(
-      `took over the lock of ${config.name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
-    );
-  }
+  const lock = opts.lockHeld
+    ? undefined
+    : ctx.store.lock(config.name, "tpu-deploy up", { maxHoldMs: deployHoldMs(config, opts.timeoutMs) });
+  if (lock) warnTakeover(ctx, config.name, lock);
   const started = Date.now();
   let sessions = new Map<string, HostSession>();
   const existing = ctx.store.read(config.name);
@@ -177,6 +179,15 @@ export async function deploy(
     await closeSessions([...sessions.values()]);
     lock?.release();
   }
+}
+
+/** Says whose stale lock was taken over, and why it counted as stale. */
+export function warnTakeover(ctx: AppContext, name: string, lock: Lock): void {
+  const from = lock.tookOverFrom;
+  if (!from) return;
+  ctx.report.warn(
+    `took over the lock of ${name} from pid ${from.pid} (${from.command}): ${lock.tookOverBecause ?? "it is no longer running"}`,
+  );
 }
 
 /** A rerun with other resources needs a new cluster: only with --recreate, after asking. */

@@ -1,6 +1,7 @@
 // `tpu-deploy down`: stop the servers by their process groups, `sky down`, verify the slice is gone, and
 // only then remove the state. A check that could not run keeps the state and fails (not_verified): the
 // slice may still bill. Idempotent: what is already gone is reported as such.
+import { TEARDOWN_HOLD_MS } from "../core/lock.js";
 import type { DeploymentState } from "../core/state.js";
 import { OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -21,7 +22,7 @@ export interface DownResult {
 }
 
 export async function downDeployment(ctx: AppContext, name: string): Promise<DownResult> {
-  const lock = ctx.store.lock(name, "tpu-deploy down");
+  const lock = ctx.store.lock(name, "tpu-deploy down", { maxHoldMs: TEARDOWN_HOLD_MS });
   try {
     const state: DeploymentState | undefined = ctx.store.read(name);
     if (!state) {

@@ -4,6 +4,7 @@
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";
 import { formatDuration } from "../core/duration.js";
+import { deployHoldMs } from "../core/lock.js";
 import {
   type Action,
   actionFor,
@@ -23,10 +24,10 @@ import {
   type VerdictKind,
 } from "../core/relaunch.js";
 import { addEvent, type DeploymentState } from "../core/state.js";
-import { EXIT, GaveUpError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
+import { EXIT, GaveUpError, LockedError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
 import { assess } from "./assess.js";
 import { type AppContext, interruptedFrom, throwIfAborted, withSignal } from "./context.js";
-import { clusterRefOf, deploy } from "./deploy.js";
+import { clusterRefOf, deploy, warnTakeover } from "./deploy.js";
 import { requireState } from "./hosts.js";
 import { teardownCluster } from "./teardown.js";
 import { planFor } from "./up.js";
@@ -62,29 +63,17 @@ export function backoffPolicy(config: DeploymentState["config"], flags: Partial<
 }
 
 export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchOptions = {}): Promise<RelaunchReport> {
-  requireState(ctx, name); // before the lock, which would create the directory of a mistyped name
+  // Before the lock, which would create the directory of a mistyped name; its config bounds the lock.
+  const recorded = requireState(ctx, name);
   let lock: Lock;
   try {
-    lock = ctx.store.lock(name, "tpu-deploy relaunch");
+    lock = ctx.store.lock(name, "tpu-deploy relaunch", { maxHoldMs: deployHoldMs(recorded.config, opts.timeoutMs) });
   } catch (err) {
-    if (err instanceof OperationError && err.code === "locked") {
-      return {
-        name,
-        verdict: null,
-        action: "busy",
-        attempt: 0,
-        zone: null,
-        nextAttemptAt: null,
-        code: EXIT.ok,
-        message: `another run is in progress (${err.message}); nothing to do`,
-      };
-    }
-    throw err;
+    if (!(err instanceof LockedError)) throw err;
+    const none = { name, verdict: null, attempt: 0, zone: null, nextAttemptAt: null };
+    return { ...none, action: "busy", code: EXIT.ok, message: `another run is in progress (${err.message}); nothing to do` };
   }
-  if (lock.tookOverFrom)
-    ctx.report.warn(
-      `took over the lock of ${name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
-    );
+  warnTakeover(ctx, name, lock);
   try {
     let state = requireState(ctx, name);
     if (opts.reset) {

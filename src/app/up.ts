@@ -14,9 +14,7 @@ export function planFor(ctx: AppContext, config: Config, overrides: { zones?: st
 }
 
 export interface UpOptions extends DeployOptions {
-  /** Bounds the whole run. */
-  timeoutMs?: number | undefined;
-  /** How the timeout was written, for its message. */
+  /** How the timeout (timeoutMs: bounds the whole run) was written, for its message. */
   timeoutText?: string | undefined;
 }
 
