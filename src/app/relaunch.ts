@@ -42,7 +42,8 @@ export interface RelaunchOptions {
   random?: () => number;
 }
 
-export type ReportedAction = Action | "backoff" | "busy" | "gave-up";
+/** busy: another run holds the lock (exit 0); stuck: it holds it past its deadline (exit 1, for monitoring). */
+export type ReportedAction = Action | "backoff" | "busy" | "stuck" | "gave-up";
 
 export interface RelaunchReport {
   name: string;
@@ -71,6 +72,8 @@ export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchO
   } catch (err) {
     if (!(err instanceof LockedError)) throw err;
     const none = { name, verdict: null, attempt: 0, zone: null, nextAttemptAt: null };
+    // A run past its deadline will likely never let go: every later cron run would be "busy" forever.
+    if (err.stuck) return { ...none, action: "stuck", code: err.exitCode, message: err.message, error: errorJson(err) };
     return { ...none, action: "busy", code: EXIT.ok, message: `another run is in progress (${err.message}); nothing to do` };
   }
   warnTakeover(ctx, name, lock);
