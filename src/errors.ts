@@ -29,7 +29,7 @@ export const ERROR_CODES = [
   "server_crashed", // a rank's server exited
   "readiness_timeout", // the cluster did not serve in time
   "cloud_api", // the Cloud TPU API failed
-  "locked", // another run holds the deployment's lock
+  "locked", // another run holds the deployment's lock (LockedError; `stuck` when it is past its deadline)
   "not_found", // no such deployment
   "state_corrupt", // a state file was damaged outside tpu-deploy
   "not_verified", // teardown could not be verified
@@ -84,6 +84,29 @@ export class ConfigError extends TpuDeployError {
 export class OperationError extends TpuDeployError {
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}) {
     super(code, EXIT.failed, message, details);
+  }
+}
+
+/** Who holds a deployment's lock, as its lock file says. */
+export interface LockHolder {
+  pid: number;
+  host: string;
+  command: string;
+  startedAt: string;
+  deadline?: string | undefined;
+}
+
+/**
+ * Another run holds the deployment's lock (code "locked"). `stuck`: that run is alive but more than 5 min
+ * past the deadline it wrote, so it will likely never let go; relaunch reports it (exit 1) instead of "busy".
+ */
+export class LockedError extends OperationError {
+  readonly holder: LockHolder | undefined;
+  readonly stuck: boolean;
+  constructor(message: string, info: ErrorDetails & { holder?: LockHolder | undefined; stuck?: boolean } = {}) {
+    super("locked", message, info);
+    this.holder = info.holder;
+    this.stuck = info.stuck ?? false;
   }
 }
 

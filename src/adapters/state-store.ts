@@ -22,8 +22,9 @@ import { hostname } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { NAME_PATTERN, resolveSpec } from "../core/config.js";
 import { checkName, stateHome } from "../core/paths.js";
+import { judgeLock, type LockInfo, parseLockInfo } from "../core/lock.js";
 import { type DeploymentState, parseState, serializeState } from "../core/state.js";
-import { OperationError, UsageError } from "../errors.js";
+import { LockedError, OperationError, UsageError } from "../errors.js";
 
 export { checkName };
 
@@ -51,17 +52,24 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600): void 
   }
 }
 
-export interface LockInfo {
-  pid: number;
-  host: string;
-  command: string;
-  startedAt: string;
+export type { LockInfo };
+
+export interface LockOptions {
+  /** How long this run may hold the lock (core/lock.ts sets it per command); written into the lock as its deadline. */
+  maxHoldMs: number;
 }
 
 export interface Lock {
   release(): void;
-  /** Set when a dead holder's lock was taken over. */
+  /** Set when a stale lock (its holder gone) was taken over. */
   tookOverFrom: LockInfo | undefined;
+  /** Why that holder counted as gone, for the warning. */
+  tookOverBecause: string | undefined;
+}
+
+export interface StateStoreOptions {
+  /** The wall clock of lock deadlines (tests). Not the run's injected clock: other processes compare against these. */
+  now?: () => Date;
 }
 
 function pidAlive(pid: number): boolean {
@@ -73,8 +81,39 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Field 22 of /proc/PID/stat (start time in clock ticks after boot); undefined off Linux or when unreadable. */
+function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 2 is "(comm)", and comm may hold spaces and ')': split after its last ')', where field 3 comes first.
+    const fields = stat
+      .slice(stat.lastIndexOf(")") + 1)
+      .trim()
+      .split(/\s+/);
+    const ticks = Number(fields[22 - 3]);
+    return Number.isSafeInteger(ticks) ? ticks : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function bootId(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class StateStore {
-  constructor(private readonly env: NodeJS.ProcessEnv) {}
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly env: NodeJS.ProcessEnv,
+    opts: StateStoreOptions = {},
+  ) {
+    this.now = opts.now ?? (() => new Date());
+  }
 
   private root(): string {
     return resolve(stateHome(this.env), "deployments");
@@ -194,13 +233,29 @@ export class StateStore {
     }
   }
 
-  /** Takes the deployment's lock without waiting. A lock whose holder is dead is taken over. */
-  lock(name: string, command: string): Lock {
+  /**
+   * Takes the deployment's lock without waiting. A stale lock (its holder gone: dead, its pid reused, or
+   * from before a reboot) is taken over; a live holder's is not: LockedError, marked stuck when that holder
+   * is past its deadline by core/lock.ts STUCK_AFTER_MS.
+   */
+  lock(name: string, command: string, opts: LockOptions): Lock {
     const dir = this.dir(name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, "lock");
-    const info: LockInfo = { pid: process.pid, host: hostname(), command, startedAt: new Date().toISOString() };
+    const now = this.now();
+    const procStartTicks = processStartTicks(process.pid);
+    const here = { host: hostname(), bootId: bootId() };
+    const info: LockInfo = {
+      pid: process.pid,
+      host: here.host,
+      command,
+      startedAt: now.toISOString(),
+      ...(procStartTicks === undefined ? {} : { procStartTicks }),
+      ...(here.bootId === undefined ? {} : { bootId: here.bootId }),
+      deadline: new Date(now.getTime() + opts.maxHoldMs).toISOString(),
+    };
     let tookOverFrom: LockInfo | undefined;
+    let tookOverBecause: string | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       // Written whole under a temporary name, then linked into place (link fails if a lock exists): a
       // lock created empty and then filled was seen empty by a racing process, taken for torn, and removed.
@@ -217,12 +272,12 @@ export class StateStore {
         let released = false;
         return {
           tookOverFrom,
+          tookOverBecause,
           release: () => {
             if (released) return;
             released = true;
             try {
-              const now = JSON.parse(readFileSync(path, "utf8")) as LockInfo;
-              if (now.pid === process.pid) unlinkSync(path);
+              if (parseLockInfo(readFileSync(path, "utf8"))?.pid === process.pid) unlinkSync(path);
             } catch {
               // already gone
             }
@@ -234,25 +289,25 @@ export class StateStore {
         unlinkSync(tmp);
       }
       let text: string | undefined;
-      let holder: LockInfo | undefined;
       try {
         text = readFileSync(path, "utf8");
-        holder = JSON.parse(text) as LockInfo;
       } catch {
-        holder = undefined; // torn (its writer crashed) or just released: stale either way
+        text = undefined; // just released
       }
-      if (holder && (holder.host !== hostname() || pidAlive(holder.pid))) {
-        throw new OperationError(
-          "locked",
-          `deployment ${name} is busy: ${holder.command} (pid ${holder.pid} on ${holder.host}) holds its lock since ${holder.startedAt}`,
-          {
-            hint: "wait for it to finish; if that process is gone, run the command again",
-          },
-        );
-      }
-      // The holder died: take over. A second file serialises takeovers, so two contenders can never
-      // both remove the stale lock and both believe they hold the new one.
+      // Unreadable as a lock: torn (its writer crashed) or just released; stale either way.
+      const holder = text === undefined ? undefined : parseLockInfo(text);
       tookOverFrom = holder;
+      tookOverBecause = undefined;
+      if (holder) {
+        const verdict = judgeLock(holder, { ...here, now: this.now() }, (pid) => ({
+          alive: pidAlive(pid),
+          startTicks: processStartTicks(pid),
+        }));
+        if (verdict.kind === "held") throw lockedError(name, path, holder, verdict.stuck, holder.host === here.host);
+        tookOverBecause = verdict.why;
+      }
+      // The holder is gone: take over. A second file serialises takeovers, so two contenders can never
+      // both remove the stale lock and both believe they hold the new one.
       const guard = `${path}.takeover`;
       try {
         const gfd = openSync(guard, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -274,6 +329,24 @@ export class StateStore {
         unlinkSync(guard);
       }
     }
-    throw new OperationError("locked", `could not take the lock of ${name}`, { hint: "run the command again" });
+    throw new LockedError(`could not take the lock of ${name}`, { hint: "run the command again" });
   }
+}
+
+function lockedError(name: string, path: string, holder: LockInfo, stuck: boolean, sameHost: boolean): LockedError {
+  const who = `${holder.command} (pid ${holder.pid} on ${holder.host}) holds its lock since ${holder.startedAt}`;
+  if (stuck) {
+    const look = `ps -o pid,etime,args -p ${holder.pid}`;
+    return new LockedError(`deployment ${name} looks stuck: ${who}, past its deadline ${holder.deadline}`, {
+      holder,
+      stuck,
+      hint: sameHost
+        ? `that run is alive but should have ended: see what it does (${look}); if it hangs, kill ${holder.pid} and the next run takes the lock over`
+        : `that run is on ${holder.host}: see what it does there (${look}); if it hangs, kill ${holder.pid} there, then remove ${path} (a lock from another machine is never taken over from here)`,
+    });
+  }
+  return new LockedError(`deployment ${name} is busy: ${who}${holder.deadline ? ` (deadline ${holder.deadline})` : ""}`, {
+    holder,
+    hint: "wait for it to finish; if that process is gone, run the command again",
+  });
 }

@@ -4,7 +4,9 @@
 // `relaunch` all come through here.
 import { specOf } from "../core/config.js";
 import type { Config } from "../core/config.js";
+import { deployHoldMs } from "../core/lock.js";
 import type { DeployPlan } from "../core/plan.js";
+import type { Lock } from "../adapters/state-store.js";
 import { clusterName, type DeploymentState, newReplica, newState, type ReplicaState, resourcesKey, serverKey } from "../core/state.js";
 import { OperationError, PartialFailureError, type TpuDeployError, toTpuDeployError, UsageError } from "../errors.js";
 import { type AppContext, settleEach } from "./context.js";
@@ -52,6 +54,8 @@ export interface DeployOptions {
   downOnInterrupt?: boolean;
   /** Relaunch holds the lock itself. */
   lockHeld?: boolean;
+  /** The bound the caller puts on the whole run (--timeout), when it has one: sets how long the lock may be held. */
+  timeoutMs?: number | undefined;
   /** Relaunch keeps the deployment's record when a first launch fails, so the next run retries. */
   keepState?: boolean;
   /** restart: stop and start the servers even when they serve with these settings. */
@@ -70,12 +74,10 @@ export async function deploy(
   secrets: Map<string, string>,
   opts: DeployOptions = {},
 ): Promise<DeploySummary> {
-  const lock = opts.lockHeld ? undefined : ctx.store.lock(config.name, "tpu-deploy up");
-  if (lock?.tookOverFrom) {
-    ctx.report.warn(
-      `took over the lock of ${config.name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
-    );
-  }
+  const lock = opts.lockHeld
+    ? undefined
+    : ctx.store.lock(config.name, "tpu-deploy up", { maxHoldMs: deployHoldMs(config, opts.timeoutMs) });
+  if (lock) warnTakeover(ctx, config.name, lock);
   const existing = ctx.store.read(config.name);
   try {
     const previous = existing?.config;
@@ -121,6 +123,15 @@ export async function deploy(
   } finally {
     lock?.release();
   }
+}
+
+/** Says whose stale lock was taken over, and why it counted as stale. */
+export function warnTakeover(ctx: AppContext, name: string, lock: Lock): void {
+  const from = lock.tookOverFrom;
+  if (!from) return;
+  ctx.report.warn(
+    `took over the lock of ${name} from pid ${from.pid} (${from.command}): ${lock.tookOverBecause ?? "it is no longer running"}`,
+  );
 }
 
 /**

@@ -1,6 +1,7 @@
 // `tpu-deploy down`: stop the servers by their process groups, `sky down`, verify the slice is gone, and
 // only then remove the state. A check that could not run keeps the state and fails (not_verified): the
 // slice may still bill. Idempotent: what is already gone is reported as such.
+import { TEARDOWN_HOLD_MS } from "../core/lock.js";
 import { addEvent, type DeploymentState, type ReplicaState } from "../core/state.js";
 import { OperationError, UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -25,7 +26,7 @@ export interface DownResult {
  * goes only when every replica is verified gone; a replica taken down alone leaves the others serving.
  */
 export async function downDeployment(ctx: AppContext, name: string, opts: { replica?: number } = {}): Promise<DownResult> {
-  const lock = ctx.store.lock(name, "tpu-deploy down");
+  const lock = ctx.store.lock(name, "tpu-deploy down", { maxHoldMs: TEARDOWN_HOLD_MS });
   try {
     const state: DeploymentState | undefined = ctx.store.read(name);
     if (!state) {

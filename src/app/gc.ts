@@ -4,6 +4,7 @@
 // runs under the deployment's lock, so gc never races an `up` or a `relaunch` of the same name.
 import type { SkyClusterRecord } from "../adapters/sky.js";
 import type { Lock } from "../adapters/state-store.js";
+import { TEARDOWN_HOLD_MS } from "../core/lock.js";
 import { LABEL_KEY, MANAGED_BY } from "../core/plan.js";
 import { type DeploymentState, overallPhase } from "../core/state.js";
 import { DEFAULT_ZONES } from "../core/topology.js";
@@ -79,7 +80,7 @@ function awaitingRelaunch(s: DeploymentState): boolean {
 
 function busy(ctx: AppContext, name: string): boolean {
   try {
-    ctx.store.lock(name, "tpu-deploy gc").release();
+    ctx.store.lock(name, "tpu-deploy gc", { maxHoldMs: TEARDOWN_HOLD_MS }).release();
     return false;
   } catch (err) {
     if (err instanceof OperationError && err.code === "locked") return true;
@@ -136,7 +137,7 @@ export async function removeGarbage(ctx: AppContext, items: GcItem[]): Promise<G
     let lock: Lock | undefined;
     const dirExisted = owner ? ctx.store.exists(owner) : true;
     try {
-      if (owner) lock = ctx.store.lock(owner, "tpu-deploy gc");
+      if (owner) lock = ctx.store.lock(owner, "tpu-deploy gc", { maxHoldMs: TEARDOWN_HOLD_MS });
       await removeOne(ctx, item);
       done.push({ ...item, removed: true });
       ctx.report.info(`removed ${item.kind} ${item.name}`);

@@ -5,6 +5,7 @@
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";
 import { formatDuration } from "../core/duration.js";
+import { deployHoldMs } from "../core/lock.js";
 import {
   type Action,
   actionFor,
@@ -24,10 +25,10 @@ import {
   type VerdictKind,
 } from "../core/relaunch.js";
 import { addEvent, type DeploymentState, type ReplicaState, withReplica } from "../core/state.js";
-import { EXIT, GaveUpError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
+import { EXIT, GaveUpError, LockedError, OperationError, type TpuDeployError, toTpuDeployError } from "../errors.js";
 import { assess } from "./assess.js";
 import { type AppContext, interruptedFrom, settleEach, throwIfAborted, withSignal } from "./context.js";
-import { clusterRefOf, deploy } from "./deploy.js";
+import { clusterRefOf, deploy, warnTakeover } from "./deploy.js";
 import { requireState } from "./hosts.js";
 import { teardownCluster } from "./teardown.js";
 import { planFor } from "./up.js";
@@ -42,7 +43,8 @@ export interface RelaunchOptions {
   random?: () => number;
 }
 
-export type ReportedAction = Action | "backoff" | "busy" | "gave-up";
+/** busy: another run holds the lock (exit 0); stuck: it holds it past its deadline (exit 1, for monitoring). */
+export type ReportedAction = Action | "backoff" | "busy" | "stuck" | "gave-up";
 
 export interface ReplicaReport {
   replica: number;
@@ -73,26 +75,31 @@ export function backoffPolicy(config: DeploymentState["config"], flags: Partial<
 const ATTEMPT_CONCURRENCY = 4;
 
 export async function relaunchOne(ctx: AppContext, name: string, opts: RelaunchOptions = {}): Promise<RelaunchReport> {
-  requireState(ctx, name); // before the lock, which would create the directory of a mistyped name
+  // Before the lock, which would create the directory of a mistyped name; its config bounds the lock.
+  const recorded = requireState(ctx, name);
   let lock: Lock;
   try {
-    lock = ctx.store.lock(name, "tpu-deploy relaunch");
+    lock = ctx.store.lock(name, "tpu-deploy relaunch", { maxHoldMs: deployHoldMs(recorded.config, opts.timeoutMs) });
   } catch (err) {
-    if (err instanceof OperationError && err.code === "locked") {
+    if (!(err instanceof LockedError)) throw err;
+    // A run past its deadline will likely never let go: every later cron run would be "busy" forever.
+    if (err.stuck) {
       return summarizeReports(name, [], {
         verdict: null,
-        action: "busy",
-        code: EXIT.ok,
-        message: `another run is in progress (${err.message}); nothing to do`,
+        action: "stuck",
+        code: err.exitCode,
+        message: err.message,
+        error: errorJson(err),
       });
     }
-    throw err;
+    return summarizeReports(name, [], {
+      verdict: null,
+      action: "busy",
+      code: EXIT.ok,
+      message: `another run is in progress (${err.message}); nothing to do`,
+    });
   }
-  if (lock.tookOverFrom) {
-    ctx.report.warn(
-      `took over the lock of ${name} from pid ${lock.tookOverFrom.pid} (${lock.tookOverFrom.command}), which is no longer running`,
-    );
-  }
+  warnTakeover(ctx, name, lock);
   try {
     let state = requireState(ctx, name);
     if (opts.reset) {
@@ -423,12 +430,22 @@ export function errorReport(name: string, err: unknown): RelaunchReport {
 }
 
 // Which replica speaks for the deployment: the one that needed the most.
-const WEIGHT: Record<ReportedAction, number> = { relaunch: 6, restart: 5, hold: 4, "gave-up": 4, backoff: 3, busy: 2, wait: 1, none: 0 };
+const WEIGHT: Record<ReportedAction, number> = {
+  relaunch: 6,
+  restart: 5,
+  stuck: 4,
+  hold: 4,
+  "gave-up": 4,
+  backoff: 3,
+  busy: 2,
+  wait: 1,
+  none: 0,
+};
 
 function summarizeReports(
   name: string,
   replicas: ReplicaReport[],
-  whenNone?: Pick<ReplicaReport, "verdict" | "action" | "code" | "message">,
+  whenNone?: Pick<ReplicaReport, "verdict" | "action" | "code" | "message" | "error">,
 ): RelaunchReport {
   if (replicas.length === 0) {
     return {

@@ -18,9 +18,7 @@ export function planFor(
 }
 
 export interface UpOptions extends DeployOptions {
-  /** Bounds the whole run. */
-  timeoutMs?: number | undefined;
-  /** How the timeout was written, for its message. */
+  /** How the timeout (timeoutMs: bounds the whole run) was written, for its message. */
   timeoutText?: string | undefined;
 }
 

@@ -19,18 +19,20 @@ import { type LockInfo, StateStore, writeFileAtomic } from "../../src/adapters/s
 import { resolveConfig } from "../../src/core/config.js";
 import { specOf } from "../../src/core/config.js";
 import { type DeploymentState, newState, type Phase } from "../../src/core/state.js";
-import { OperationError } from "../../src/errors.js";
+import { LockedError, OperationError } from "../../src/errors.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 const DIST_STORE = join(ROOT, "dist", "src", "adapters", "state-store.js");
-const SOURCES = ["src/adapters/state-store.ts", "src/core/paths.ts", "src/errors.ts"].map((p) => join(ROOT, p));
+const SOURCES = ["src/adapters/state-store.ts", "src/core/lock.ts", "src/core/paths.ts", "src/errors.ts"].map((p) => join(ROOT, p));
 
 const tmp = mkdtempSync(join(tmpdir(), "tpd-state-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 let homes = 0;
 const newHome = () => join(tmp, `home-${++homes}`);
-const storeIn = (home: string) => new StateStore({ TPU_DEPLOY_HOME: home });
+const storeIn = (home: string, now?: () => Date) => new StateStore({ TPU_DEPLOY_HOME: home }, now ? { now } : {});
+/** What every lock in these tests may hold it for, unless a test says otherwise. */
+const HOLD = { maxHoldMs: 60_000 };
 
 function state(name: string, phase: Phase = "serving"): DeploymentState {
   const r = resolveConfig([{ label: "tpu-deploy.yaml", keyName: (p) => p, data: { name, tpu: { nodes: 4 } } }], {});
@@ -53,8 +55,51 @@ function deadPid(): number {
   return r.pid;
 }
 
+/** A lock as the previous version wrote it: no boot id, no process start time, no deadline. */
 function lockInfo(pid: number, host = hostname(), command = "up"): LockInfo {
   return { pid, host, command, startedAt: "2026-01-01T12:00:00.000Z" };
+}
+
+const BOOT_ID = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+
+/** Field 22 of /proc/PID/stat (clock ticks after boot), read after the last ')' since comm may hold spaces and ')'. */
+function startTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+}
+
+/** A lock as this version writes it, for a holder that is `pid` as it runs now, unless `over` says otherwise. */
+function fullLockInfo(pid: number, over: Partial<LockInfo> = {}): LockInfo {
+  return {
+    ...lockInfo(pid, hostname(), "tpu-deploy relaunch"),
+    procStartTicks: startTicks(pid),
+    bootId: BOOT_ID,
+    deadline: "2026-01-01T13:00:00.000Z",
+    ...over,
+  };
+}
+
+/** A live process for a test to name as a lock's holder, once it runs `program` (comm is set at exec). */
+async function liveHolder(program = "sleep"): Promise<ChildProcess & { pid: number }> {
+  const child = spawn(program, ["60"], { stdio: "ignore" });
+  const pid = child.pid;
+  if (!pid) throw new Error(`could not start ${program}`);
+  const comm = `(${program.slice(program.lastIndexOf("/") + 1).slice(0, 15)})`;
+  for (let i = 0; i < 500 && !readFileSync(`/proc/${pid}/stat`, "utf8").includes(comm); i++) await new Promise((r) => setTimeout(r, 10));
+  return Object.assign(child, { pid });
+}
+
+function lockedError(fn: () => unknown): LockedError {
+  const err = operationError(fn);
+  expect(err.code).toBe("locked");
+  return err as LockedError;
+}
+
+function writeLock(store: StateStore, name: string, info: LockInfo | string): string {
+  mkdirSync(store.dir(name), { recursive: true });
+  const path = join(store.dir(name), "lock");
+  writeFileSync(path, typeof info === "string" ? info : JSON.stringify(info));
+  return path;
 }
 
 function operationError(fn: () => unknown): OperationError {
@@ -131,7 +176,7 @@ describe("StateStore read/write/list/remove", () => {
     const home = newHome();
     const store = storeIn(home);
     for (const n of ["zeta", "alpha", "mid"]) store.write(state(n));
-    const lock = store.lock("locked-only", "up");
+    const lock = store.lock("locked-only", "up", HOLD);
     writeFileSync(join(home, "deployments", "not-a-dir"), "x");
     expect(store.list()).toEqual(["alpha", "mid", "zeta"]);
     lock.release();
@@ -204,7 +249,7 @@ describe("lock", () => {
       mkdirSync(store.dir("busy"), { recursive: true });
       const lockPath = join(store.dir("busy"), "lock");
       writeFileSync(lockPath, JSON.stringify(lockInfo(pid, hostname(), "relaunch")));
-      const err = operationError(() => store.lock("busy", "up"));
+      const err = operationError(() => store.lock("busy", "up", HOLD));
       expect(err.code).toBe("locked");
       expect(err.exitCode).toBe(1);
       expect(err.message).toBe(
@@ -218,8 +263,8 @@ describe("lock", () => {
 
   it("refuses a second lock from the same process", () => {
     const store = storeIn(newHome());
-    const first = store.lock("d", "up");
-    const err = operationError(() => store.lock("d", "down"));
+    const first = store.lock("d", "up", HOLD);
+    const err = operationError(() => store.lock("d", "down", HOLD));
     expect(err.code).toBe("locked");
     expect(err.message).toContain(`up (pid ${process.pid} on ${hostname()})`);
     first.release();
@@ -229,7 +274,7 @@ describe("lock", () => {
     const store = storeIn(newHome());
     mkdirSync(store.dir("remote"), { recursive: true });
     writeFileSync(join(store.dir("remote"), "lock"), JSON.stringify(lockInfo(deadPid(), "laptop-of-someone-else")));
-    const err = operationError(() => store.lock("remote", "up"));
+    const err = operationError(() => store.lock("remote", "up", HOLD));
     expect(err.code).toBe("locked");
     expect(err.message).toContain("on laptop-of-someone-else");
   });
@@ -240,8 +285,9 @@ describe("lock", () => {
     mkdirSync(store.dir("orphan"), { recursive: true });
     const lockPath = join(store.dir("orphan"), "lock");
     writeFileSync(lockPath, JSON.stringify(dead));
-    const lock = store.lock("orphan", "relaunch");
+    const lock = store.lock("orphan", "relaunch", HOLD);
     expect(lock.tookOverFrom).toEqual(dead);
+    expect(lock.tookOverBecause).toBe("it is no longer running");
     const now = JSON.parse(readFileSync(lockPath, "utf8")) as LockInfo;
     expect(now).toMatchObject({ pid: process.pid, host: hostname(), command: "relaunch" });
     expect(mode(lockPath)).toBe(0o600);
@@ -253,7 +299,7 @@ describe("lock", () => {
     const store = storeIn(newHome());
     mkdirSync(store.dir("torn"), { recursive: true });
     writeFileSync(join(store.dir("torn"), "lock"), "");
-    const lock = store.lock("torn", "up");
+    const lock = store.lock("torn", "up", HOLD);
     expect(lock.tookOverFrom).toBeUndefined();
     expect(JSON.parse(readFileSync(join(store.dir("torn"), "lock"), "utf8"))).toMatchObject({ pid: process.pid });
     lock.release();
@@ -267,7 +313,7 @@ describe("lock", () => {
     writeFileSync(`${lockPath}.takeover`, "");
     const old = new Date(Date.now() - 60_000);
     utimesSync(`${lockPath}.takeover`, old, old);
-    const lock = store.lock("g", "up");
+    const lock = store.lock("g", "up", HOLD);
     expect(JSON.parse(readFileSync(lockPath, "utf8"))).toMatchObject({ pid: process.pid });
     expect(existsSync(`${lockPath}.takeover`)).toBe(false);
     lock.release();
@@ -280,27 +326,169 @@ describe("lock", () => {
     const dead = JSON.stringify(lockInfo(deadPid()));
     writeFileSync(lockPath, dead);
     writeFileSync(`${lockPath}.takeover`, "");
-    const err = operationError(() => store.lock("g2", "up"));
+    const err = operationError(() => store.lock("g2", "up", HOLD));
     expect(err.code).toBe("locked");
     expect(readFileSync(lockPath, "utf8")).toBe(dead);
   });
 
+  it("writes the holder's pid, host, command, start, process start time, boot id and deadline", () => {
+    const at = new Date("2026-03-01T08:00:00.000Z");
+    const store = storeIn(newHome(), () => at);
+    const lock = store.lock("fmt", "tpu-deploy up", { maxHoldMs: 90 * 60_000 });
+    const written = JSON.parse(readFileSync(join(store.dir("fmt"), "lock"), "utf8")) as LockInfo;
+    expect(written).toEqual({
+      pid: process.pid,
+      host: hostname(),
+      command: "tpu-deploy up",
+      startedAt: "2026-03-01T08:00:00.000Z",
+      procStartTicks: startTicks(process.pid),
+      bootId: BOOT_ID,
+      deadline: "2026-03-01T09:30:00.000Z",
+    });
+    lock.release();
+  });
+
+  it("takes over a lock whose pid is alive but is another process (the pid was reused)", async () => {
+    const store = storeIn(newHome());
+    const other = await liveHolder();
+    try {
+      // The pid is alive, but the process that wrote the lock started at another time.
+      const reused = fullLockInfo(other.pid, { procStartTicks: startTicks(other.pid) - 1 });
+      const lockPath = writeLock(store, "reused", reused);
+      const lock = store.lock("reused", "tpu-deploy relaunch", HOLD);
+      expect(lock.tookOverFrom).toEqual(reused);
+      expect(lock.tookOverBecause).toBe("it is no longer running (its pid now belongs to another process)");
+      expect(JSON.parse(readFileSync(lockPath, "utf8"))).toMatchObject({ pid: process.pid, command: "tpu-deploy relaunch" });
+      expect(other.exitCode).toBeNull(); // taken over, not killed
+      lock.release();
+    } finally {
+      other.kill("SIGKILL");
+    }
+  });
+
+  it("takes over a lock written before a reboot (another boot id), even if its pid is alive again", async () => {
+    const store = storeIn(newHome());
+    const other = await liveHolder();
+    try {
+      const before = fullLockInfo(other.pid, { bootId: "00000000-1111-2222-3333-444444444444" });
+      writeLock(store, "rebooted", before);
+      const lock = store.lock("rebooted", "tpu-deploy relaunch", HOLD);
+      expect(lock.tookOverFrom).toEqual(before);
+      expect(lock.tookOverBecause).toBe("it was written before this machine rebooted");
+      lock.release();
+    } finally {
+      other.kill("SIGKILL");
+    }
+  });
+
+  it("recognises a live holder whose name has spaces and ')' in it: busy, not taken over", async () => {
+    const dir = join(tmp, "odd-comm");
+    mkdirSync(dir, { recursive: true });
+    const program = join(dir, "x) y (z");
+    writeFileSync(program, readFileSync(spawnSync("which", ["sleep"], { encoding: "utf8" }).stdout.trim()), { mode: 0o755 });
+    const store = storeIn(newHome(), () => new Date("2026-01-01T12:30:00.000Z"));
+    const holder = await liveHolder(program);
+    try {
+      const info = fullLockInfo(holder.pid);
+      const lockPath = writeLock(store, "odd", info);
+      const err = lockedError(() => store.lock("odd", "tpu-deploy relaunch", HOLD));
+      expect(err.stuck).toBe(false);
+      expect(JSON.parse(readFileSync(lockPath, "utf8"))).toEqual(info);
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("a live holder within its deadline (and the 5 min after it) is busy, and the message says until when", async () => {
+    const holder = await liveHolder();
+    try {
+      const info = fullLockInfo(holder.pid, { deadline: "2026-01-01T13:00:00.000Z" });
+      for (const now of ["2026-01-01T12:00:01.000Z", "2026-01-01T13:00:00.000Z", "2026-01-01T13:05:00.000Z"]) {
+        const store = storeIn(newHome(), () => new Date(now));
+        const lockPath = writeLock(store, "held", info);
+        const err = lockedError(() => store.lock("held", "tpu-deploy up", HOLD));
+        expect(err.stuck, now).toBe(false);
+        expect(err.exitCode).toBe(1);
+        expect(err.message).toBe(
+          `deployment held is busy: tpu-deploy relaunch (pid ${holder.pid} on ${hostname()}) holds its lock since 2026-01-01T12:00:00.000Z (deadline 2026-01-01T13:00:00.000Z)`,
+        );
+        expect(JSON.parse(readFileSync(lockPath, "utf8"))).toEqual(info);
+      }
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("a live holder more than 5 min past its deadline is stuck: a locked error naming it, marked stuck, lock kept", async () => {
+    const holder = await liveHolder();
+    try {
+      const info = fullLockInfo(holder.pid, { deadline: "2026-01-01T13:00:00.000Z" });
+      const store = storeIn(newHome(), () => new Date("2026-01-01T13:05:00.001Z"));
+      const lockPath = writeLock(store, "wedged", info);
+      const err = lockedError(() => store.lock("wedged", "tpu-deploy relaunch", HOLD));
+      expect(err).toBeInstanceOf(LockedError);
+      expect(err.stuck).toBe(true);
+      expect(err.exitCode).toBe(1);
+      expect(err.message).toBe(
+        `deployment wedged looks stuck: tpu-deploy relaunch (pid ${holder.pid} on ${hostname()}) holds its lock since 2026-01-01T12:00:00.000Z, past its deadline 2026-01-01T13:00:00.000Z`,
+      );
+      expect(err.holder).toEqual(info);
+      expect(err.hint).toContain(`kill ${holder.pid} and the next run takes the lock over`);
+      // Never taken over: the holder is alive and may still be doing something.
+      expect(JSON.parse(readFileSync(lockPath, "utf8"))).toEqual(info);
+      expect(holder.exitCode).toBeNull();
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("a holder on another machine past its deadline is stuck too (its pid cannot be checked from here)", () => {
+    const store = storeIn(newHome(), () => new Date("2026-01-02T00:00:00.000Z"));
+    const lockPath = writeLock(store, "far", { ...fullLockInfo(process.pid), host: "laptop-of-someone-else", pid: 999_999 });
+    const err = lockedError(() => store.lock("far", "tpu-deploy relaunch", HOLD));
+    expect(err.stuck).toBe(true);
+    expect(err.message).toContain("(pid 999999 on laptop-of-someone-else)");
+    // Never taken over from here, even once that run is gone: the hint says to remove the lock by hand.
+    expect(err.hint).toContain(`kill 999999 there, then remove ${lockPath}`);
+  });
+
+  it("a lock of the previous format (no boot id, start time or deadline): a live pid is busy, never stuck; a dead one is taken over", async () => {
+    const holder = await liveHolder();
+    try {
+      const store = storeIn(newHome(), () => new Date("2027-01-01T00:00:00.000Z"));
+      const old = lockInfo(holder.pid, hostname(), "tpu-deploy relaunch");
+      writeLock(store, "old", old);
+      const err = lockedError(() => store.lock("old", "tpu-deploy up", HOLD));
+      expect(err.stuck).toBe(false);
+      expect(err.message).toBe(
+        `deployment old is busy: tpu-deploy relaunch (pid ${holder.pid} on ${hostname()}) holds its lock since 2026-01-01T12:00:00.000Z`,
+      );
+      const gone = lockInfo(deadPid(), hostname(), "tpu-deploy relaunch");
+      writeLock(store, "old-dead", gone);
+      const lock = store.lock("old-dead", "tpu-deploy up", HOLD);
+      expect(lock.tookOverFrom).toEqual(gone);
+      lock.release();
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
   it("release removes our own lock, once; the next lock is a fresh one", () => {
     const store = storeIn(newHome());
-    const lock = store.lock("r", "up");
+    const lock = store.lock("r", "up", HOLD);
     const lockPath = join(store.dir("r"), "lock");
     expect(existsSync(lockPath)).toBe(true);
     lock.release();
     expect(existsSync(lockPath)).toBe(false);
     lock.release();
-    const again = store.lock("r", "down");
+    const again = store.lock("r", "down", HOLD);
     expect(again.tookOverFrom).toBeUndefined();
     again.release();
   });
 
   it("release leaves a lock that another process has taken since", () => {
     const store = storeIn(newHome());
-    const lock = store.lock("r2", "up");
+    const lock = store.lock("r2", "up", HOLD);
     const lockPath = join(store.dir("r2"), "lock");
     const other = JSON.stringify(lockInfo(process.pid + 1, hostname(), "relaunch"));
     writeFileSync(lockPath, other);
@@ -339,7 +527,7 @@ process.stdin.on("data", (d) => {
   while (Date.now() < at) {}
   let result;
   try {
-    const lock = store.lock(name, "race");
+    const lock = store.lock(name, "race", { maxHoldMs: 60_000 });
     result = { won: true, pid: process.pid, tookOverFrom: lock.tookOverFrom ?? null };
   } catch (err) {
     result = { won: false, pid: process.pid, code: err.code, message: err.message };
@@ -384,19 +572,28 @@ process.stdout.write("ready\\n");
   it.each([
     { stale: "a lock naming a dead pid", text: () => JSON.stringify(lockInfo(deadPid())) },
     { stale: "an empty lock file (its writer crashed before writing)", text: () => "" },
+    {
+      stale: "a lock naming a live pid of another start time (reused)",
+      text: (live: number) => JSON.stringify(fullLockInfo(live, { procStartTicks: startTicks(live) + 7 })),
+    },
   ])(
     "exactly one wins, 20 times over, for $stale",
     async ({ text }) => {
       const home = newHome();
-      for (let round = 0; round < 20; round++) {
-        const name = `race-${round}`;
-        mkdirSync(join(home, "deployments", name), { recursive: true });
-        writeFileSync(join(home, "deployments", name, "lock"), text());
-        const { results, lockText } = await race(home, name);
-        const winners = results.filter((r) => r.won);
-        expect(winners, `round ${round}: ${JSON.stringify(results)}`).toHaveLength(1);
-        expect(results.find((r) => !r.won)?.code).toBe("locked");
-        expect(JSON.parse(lockText)).toMatchObject({ pid: winners[0]?.pid, command: "race" });
+      const live = await liveHolder();
+      try {
+        for (let round = 0; round < 20; round++) {
+          const name = `race-${round}`;
+          mkdirSync(join(home, "deployments", name), { recursive: true });
+          writeFileSync(join(home, "deployments", name, "lock"), text(live.pid));
+          const { results, lockText } = await race(home, name);
+          const winners = results.filter((r) => r.won);
+          expect(winners, `round ${round}: ${JSON.stringify(results)}`).toHaveLength(1);
+          expect(results.find((r) => !r.won)?.code).toBe("locked");
+          expect(JSON.parse(lockText)).toMatchObject({ pid: winners[0]?.pid, command: "race" });
+        }
+      } finally {
+        live.kill("SIGKILL");
       }
     },
     120_000,
