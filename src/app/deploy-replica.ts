@@ -29,6 +29,8 @@ export interface ReplicaRun {
   /** The recorded config of an earlier run, to tell whether it serves with these settings. */
   previous: Config | undefined;
   forceRestart: boolean;
+  /** Called when a failed run left nothing of this replica in the cloud (torn down and verified gone). */
+  onLeftNothing?: () => void;
   /** Tear the slice down when interrupted after its launch finished (the old rule; default: keep it). */
   downOnInterrupt: boolean;
   keepOnFailure: boolean;
@@ -231,7 +233,9 @@ async function onFailure(
         },
         { leftovers: "all" },
       );
-      holder.updateReplica(i, (x) => ({ ...x, hosts: [], phase: "launching" }));
+      // Verified gone: nothing of this replica is left in the cloud.
+      holder.updateReplica(i, (x) => ({ ...x, hosts: [], phase: "launching", nameOnCloud: undefined }));
+      run.onLeftNothing?.();
     } else if (how.interrupted && !how.launchInFlight) {
       const chips = config.topology.slice.chipsPerSlice;
       ctx.report.warn(

@@ -94,6 +94,7 @@ export async function deploy(
     const checkEnough = () => {
       if (serving >= minReady && started >= plan.replicas.length) readyAbort.abort();
     };
+    const clean = new Set<number>();
     const results = await settleEach(plan.replicas, REPLICA_CONCURRENCY, async (replica) => {
       const outcome: ReplicaOutcome = await deployReplica(ctx, {
         config,
@@ -105,6 +106,7 @@ export async function deploy(
         forceRestart: Boolean(opts.forceRestart),
         downOnInterrupt: Boolean(opts.downOnInterrupt),
         keepOnFailure: Boolean(opts.keepOnFailure),
+        onLeftNothing: () => clean.add(replica.replica),
         onStarted: () => {
           started++;
           checkEnough();
@@ -119,7 +121,7 @@ export async function deploy(
       r.status === "rejected" ? [{ replica: plan.replicas[i]?.replica ?? i, error: toTpuDeployError(r.reason) }] : [],
     );
     if (failures.length === 0) return summarize(config, holder.get());
-    return failed(ctx, config, holder, failures, { existing, keepState: Boolean(opts.keepState), planned: plan.replicas.length });
+    return failed(ctx, config, holder, failures, { existing, keepState: Boolean(opts.keepState), planned: plan.replicas.length, clean });
   } finally {
     lock?.release();
   }
@@ -208,14 +210,16 @@ function failed(
   config: Config,
   holder: StateHolder,
   failures: { replica: number; error: TpuDeployError }[],
-  how: { existing: DeploymentState | undefined; keepState: boolean; planned: number },
+  how: { existing: DeploymentState | undefined; keepState: boolean; planned: number; clean: ReadonlySet<number> },
 ): never {
   const first = failures[0]?.error ?? new OperationError("internal", "no failure recorded");
   const state = holder.get();
-  // A first up that launched nothing anywhere (no capacity, sky missing, task rejected) leaves no record.
+  // A first up that left nothing anywhere (no capacity, sky missing, task rejected, or torn down and verified
+  // gone after an interrupt) leaves no record.
   const nothing = new Set(["capacity", "quota", "sky_not_found", "invalid_task"]);
   const untouched = state.replicas.every((r) => r.hosts.length === 0 && !r.nameOnCloud && r.phase !== "serving");
-  if (!how.existing && !how.keepState && untouched && failures.every((f) => nothing.has(f.error.code))) {
+  const leftNothing = (f: { replica: number; error: TpuDeployError }) => nothing.has(f.error.code) || how.clean.has(f.replica);
+  if (!how.existing && !how.keepState && untouched && failures.length === how.planned && failures.every(leftNothing)) {
     ctx.store.remove(config.name);
     throw first;
   }

@@ -20,6 +20,8 @@ export interface OpenProxy {
   socketPath?: string;
   /** Where it leads, for people: `NAME rank 0 (10.0.0.2:30000)`, one per replica. */
   targets: string[];
+  /** Requests each replica answered so far, by target. */
+  answered(): { target: string; answered: number }[];
   close(): Promise<void>;
 }
 
@@ -33,7 +35,8 @@ export async function openProxy(ctx: AppContext, name: string, opts: { listen: L
   const heads = replicaHeads(state);
   const { apiKey, values } = proxySecrets(ctx, state);
   const port = state.config.server.port;
-  const links = heads.map((h) => ({ ...h, link: new HeadLink(ctx, h.head) }));
+  const recorded = recordedHeads(ctx, name);
+  const links = heads.map((h) => ({ ...h, link: new HeadLink(ctx, () => recorded(h.replica)) }));
   const closeLinks = async (): Promise<void> => {
     await Promise.all(links.map((l) => l.link.close()));
   };
@@ -44,9 +47,9 @@ export async function openProxy(ctx: AppContext, name: string, opts: { listen: L
     const why = reached.map((r) => (r.status === "rejected" && r.reason instanceof Error ? r.reason.message : "")).join("; ");
     throw new OperationError("ssh_failed", `cannot reach the head of any replica of ${name}: ${why}`);
   }
-  const upstreams: Upstream[] = links.map(({ id, head, link }, i) => {
+  const upstreams: Upstream[] = links.map(({ id, link }, i) => {
     if (reached[i]?.status === "rejected") ctx.report.warn(`${id} is not reachable now; requests go to the other replicas until it is`);
-    const open = (): Promise<Duplex> => link.open(head.internalIp, port);
+    const open = (): Promise<Duplex> => link.open(port);
     return { id, open, probe: (signal) => httpProbe(open, "/health", signal) };
   });
   try {
@@ -65,7 +68,8 @@ export async function openProxy(ctx: AppContext, name: string, opts: { listen: L
     return {
       url: proxy.url,
       ...(proxy.socketPath === undefined ? {} : { socketPath: proxy.socketPath }),
-      targets: heads.map((h) => h.id),
+      targets: heads.map((h) => `${h.id} at ${h.head.internalIp}:${port}`),
+      answered: () => proxy.stats().map((st) => ({ target: st.id, answered: st.answered })),
       close: async () => {
         await proxy.close();
         await closeLinks();
@@ -77,13 +81,42 @@ export async function openProxy(ctx: AppContext, name: string, opts: { listen: L
   }
 }
 
-/** One upstream per replica that has hosts: its head, rank 0. A replica being relaunched is left out. */
-function replicaHeads(state: DeploymentState): { id: string; head: HostRecord }[] {
-  const port = state.config.server.port;
+/** One upstream per replica that has hosts: its head, rank 0. */
+function replicaHeads(state: DeploymentState): { id: string; replica: number; head: HostRecord }[] {
   return requireReplicas(state).flatMap((r) => {
     const rank0 = r.hosts.find((h) => h.rank === 0);
-    return rank0 ? [{ id: `replica ${r.replica} (${r.cluster} rank 0, ${rank0.internalIp}:${port})`, head: rank0 }] : [];
+    return rank0 ? [{ id: `replica ${r.replica} (${r.cluster})`, replica: r.replica, head: rank0 }] : [];
   });
+}
+
+// How stale the proxy's view of the state file may be: a relaunched replica's new head is picked up within this.
+const HEADS_TTL_MS = 2_000;
+
+/**
+ * Each replica's head as the state file has it now, so a replica that `relaunch` brought back on new hosts
+ * is followed without restarting the proxy. A replica being relaunched (no hosts, or not serving yet) has none.
+ */
+function recordedHeads(ctx: AppContext, name: string): (replica: number) => HostRecord | undefined {
+  let at = 0;
+  let heads = new Map<number, HostRecord>();
+  return (replica) => {
+    if (Date.now() - at > HEADS_TTL_MS) {
+      at = Date.now();
+      try {
+        const s = ctx.store.read(name);
+        heads = new Map(
+          (s?.replicas ?? []).flatMap((r) => {
+            const rank0 = r.phase === "serving" || r.phase === "starting" ? r.hosts.find((h) => h.rank === 0) : undefined;
+            return rank0 ? [[r.replica, rank0] as const] : [];
+          }),
+        );
+      } catch (err) {
+        // Unreadable for a moment (a write in flight elsewhere is atomic, so this is rare): keep the last view.
+        ctx.report.debug(`proxy: could not re-read ${name}'s state: ${(err as Error).message}`);
+      }
+    }
+    return heads.get(replica);
+  };
 }
 
 /** The API key to add, and every secret value known here, to redact from answers. */
@@ -112,31 +145,41 @@ function proxySecrets(ctx: AppContext, state: DeploymentState): { apiKey: string
   return { apiKey: keyName ? found.get(keyName) : undefined, values: [...found.values()] };
 }
 
-/** The SSH connection to one replica's head: opened once, shared by every request, reopened if it drops. */
+/**
+ * The SSH connection to one replica's head: opened once, shared by every request, reopened if it drops,
+ * and moved when the state file names another head (the replica was relaunched).
+ */
 class HeadLink {
-  private current: HostSession | undefined;
-  private connecting: Promise<HostSession> | undefined;
+  private current: { session: HostSession; host: HostRecord } | undefined;
+  private connecting: Promise<{ session: HostSession; host: HostRecord }> | undefined;
   private closed = false;
 
   constructor(
     private readonly ctx: AppContext,
-    private readonly host: HostRecord,
+    private readonly head: () => HostRecord | undefined,
   ) {}
 
-  async open(destHost: string, destPort: number): Promise<Duplex> {
-    const s = await this.session();
-    return await s.forwardOut(destHost, destPort, { timeoutMs: FORWARD_TIMEOUT_MS });
+  async open(destPort: number): Promise<Duplex> {
+    const { session, host } = await this.session();
+    return await session.forwardOut(host.internalIp, destPort, { timeoutMs: FORWARD_TIMEOUT_MS });
   }
 
-  session(): Promise<HostSession> {
-    if (this.closed) return Promise.reject(new OperationError("ssh_failed", `the proxy closed its connection to ${this.host.sshAlias}`));
-    if (this.current && !this.current.closed) return Promise.resolve(this.current);
-    this.connecting ??= sessionsFor(this.ctx, [this.host])
+  session(): Promise<{ session: HostSession; host: HostRecord }> {
+    if (this.closed) return Promise.reject(new OperationError("ssh_failed", "the proxy closed its connections"));
+    const host = this.head();
+    if (!host) return Promise.reject(new OperationError("ssh_failed", "no head recorded (the replica is being relaunched)"));
+    const cur = this.current;
+    if (cur && !cur.session.closed && sameHost(cur.host, host)) return Promise.resolve(cur);
+    if (cur && !sameHost(cur.host, host)) {
+      this.current = undefined;
+      void cur.session.close().catch(() => undefined);
+    }
+    this.connecting ??= sessionsFor(this.ctx, [host])
       .then((hs) => {
-        const s = hs.sessions.get(this.host.sshAlias);
-        if (!s) throw new OperationError("ssh_failed", `cannot reach ${this.host.sshAlias}: ${hs.unreachable[0]?.message ?? "no session"}`);
-        this.current = s;
-        return s;
+        const s = hs.sessions.get(host.sshAlias);
+        if (!s) throw new OperationError("ssh_failed", `cannot reach ${host.sshAlias}: ${hs.unreachable[0]?.message ?? "no session"}`);
+        this.current = { session: s, host };
+        return this.current;
       })
       .finally(() => {
         this.connecting = undefined;
@@ -147,6 +190,10 @@ class HeadLink {
   async close(): Promise<void> {
     this.closed = true;
     await this.connecting?.catch(() => undefined);
-    await this.current?.close();
+    await this.current?.session.close();
   }
+}
+
+function sameHost(a: HostRecord, b: HostRecord): boolean {
+  return a.externalIp === b.externalIp && a.internalIp === b.internalIp && a.sshAlias === b.sshAlias;
 }

@@ -217,7 +217,7 @@ async function checkReplica(
 
 function gaveUpError(name: string, r: ReplicaState): TpuDeployError {
   return new GaveUpError(
-    `${r.cluster} gave up after ${r.relaunch.attempts} failed relaunch attempt(s); nothing is done until a person acts`,
+    `${r.cluster === name ? "gave up" : `${r.cluster} gave up`} after ${r.relaunch.attempts} failed relaunch attempt(s); nothing is done until a person acts`,
     {
       hint: `find the cause (tpu-deploy status ${name}), then tpu-deploy up, or tpu-deploy relaunch ${name} --reset to try again`,
     },

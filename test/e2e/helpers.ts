@@ -23,7 +23,14 @@ export interface E2E {
   stateHome: string;
   cli(
     argv: string[],
-    opts?: { env?: NodeJS.ProcessEnv; signal?: AbortSignal; now?: () => Date; cwd?: string; onStdout?: (text: string) => void },
+    opts?: {
+      env?: NodeJS.ProcessEnv;
+      signal?: AbortSignal;
+      now?: () => Date;
+      cwd?: string;
+      onStdout?: (text: string) => void;
+      onStderr?: (text: string) => void;
+    },
   ): Promise<CliResult>;
   spawnCli(argv: string[], opts?: { env?: NodeJS.ProcessEnv }): SpawnedCli;
   /** The raw state file, as written. */
@@ -62,6 +69,7 @@ export async function startE2E(): Promise<E2E> {
       });
       err.on("data", (b: Buffer) => {
         stderr += b.toString();
+        opts.onStderr?.(stderr);
       });
       const code = await run(
         argv,

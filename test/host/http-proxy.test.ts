@@ -291,7 +291,7 @@ describe("replicas", () => {
     const slow = send(p, { path: "/slow" });
     await until(() => ha.held.length + hb.held.length === 1);
     const busy = ha.held.length === 1 ? "a" : "b";
-    expect(p.stats()).toContainEqual({ id: busy, healthy: true, outstanding: 1 });
+    expect(p.stats()).toContainEqual(expect.objectContaining({ id: busy, healthy: true, outstanding: 1 }));
     // Turn alone would alternate; the busy upstream gets none while the other has fewer outstanding.
     const froms: string[] = [];
     for (let i = 0; i < 4; i++) froms.push((JSON.parse((await send(p)).body) as { from: string }).from);
@@ -314,7 +314,7 @@ describe("replicas", () => {
     for (let i = 0; i < 6; i++) expect(JSON.parse((await send(p)).body)).toEqual({ from: "b" });
     expect(a.opens).toBe(1);
     expect(p.events).toEqual([{ kind: "out", id: "a", reason: expect.stringMatching(/ECONNREFUSED/) }]);
-    expect(p.stats()).toContainEqual({ id: "a", healthy: false, outstanding: 0 });
+    expect(p.stats()).toContainEqual(expect.objectContaining({ id: "a", healthy: false, outstanding: 0 }));
     await a.restore();
     await until(() => p.events.length === 2);
     expect(p.events[1]).toEqual({ kind: "back", id: "a" });

@@ -18,6 +18,8 @@ export interface UpstreamStat {
   id: string;
   healthy: boolean;
   outstanding: number;
+  /** Requests it answered (a response started), since the proxy started. */
+  answered: number;
 }
 
 export interface PoolOptions {
@@ -33,6 +35,7 @@ interface Member {
   upstream: Upstream;
   healthy: boolean;
   outstanding: number;
+  answered: number;
   probing: AbortController | undefined;
   timer: NodeJS.Timeout | undefined;
 }
@@ -47,7 +50,14 @@ export class UpstreamPool {
     private readonly opts: PoolOptions,
   ) {
     if (upstreams.length === 0) throw new RangeError("the proxy needs at least one upstream");
-    this.members = upstreams.map((upstream) => ({ upstream, healthy: true, outstanding: 0, probing: undefined, timer: undefined }));
+    this.members = upstreams.map((upstream) => ({
+      upstream,
+      healthy: true,
+      outstanding: 0,
+      answered: 0,
+      probing: undefined,
+      timer: undefined,
+    }));
     for (const m of this.members) this.schedule(m);
   }
 
@@ -88,6 +98,11 @@ export class UpstreamPool {
     };
   }
 
+  /** The upstream started an answer to a request. */
+  answered(id: string): void {
+    this.member(id).answered++;
+  }
+
   /** Takes the upstream out of rotation; probes bring it back. */
   fail(id: string, reason: string): void {
     const m = this.member(id);
@@ -98,7 +113,7 @@ export class UpstreamPool {
   }
 
   stats(): UpstreamStat[] {
-    return this.members.map((m) => ({ id: m.upstream.id, healthy: m.healthy, outstanding: m.outstanding }));
+    return this.members.map((m) => ({ id: m.upstream.id, healthy: m.healthy, outstanding: m.outstanding, answered: m.answered }));
   }
 
   close(): void {

@@ -132,6 +132,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
         inFlight.add(current);
         res.once("close", () => current.abort());
         const up = await current.response;
+        pool.answered(upstream.id);
         relay(up, res, () => {
           release();
           current.abort();

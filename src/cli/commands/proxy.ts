@@ -35,6 +35,14 @@ export async function proxyCommand(
       if (run.signal.aborted) resolve();
       run.signal.addEventListener("abort", () => resolve(), { once: true });
     });
+    if (proxy.targets.length > 1) {
+      ctx.report.info(
+        `answered: ${proxy
+          .answered()
+          .map((a) => `${a.target}: ${a.answered}`)
+          .join(", ")}`,
+      );
+    }
     return { code: 0 };
   } finally {
     await proxy.close();

@@ -109,6 +109,10 @@ class ApiApp:
         self.world = world
         self.created = int(time.time())
         self.context_length = self.sa.context_length or 40960
+        # Test observation only (not in sglang-jax): model requests this server answered, so a test can see
+        # which replica served what without trusting tpu-deploy's proxy. Read in /get_server_info.
+        self.requests_served = 0
+        self._served_lock = threading.Lock()
 
     # --- request plumbing ------------------------------------------------------------------------
     def handle(self, method, path, query, headers, body):
@@ -182,6 +186,8 @@ class ApiApp:
         return bool(faults.get("wedged"))
 
     def _reply_text(self):
+        with self._served_lock:
+            self.requests_served += 1
         return (
             f"Hello from the sglang-jax test double serving {self.sa.served_model_name} "
             f"on {self.sa.nnodes} node(s) with tp_size={self.sa.tp_size}."
@@ -224,6 +230,7 @@ class ApiApp:
             "internal_states": [{"last_gen_throughput": 0.0, "avg_spec_accept_length": None}],
             "version": __version__,
             "ranks_seen": sorted(self.world),
+            "requests_served": self.requests_served,
             "peers": [
                 {
                     "rank": r,
