@@ -97,6 +97,8 @@ export interface ServerFaults {
   slowHealthGenerateMs?: number;
   ignoreSigtermRanks?: number[];
   jaxInitTimeoutMs?: number;
+  jaxHeartbeatTimeoutMs?: number;
+  healthCheckTimeoutMs?: number | null;
 }
 
 export interface Faults {
