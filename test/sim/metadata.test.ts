@@ -132,11 +132,15 @@ describe("GCE metadata emulator", () => {
     const noEnv = (cmd: string) => ssh(hosts[3] as SimHost, `unset GCE_METADATA_HOST GCE_METADATA_IP; ${cmd}`);
     expect(noEnv("getent hosts metadata.google.internal").stdout).toMatch(/^169\.254\.169\.254\s+metadata\.google\.internal/);
     const hdr = "-H 'Metadata-Flavor: Google'";
-    expect(noEnv(`curl -sS ${hdr} http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number`).stdout).toBe("3");
-    expect(noEnv(`curl -sS ${hdr} http://169.254.169.254/computeMetadata/v1/instance/name`).stdout).toBe((hosts[3] as SimHost).hostname);
-    expect(noEnv(`wget -qO- --header='Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip`).stdout).toBe(
-      (hosts[3] as SimHost).internalIp,
+    expect(noEnv(`curl -sS ${hdr} http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number`).stdout).toBe(
+      "3",
     );
+    expect(noEnv(`curl -sS ${hdr} http://169.254.169.254/computeMetadata/v1/instance/name`).stdout).toBe((hosts[3] as SimHost).hostname);
+    expect(
+      noEnv(
+        `wget -qO- --header='Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip`,
+      ).stdout,
+    ).toBe((hosts[3] as SimHost).internalIp);
     // The fallback tpu-deploy's host probe uses (src/core/remote.ts), with Python's own resolver (no curl shim).
     const py = noEnv(
       `/usr/bin/python3 -c "import os,urllib.request; h=os.environ.get('GCE_METADATA_HOST') or 'metadata.google.internal'; ` +

@@ -603,7 +603,8 @@ describe("multi-host rendezvous", () => {
     expect(await httpGet("127.0.0.1", ports.http, "/health_generate")).toMatchObject({ status: 503 });
     expect(r0.output()).not.toContain("Scheduler hit an exception");
     // JAX's coordination service notices the missing task after the heartbeat timeout (4 s here).
-    for (const i of [0, 2, 3]) await waitFor(at(ranks, i), /Terminating process because the JAX distributed service detected fatal errors/, 20_000);
+    for (const i of [0, 2, 3])
+      await waitFor(at(ranks, i), /Terminating process because the JAX distributed service detected fatal errors/, 20_000);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3500);
     expect(r0.output()).toContain("task:1 heartbeat timeout");
     await waitFor(r0, /Child process unexpectedly failed with exitcode=256\. pid=\d+/);
@@ -755,7 +756,9 @@ describe("faults", () => {
     expect((await exitWithin(r0, 10_000)).signal).toBe("SIGKILL");
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
     expect(r0.output()).toContain("jax.distributed.initialize failed after waiting for the other processes (1.5 s at most)");
-    expect(r0.output()).toContain("DEADLINE_EXCEEDED: Barrier timed out. Id: PjRT_Client_Connect. # of tasks that reached the barrier: 1/2");
+    expect(r0.output()).toContain(
+      "DEADLINE_EXCEEDED: Barrier timed out. Id: PjRT_Client_Connect. # of tasks that reached the barrier: 1/2",
+    );
   });
 
   it("a bad faults.json fails loudly instead of being ignored", async () => {
