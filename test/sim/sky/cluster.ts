@@ -197,8 +197,9 @@ async function refreshNow(root: string, name: string): Promise<RefreshOutcome> {
   await updateState(root, (st) => {
     const cl = st.clusters[name];
     if (!cl) return;
-    if (cl.status !== next || event !== null) {
-      if (event !== null && (cl.status !== next || cl.lastEvent !== event)) cl.lastEvent = event;
+    // The event of a status change (_update_cluster_status records it on the transition).
+    if (cl.status !== next) {
+      if (event !== null) cl.lastEvent = event;
       cl.status = next;
     }
   });
