@@ -517,14 +517,17 @@ async function prepareHostDir(
     "",
   ].join("\n");
   await writeFile(join(dir, "sshd_config"), config, { mode: 0o644 });
-  // A GCE image's /etc/hosts names the metadata server (the guest environment adds
-  // "169.254.169.254 metadata.google.internal"), so clients that fall back to that name (JAX's get_metadata,
-  // Google's auth libraries when GCE_METADATA_HOST is unset) find it; the sim DNATs that address to the emulator.
+  // A GCE VM's /etc/hosts names the metadata server (GoogleCloudPlatform/guest-configs google_set_hostname:
+  // `echo "169.254.169.254 metadata.google.internal  # Added by Google" >> /etc/hosts`), so clients that fall
+  // back to that name (JAX's get_metadata, tpu-deploy's probe without GCE_METADATA_HOST) find it; the sim DNATs
+  // that address to the emulator. The short name `metadata` (the google.internal DNS search domain on GCE) is
+  // listed too, as the sim has no DNS.
   const hostsFile = [
     "127.0.0.1 localhost",
     "::1 localhost ip6-localhost ip6-loopback",
     `${h.internalIp} ${h.hostname}.${h.zone}.c.${project}.internal ${h.hostname}  # Added by Google`,
-    `${METADATA_IP} metadata.google.internal metadata  # Added by Google`,
+    `${METADATA_IP} metadata.google.internal  # Added by Google`,
+    `${METADATA_IP} metadata`,
     "",
   ].join("\n");
   await writeFile(join(dir, "etc-hosts"), hostsFile, { mode: 0o644 });

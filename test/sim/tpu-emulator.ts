@@ -221,7 +221,7 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
         if (!n) throw notFound(node.name);
         n.state = "DELETING";
       });
-      // The node's VMs go down with it (when the emulator runs inside a sim, which has the hosts).
+      // Deleting a TPU node deletes its VMs (google.cloud.tpu.v2 DeleteNode); only inside a sim, which has the hosts.
       if (existsSync(join(root, "sim.json")))
         await killHosts(
           root,

@@ -1,14 +1,14 @@
 """`jax.distributed.initialize(HOST:P, nnodes, node_rank)` and what JAX does across hosts afterwards, as
 JSON lines over TCP.
 
-- Rank 0 starts the coordination service on `[::]:P` (all addresses, dual-stack: jax/_src/distributed.py
+- Rank 0 starts the coordination service on `[::]:P` (all addresses, dual-stack: jax-ml/jax jax/_src/distributed.py
   `default_coordinator_bind_address = '[::]:' + port`), and only once the scheduler passed the ZMQ handshake
-  (sgl_jax/srt/managers/scheduler.py Scheduler.__init__: sync_pub_sub() comes before
+  (sgl-project/sglang-jax python/sgl_jax/srt/managers/scheduler.py Scheduler.__init__: sync_pub_sub() comes before
   jax.distributed.initialize). Every rank, rank 0 included, connects to HOST:P as a client and waits in the
   connect barrier for all tasks, up to `initialization_timeout` (300 s; faults.server.jaxInitTimeoutMs).
 - Heartbeats: the service declares a task dead when it has not heard from it for heartbeat_timeout (100 s;
   faults.server.jaxHeartbeatTimeoutMs) and tells every other task, which terminates with QFATAL; a task that
-  gets no heartbeat answer from the service for as long terminates too (xla/pjrt/distributed/client.h).
+  gets no heartbeat answer from the service for as long terminates too (openxla/xla xla/pjrt/distributed/client.h).
   A closed TCP connection is not noticed earlier: only the timeout counts.
 - Collectives: the cross-host collectives of a forward pass (over ICI/DCN on a real slice) are modelled as a
   barrier at the service: every rank contributes a key and waits, with no timeout, until all did.
@@ -23,7 +23,7 @@ import time
 FIRST_MESSAGE_TIMEOUT_S = 10.0
 CONNECT_RETRY_S = 0.25
 
-# xla/pjrt/distributed/client.h (docs/upstream/hostkeys-sglang-facts.md §C).
+# openxla/xla xla/pjrt/distributed/client.h (docs/upstream/hostkeys-sglang-facts.md §C).
 SERVICE_FATAL = (
     "Terminating process because the JAX distributed service detected fatal errors. This most likely "
     "indicates that another task died; see the other task logs for more details. Disable Python buffering, "

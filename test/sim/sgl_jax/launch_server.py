@@ -1,7 +1,8 @@
 """`python -u -m sgl_jax.launch_server ...`: the sglang-jax test double (see test/sim/sgl_jax/README.md and
 docs/upstream/sglang-jax.md §10). This is the main process: argument checks, `server_args=ServerArgs(...)`,
 then the scheduler child process (scheduler.py), then rank 0's HTTP server or ranks >= 1's dummy health
-server (sgl_jax/srt/entrypoints/engine.py _launch_subprocesses, http_server.py launch_server). Logs go to
+server (sgl-project/sglang-jax python/sgl_jax/srt/entrypoints/engine.py _launch_subprocesses, http_server.py
+launch_server). Logs go to
 stdout; nothing is written to disk."""
 
 import multiprocessing as mp

@@ -1,7 +1,8 @@
 """How the processes of one rank end, as in the real server's process tree.
 
 The main process (uvicorn and the TokenizerManager on rank 0, the dummy health server on ranks >= 1) and the
-scheduler child are separate processes (sgl_jax/srt/entrypoints/engine.py _launch_subprocesses):
+scheduler child are separate processes (sgl-project/sglang-jax python/sgl_jax/srt/entrypoints/engine.py
+_launch_subprocesses):
 - a Python exception in the scheduler logs `Scheduler hit an exception: <traceback>` and sends SIGQUIT to
   the main process (managers/scheduler.py run_scheduler_process), whose handler logs `Received sigquit from a
   child process. It usually means the child failed.` and SIGKILLs its own tree (engine.py

@@ -1,6 +1,7 @@
 """Multi-host start-up of the schedulers: the ZMQ handshake and the request broadcast, as JSON lines over TCP.
 
-Ports on rank 0's HOST (from --dist-init-addr HOST:P), as in the real server (sgl_jax/srt/server_args.py
+Ports on rank 0's HOST (from --dist-init-addr HOST:P), as in the real server (sgl-project/sglang-jax
+python/sgl_jax/srt/server_args.py
 PortArgs.init_new; managers/scheduler.py Scheduler.__init__, sync_pub_sub, run_publisher, run_subscriber):
   P+6  ZMQ REP (handshake)   ranks >= 1 send READY + their facts; rank 0 answers ACK or ERROR
   P+5  ZMQ PUB               rank 0 broadcasts every loop's requests; ranks >= 1 read them with a 5 s

@@ -1,6 +1,6 @@
 """The scheduler process of one rank: `sglang::scheduler_NP<rank>` (`sglang::scheduler` on one node).
 
-As sgl_jax/srt/managers/scheduler.py run_scheduler_process and Scheduler.__init__ do it: the proctitle and
+As sgl-project/sglang-jax python/sgl_jax/srt/managers/scheduler.py run_scheduler_process and Scheduler.__init__ do it: the proctitle and
 PR_SET_PDEATHSIG first; then the TPU identity (libtpu's metadata), the ZMQ sockets and handshake (P+5, P+6),
 jax.distributed.initialize (P, bound by rank 0 only now), model load and precompile (collectives across all
 hosts), `{"status": "ready"}` to the main process over a pipe, and the event loop. Rank 0 runs the requests the

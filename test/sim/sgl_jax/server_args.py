@@ -279,7 +279,7 @@ class ServerArgs:
 
     def asdict(self):
         """dataclasses.asdict(server_args): every field, secrets included. The real ServerArgs declares
-        `api_key: Optional[str] = None` without repr=False (sgl_jax/srt/server_args.py), so the
+        `api_key: Optional[str] = None` without repr=False (sgl-project/sglang-jax sgl_jax/srt/server_args.py), so the
         `server_args=ServerArgs(...)` log line and GET /get_server_info (http_server.py get_server_info,
         `**dataclasses.asdict(...server_args)`) both carry the key in clear."""
         return dict(self.values)

@@ -1,5 +1,5 @@
 """Rank 0's TokenizerManager, in the main process: hands requests to the scheduler process and waits for its
-output (sgl_jax/srt/managers/tokenizer_manager.py). Nothing times out here: a request to a scheduler that is
+output (sgl-project/sglang-jax python/sgl_jax/srt/managers/tokenizer_manager.py). Nothing times out here: a request to a scheduler that is
 dead or stuck in a collective waits until its client goes away, and /get_server_info (which asks the
 scheduler for its internal state through a communicator without timeout) waits the same way."""
 

@@ -1,7 +1,7 @@
 """What the real runtime learns from the TPU itself: which VM of which slice this is, and how many devices.
 
 libtpu and JAX read the worker number from GCE metadata at `http://$GCE_METADATA_IP` or, unset, at
-`http://metadata.google.internal` (jax/_src/clusters/cloud_tpu_cluster.py get_metadata); the double reads
+`http://metadata.google.internal` (jax-ml/jax jax/_src/clusters/cloud_tpu_cluster.py get_metadata); the double reads
 the same server the same way (never GCE_METADATA_HOST, which only Google's auth libraries read) and derives
 the JAX device count from the accelerator type (docs/upstream/tpu.md): v6e has 1 device per chip, TPU7x has 2.
 """
@@ -182,7 +182,8 @@ def mesh_exception(world, tp_size, dp_size):
 
     Without Megascale (the MEGASCALE_* environment of a multislice job) each JAX process sees only the devices
     of its own slice, and sglang-jax builds its mesh over jax.devices() with dcn_parallelism [1, 1]
-    (sgl_jax/srt/utils/mesh_utils.py create_device_mesh -> jax._src.mesh_utils.create_device_mesh, which
+    (sgl-project/sglang-jax sgl_jax/srt/utils/mesh_utils.py create_device_mesh -> jax-ml/jax
+    jax/_src/mesh_utils.py create_device_mesh, which
     raises this ValueError when the device count is not the product of the mesh shape)."""
     slices = slices_of(world)
     if len(slices) <= 1:

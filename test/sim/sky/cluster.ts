@@ -109,7 +109,7 @@ const CACHE_MS = 2000;
 
 type NodeStatus = "INIT" | "UP" | "STOPPED" | null;
 
-// GCPTPUVMInstance (sky/provision/gcp/instance_utils.py): PENDING_STATES = ['CREATING', 'STARTING', 'RESTARTING',
+// skypilot-org/skypilot sky/provision/gcp/instance_utils.py GCPTPUVMInstance: PENDING_STATES = ['CREATING', 'STARTING', 'RESTARTING',
 // 'REPAIRING'] → INIT, RUNNING_STATE = 'READY' → UP, STOPPING_STATES + STOPPED_STATES → STOPPED, anything else
 // (PREEMPTED, TERMINATED, DELETING, UNKNOWN, …) → None, dropped by query_instances(non_terminated_only=True).
 export function tpuNodeStatus(state: string): NodeStatus {
@@ -119,7 +119,7 @@ export function tpuNodeStatus(state: string): NodeStatus {
   return null;
 }
 
-// backend_utils.refresh_cluster_record with the AUTO mode of commands other than `sky status`
+// skypilot-org/skypilot sky/backends/backend_utils.py refresh_cluster_record, with the AUTO mode of commands other than `sky status`
 // (_must_refresh_cluster_status: spot clusters whose status is older than 2 s); `force` is FORCE (-r, the
 // daemon, launch's check of an INIT cluster). A cluster with an in-flight launch keeps its record.
 export async function refreshCluster(root: string, name: string, force: boolean): Promise<RefreshOutcome> {
@@ -154,7 +154,7 @@ async function refreshNow(root: string, name: string): Promise<RefreshOutcome> {
     const nodes = Object.values(s.nodes).filter(
       (n) => n.labels["skypilot-cluster-name"] === c.nameOnCloud || c.slices.some((sl) => sl.nodeName === n.name),
     );
-    // sky/provision/gcp/instance.py query_instances: `all_preempted = all(s == 'PREEMPTED' for s in
+    // skypilot-org/skypilot sky/provision/gcp/instance.py query_instances: `all_preempted = all(s == 'PREEMPTED' for s in
     // raw_statuses.values())` (true for no node at all) → terminate_instances; a mix deletes nothing.
     allPreempted = nodes.every((n) => n.state === "PREEMPTED");
     statuses = nodes.map((n) => tpuNodeStatus(n.state)).filter((x) => x !== null);
@@ -165,7 +165,7 @@ async function refreshNow(root: string, name: string): Promise<RefreshOutcome> {
       .map(() => "UP" as const);
   }
   if (statuses.length === 0) {
-    // _update_cluster_status: no node left → "All nodes terminated, cleaning up the cluster." and the record
+    // backend_utils._update_cluster_status: no node left → "All nodes terminated, cleaning up the cluster." and the record
     // goes; only all-PREEMPTED TPU nodes were deleted on the way (others, e.g. UNKNOWN, stay on GCP).
     if (allPreempted) await teardownCluster(root, name);
     else await dropClusterRecord(root, name);
@@ -210,7 +210,7 @@ async function refreshNow(root: string, name: string): Promise<RefreshOutcome> {
   return { cluster: after, terminated: false };
 }
 
-// sky/server/daemons.py refresh_cluster_status_event: every CLUSTER_REFRESH_DAEMON_INTERVAL_SECONDS (60) the
+// skypilot-org/skypilot sky/server/daemons.py refresh_cluster_status_event: every CLUSTER_REFRESH_DAEMON_INTERVAL_SECONDS (60) the
 // API server refreshes every cluster (backend_utils.refresh_cluster_records), skipping clusters with an
 // in-flight request (PR #6349). The sim has no long-lived server: each sky invocation first does the
 // refreshes that came due since the last one (faults.json sky.refreshDaemonMs; 0 turns the daemon off).

@@ -141,7 +141,7 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
   for (const name of matched) {
     try {
       await waitForLaunchLock(ctx, name);
-      // teardown_no_lock refreshes the cluster first (a fully preempted one is gone after that).
+      // cloud_vm_ray_backend.py teardown_no_lock (skypilot-org/skypilot) refreshes the cluster first (a fully preempted one is gone after that).
       const r = await refreshCluster(ctx.root, name, true);
       if (r.cluster !== null) {
         const fault = await downFault(ctx, name);
@@ -160,7 +160,7 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
       outln(`Terminating cluster ${name}...done.`);
     } catch (e) {
       failed = true;
-      // command.py _down_or_stop_clusters: a CloudError (what the API server makes of a googleapiclient
+      // skypilot-org/skypilot sky/client/cli/command.py _down_or_stop_clusters: a CloudError (what the API server makes of a googleapiclient
       // HttpError) is printed bare; a RuntimeError as "...failed. " + "Reason: <Class>: <msg>.". Both on
       // stdout; the command still exits 0 and the cluster stays in the status table.
       if (e instanceof SkyException && e.pyClass === "CloudError") outln(e.message);

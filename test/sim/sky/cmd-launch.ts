@@ -26,7 +26,7 @@ export function checkClusterName(name: string): void {
   }
 }
 
-// CloudVmRayBackend.check_resources_fit_cluster (sky/backends/cloud_vm_ray_backend.py): a request fits when
+// skypilot-org/skypilot sky/backends/cloud_vm_ray_backend.py CloudVmRayBackend.check_resources_fit_cluster: a request fits when
 // one of its resources is no more demanding than the cluster's, on no more nodes; otherwise the first
 // resource asking for another region, then another zone, names it; else the generic mismatch.
 export function checkFit(task: Task, c: SimCluster, name: string, existingRepr: string): void {
@@ -64,7 +64,7 @@ export function checkFit(task: Task, c: SimCluster, name: string, existingRepr: 
   );
 }
 
-// gcp.ssh_proxy_command: a string, or a map from region to string (sky/utils/schemas.py).
+// gcp.ssh_proxy_command: a string, or a map from region to string (skypilot-org/skypilot sky/utils/schemas.py).
 function proxyCommandOf(config: Record<string, unknown>): string | Record<string, string> | null {
   const v = getNested(config, ["gcp", "ssh_proxy_command"]);
   if (typeof v === "string") return v;
@@ -132,7 +132,7 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   const cluster = p.str("cluster") ?? generateClusterName();
   checkClusterName(cluster);
   const config = effectiveConfig(ctx.home, ctx.env, task, built.cliConfig);
-  // _check_existing_cluster: an INIT cluster is refreshed by force (a preempted spot cluster by AUTO), and what
+  // cloud_vm_ray_backend.py _check_existing_cluster (skypilot-org/skypilot): an INIT cluster is refreshed by force (a preempted spot cluster by AUTO), and what
   // survives must fit the request (check_resources_fit_cluster), else ResourcesMismatchError.
   const before = (await readState(ctx.root)).clusters[cluster];
   const beforeMeta = readClusterMeta(ctx.root, cluster);

@@ -20,7 +20,7 @@ export function shQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'"'"'`)}'`;
 }
 
-// command_runner.ssh_options_list: with gcp.ssh_proxy_command every SSH connection SkyPilot makes goes through
+// skypilot-org/skypilot sky/utils/command_runner.py ssh_options_list: with gcp.ssh_proxy_command every SSH connection SkyPilot makes goes through
 // it (%w is the node's index; %h and %p are left for ssh).
 export function sshArgs(keyPath: string, ip: string, proxyCommand: string | null = null, nodeIndex = 0): string[] {
   return [
@@ -290,7 +290,7 @@ function sshOnce(spec: JobSpec, ip: string, nodeIndex: number, cmd: string, inpu
   });
 }
 
-// The job's driver program as CloudVmRayBackend._exec_code_on_head leaves it on the head node:
+// The job's driver program as skypilot-org/skypilot cloud_vm_ray_backend.py _exec_code_on_head leaves it on the head node:
 // ~/.sky/sky_app/sky_job_<id> (SKY_REMOTE_APP_DIR), mode 0755, kept after the job. Its codegen
 // (task_codegen.RayCodeGen) spells every env var and secret of the task as a Python literal
 // (`sky_env_vars_dict[{k!r}] = {v!r}`, `env_vars={setup_envs!r}`, from get_plaintext_envs_and_secrets).

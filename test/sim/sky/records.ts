@@ -43,7 +43,8 @@ export interface QueryResult {
   terminated: string[];
 }
 
-// common.StatusRefreshMode: NONE reads the database only (plain `sky status`: command.py sets NONE unless
+// skypilot-org/skypilot sky/utils/common.py StatusRefreshMode: NONE reads the database only (plain `sky status`:
+// sky/client/cli/command.py status sets NONE unless
 // -r), AUTO refreshes spot clusters whose status is older than 2 s (other commands), FORCE refreshes all (-r).
 export type RefreshMode = "none" | "auto" | "force";
 
@@ -140,7 +141,7 @@ function lastEvent(r: ClusterRecord): string {
   return r.cluster.status === "UP" ? "Cluster launched." : "Cluster is being provisioned.";
 }
 
-// PR skypilot-org/skypilot#10014 (2026-07, after the reference build): INIT classified from the newest
+// skypilot-org/skypilot PR #10014 (2026-07, after the reference build): INIT classified from the newest
 // STATUS_CHANGE/LAUNCH_PROGRESS event; 'unhealthy' when it starts with ABNORMAL_STATUS_REASON_PREFIX.
 function initKind(r: ClusterRecord): { init_kind: string | null; init_status_reason: string | null } {
   if (r.cluster.status !== "INIT") return { init_kind: null, init_status_reason: null };

@@ -79,7 +79,7 @@ export function addCluster(
   let text = "";
   ips.forEach((ip, i) => {
     const alias = i === 0 ? cluster : `${cluster}-worker${i}`;
-    // _get_generated_config: `ProxyCommand {proxy_command}` is the block's last line when gcp.ssh_proxy_command
+    // skypilot-org/skypilot sky/utils/cluster_utils.py SSHConfigHelper._get_generated_config: `ProxyCommand {proxy_command}` is the block's last line when gcp.ssh_proxy_command
     // is set, with %w → the node's index (add_cluster) and the user placeholder filled in
     // (ssh_credential_from_yaml: constants.SKY_SSH_USER_PLACEHOLDER); %h and %p stay for ssh.
     const proxy =

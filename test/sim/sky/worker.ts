@@ -269,7 +269,7 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
 }
 
 // One provisioning attempt in one zone; null on success.
-// instance_utils._format_and_log_message_from_errors: one (code, message) per failed operation, codes repr()ed
+// skypilot-org/skypilot sky/provision/gcp/instance_utils.py _format_and_log_message_from_errors: one (code, message) per failed operation, codes repr()ed
 // and messages repr()ed without their surrounding dots; "return codes" when there is more than one.
 export function gotReturnCodes(errors: { code: string | number; message: string }[], zone: string): string {
   const plural = errors.length > 1 ? "s" : "";
@@ -471,7 +471,7 @@ async function markUp(root: string, clusterName: string, cand: Candidate, proxy:
   });
 }
 
-// An existing INIT (or STOPPED) cluster: RetryingVmProvisioner._yield_zones tries its previous zone only, with
+// An existing INIT (or STOPPED) cluster: skypilot-org/skypilot cloud_vm_ray_backend.py RetryingVmProvisioner._yield_zones tries its previous zone only, with
 // handle.launched_resources. Its READY nodes with live hosts are reused; the others are made again there.
 async function relaunchExisting(spec: LaunchSpec, existing: SimCluster, log: (line: string) => void): Promise<void> {
   const { root, clusterName } = spec;
@@ -520,7 +520,7 @@ async function relaunchExisting(spec: LaunchSpec, existing: SimCluster, log: (li
   await provision(spec, log);
 }
 
-// auth_utils.get_or_generate_keys: one RSA-2048 key pair per user hash (sky-key, sky-key.pub under
+// skypilot-org/skypilot sky/utils/auth_utils.py get_or_generate_keys: one RSA-2048 key pair per user hash (sky-key, sky-key.pub under
 // ~/.sky/clients/<user_hash>/ssh on the API server), reused for every cluster of that user. The private key is
 // PKCS#1 PEM and the public key OpenSSH, both .strip()ped: no trailing newline (_generate_rsa_key_pair).
 export function getOrGenerateKeys(root: string, userHash: string): { keyPath: string; pubKey: string } {
