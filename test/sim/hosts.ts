@@ -18,6 +18,8 @@ export const SIM_ROOT_PREFIX = "/tmp/tpd-sim-";
 export const MACHINE_LOCK = "/tmp/tpd-sim.lock";
 export const GCPUSER = "gcpuser";
 export const GCPUSER_HOME = "/home/gcpuser";
+// The GCE metadata server's link-local address; inside each host it is DNATed to the emulator.
+export const METADATA_IP = "169.254.169.254";
 
 const NETNS_DIR = "/run/netns";
 const SIM_ID_RE = /^[A-Za-z0-9]{6}$/;
@@ -124,7 +126,7 @@ export async function createHosts(root: string, specs: HostSpec[]): Promise<SimH
   await ensureHostKey(root);
   const hosts = await allocateHosts(root, cfg.id, specs);
   try {
-    await Promise.all(hosts.map((h, i) => prepareHostDir(root, h, specs[i]?.authorizedKeys ?? [], user, cfg.metadataAddr)));
+    await Promise.all(hosts.map((h, i) => prepareHostDir(root, h, specs[i]?.authorizedKeys ?? [], user, cfg.metadataAddr, cfg.project)));
     await ipBatch(
       hosts.flatMap((h) => {
         const v = vethNames(cfg.id, h.id);
@@ -138,7 +140,7 @@ export async function createHosts(root: string, specs: HostSpec[]): Promise<SimH
       }),
     );
     const deadline = Date.now() + SSHD_START_TIMEOUT_MS;
-    await Promise.all(hosts.map((h) => startSshd(root, h, deadline)));
+    await Promise.all(hosts.map((h) => startSshd(root, h, deadline, cfg.metadataAddr)));
   } catch (e) {
     await killHosts(
       root,
@@ -476,6 +478,7 @@ async function prepareHostDir(
   keys: string[],
   user: { uid: number; gid: number },
   metadataAddr: string,
+  project: string,
 ): Promise<void> {
   const dir = hostDir(root, h.id);
   const home = join(dir, "home");
@@ -514,6 +517,20 @@ async function prepareHostDir(
     "",
   ].join("\n");
   await writeFile(join(dir, "sshd_config"), config, { mode: 0o644 });
+  // A GCE VM's /etc/hosts names the metadata server (GoogleCloudPlatform/guest-configs google_set_hostname:
+  // `echo "169.254.169.254 metadata.google.internal  # Added by Google" >> /etc/hosts`), so clients that fall
+  // back to that name (JAX's get_metadata, tpu-deploy's probe without GCE_METADATA_HOST) find it; the sim DNATs
+  // that address to the emulator. The short name `metadata` (the google.internal DNS search domain on GCE) is
+  // listed too, as the sim has no DNS.
+  const hostsFile = [
+    "127.0.0.1 localhost",
+    "::1 localhost ip6-localhost ip6-loopback",
+    `${h.internalIp} ${h.hostname}.${h.zone}.c.${project}.internal ${h.hostname}  # Added by Google`,
+    `${METADATA_IP} metadata.google.internal  # Added by Google`,
+    `${METADATA_IP} metadata`,
+    "",
+  ].join("\n");
+  await writeFile(join(dir, "etc-hosts"), hostsFile, { mode: 0o644 });
 }
 
 async function chownTree(path: string, uid: number, gid: number): Promise<void> {
@@ -526,9 +543,10 @@ async function chownTree(path: string, uid: number, gid: number): Promise<void> 
 // sshd runs in the host's netns plus its own mount and UTS namespaces: /home/gcpuser and /tmp are the
 // host's own dirs, the offline tools shadow /usr/local/bin (so even a login shell whose /etc/profile
 // resets PATH finds them), and `hostname` is the VM's name.
-async function startSshd(root: string, h: SimHost, deadline: number): Promise<void> {
+async function startSshd(root: string, h: SimHost, deadline: number, metadataAddr: string): Promise<void> {
   const dir = hostDir(root, h.id);
   const q = shellQuote;
+  const [mdHost, mdPort] = metadataAddr.split(":");
   const script = [
     "set -e",
     `ip -batch - <<'EOF'`,
@@ -537,8 +555,19 @@ async function startSshd(root: string, h: SimHost, deadline: number): Promise<vo
     `addr add ${h.internalIp}/16 dev ens4`,
     "link set ens4 up",
     "link set lo up",
+    `route add ${METADATA_IP}/32 via ${mdHost ?? EXT_GATEWAY} dev ext0`,
+    "EOF",
+    // 169.254.169.254:80 (and so metadata.google.internal) reaches the metadata emulator, as on GCE.
+    `nft -f - <<'EOF'`,
+    "table ip tpd_metadata {",
+    "  chain output {",
+    "    type nat hook output priority -100; policy accept;",
+    `    ip daddr ${METADATA_IP} tcp dport 80 dnat to ${mdHost ?? EXT_GATEWAY}:${mdPort ?? "80"}`,
+    "  }",
+    "}",
     "EOF",
     `hostname ${q(h.hostname)}`,
+    `mount --bind ${q(join(dir, "etc-hosts"))} /etc/hosts`,
     `mount --bind ${q(root)} ${q(join(dir, "tmp", basename(root)))}`,
     `mount --rbind ${q(join(dir, "tmp"))} /tmp`,
     `mount --bind ${q(join(dir, "home"))} ${GCPUSER_HOME}`,

@@ -126,6 +126,29 @@ describe("GCE metadata emulator", () => {
     expect(r.stdout, r.stderr).toBe("2");
   });
 
+  // A real VM has no GCE_METADATA_HOST: clients fall back to metadata.google.internal, which the image's
+  // /etc/hosts maps to 169.254.169.254 (the host DNATs it to the emulator, still seen from the VM's address).
+  it("answers at metadata.google.internal and 169.254.169.254 with GCE_METADATA_HOST unset, by name resolution alone", () => {
+    const noEnv = (cmd: string) => ssh(hosts[3] as SimHost, `unset GCE_METADATA_HOST GCE_METADATA_IP; ${cmd}`);
+    expect(noEnv("getent hosts metadata.google.internal").stdout).toMatch(/^169\.254\.169\.254\s+metadata\.google\.internal/);
+    const hdr = "-H 'Metadata-Flavor: Google'";
+    expect(noEnv(`curl -sS ${hdr} http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number`).stdout).toBe(
+      "3",
+    );
+    expect(noEnv(`curl -sS ${hdr} http://169.254.169.254/computeMetadata/v1/instance/name`).stdout).toBe((hosts[3] as SimHost).hostname);
+    expect(
+      noEnv(
+        `wget -qO- --header='Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/network-interfaces/0/ip`,
+      ).stdout,
+    ).toBe((hosts[3] as SimHost).internalIp);
+    // The fallback tpu-deploy's host probe uses (src/core/remote.ts), with Python's own resolver (no curl shim).
+    const py = noEnv(
+      `/usr/bin/python3 -c "import os,urllib.request; h=os.environ.get('GCE_METADATA_HOST') or 'metadata.google.internal'; ` +
+        `print(urllib.request.urlopen(urllib.request.Request('http://'+h+'/computeMetadata/v1/instance/attributes/agent-worker-number', headers={'Metadata-Flavor':'Google'}), timeout=5).read().decode())"`,
+    );
+    expect(py.stdout.trim(), py.stderr).toBe("3");
+  });
+
   it("refuses requests without Metadata-Flavor: Google (403), or with X-Forwarded-For", () => {
     const code = (extra: string) =>
       ssh(

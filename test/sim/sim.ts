@@ -29,6 +29,7 @@ import {
   writeSimConfig,
   type Faults,
   type SimState,
+  type SimTpuNodeState,
 } from "./state.js";
 
 export const SIM_PROJECT = "tpd-sim-project";
@@ -52,6 +53,10 @@ export interface Sim {
   home: string;
   setFaults(f: Faults): Promise<void>;
   preempt(cluster: string): Promise<void>;
+  // Puts a TPU node (full name or node id) in a Cloud TPU state, as GCP does on its own (maintenance: REPAIRING,
+  // a reboot: RESTARTING, a stop: STOPPING, lost contact: UNKNOWN). Its hosts die with it for PREEMPTED,
+  // TERMINATED, STOPPING and STOPPED unless opts.killHosts says otherwise.
+  setNodeState(node: string, state: SimTpuNodeState, opts?: { killHosts?: boolean }): Promise<void>;
   blockPort(hostId: string, port: number): Promise<void>;
   state(): Promise<SimState>;
   skyCalls(): Promise<SkyCall[]>;
@@ -163,6 +168,18 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
           const node = sl.nodeName === null ? undefined : st.nodes[sl.nodeName];
           if (node && node.state === "READY") node.state = "PREEMPTED";
         }
+      });
+    },
+    async setNodeState(node, state, opts = {}) {
+      const s = await readState(root);
+      const full = s.nodes[node] ? node : Object.keys(s.nodes).find((n) => n.endsWith(`/nodes/${node}`));
+      const n = full === undefined ? undefined : s.nodes[full];
+      if (!n || full === undefined) throw new Error(`setNodeState: no TPU node ${node} in the sim`);
+      const kill = opts.killHosts ?? ["PREEMPTED", "TERMINATED", "STOPPING", "STOPPED"].includes(state);
+      if (kill) await killHosts(root, n.hostIds);
+      await updateState(root, (st) => {
+        const cur = st.nodes[full];
+        if (cur) cur.state = state;
       });
     },
     async blockPort(hostId, port) {

@@ -2,7 +2,7 @@
 // messages (exit 1), a real multi-host slice with SkyPilot's SSH config and rank order, job exit codes,
 // fault injection, Ctrl-C that leaves the request running, teardown and preemption handling.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot, startSim, type Sim } from "./sim.js";
@@ -250,6 +250,29 @@ describe("a v6e-32 slice", () => {
     );
   });
 
+  it("makes the cluster key as SkyPilot does: RSA-2048, PKCS#1 PEM, no trailing newline, one per user", () => {
+    const keyFile = join(sim.home, ".sky", "generated", "ssh-keys", `${name}.key`);
+    const key = readFileSync(keyFile, "utf8");
+    expect(key.startsWith("-----BEGIN RSA PRIVATE KEY-----\n")).toBe(true);
+    expect(key.endsWith("-----END RSA PRIVATE KEY-----")).toBe(true);
+    const fp = spawnSync("ssh-keygen", ["-l", "-f", keyFile], { encoding: "utf8" });
+    expect(fp.stdout).toMatch(/^2048 SHA256:\S+ .*\(RSA\)\n$/);
+  });
+
+  it("leaves the job's driver program on the head node with the task's envs and secrets in plain text", async () => {
+    const s = await sim.state();
+    const head = s.clusters[name]?.headHostId ?? "";
+    const r = await sim.execOnHost(head, "stat -c %a /home/gcpuser/.sky/sky_app/sky_job_1 && cat /home/gcpuser/.sky/sky_app/sky_job_1");
+    expect(r.code, r.stderr).toBe(0);
+    const [mode, ...body] = r.stdout.split("\n");
+    expect(mode).toBe("755");
+    expect(body.join("\n")).toContain("sky_env_vars_dict['HF_TOKEN'] = 's3cret'");
+    expect(body.join("\n")).toContain("sky_env_vars_dict['GREETING'] = 'hello'");
+    // Only the head has it.
+    const other = s.clusters[name]?.slices[0]?.hostIds.find((id) => id !== head) ?? "";
+    expect((await sim.execOnHost(other, "test -e /home/gcpuser/.sky/sky_app/sky_job_1")).code).toBe(1);
+  });
+
   it("resolves and reaches NAME-worker1 through the generated config", () => {
     const cfgPath = join(sim.home, ".sky", "generated", "ssh", name);
     const w1 = [hosts[0] as SimHost, ...hosts.slice(1).sort((a, b) => (a.externalIp < b.externalIp ? -1 : 1))][1] as SimHost;
@@ -272,6 +295,8 @@ describe("a v6e-32 slice", () => {
     const list = JSON.parse(r.stdout.slice(r.stdout.indexOf("["))) as Record<string, unknown>[];
     expect(list).toHaveLength(1);
     const rec = list[0] as Record<string, unknown>;
+    // Exactly the reference build's fields: no init_kind / init_status_reason (skypilot-seams.md §1), which
+    // only faults.json sky.initKindFields adds.
     expect(Object.keys(rec)).toEqual([
       "name",
       "launched_at",
@@ -458,6 +483,50 @@ describe("faults", () => {
     expect(r.stderr).toContain("Quota 'TPUV6EPreemptiblePerProjectPerRegionForTPUAPI' exhausted. Limit 0 in region us-east5");
   });
 
+  it("logs one code and message per TPU node that could not be made: 'Got return codes 8, 8'", async () => {
+    await sim.setFaults({ sky: { capacityZones: ["us-east5-b"] } });
+    const r = sky(["launch", "-y", "-c", "cap2", writeTask("cap2.yaml", `num_nodes: 2\n${V6E("tpu-v6e-4", "run: echo hi\n")}`)]);
+    await sim.setFaults({});
+    expect(r.code).toBe(1);
+    const msg = `'There is no more capacity in the zone "us-east5-b"; you can try in another zone where Cloud TPU Nodes are offered \\(see https://cloud\\.google\\.com/tpu/docs/regions\\) \\[EID: 0x[0-9a-f]+\\]'`;
+    expect(r.stdout).toMatch(new RegExp(`Got return codes 8, 8 in us-east5-b: ${msg}; ${msg}\n`));
+  });
+
+  it("a failing teardown is reported on stdout with exit 0, and the cluster stays listed until --purge", async () => {
+    expect(sky(["launch", "-y", "-c", "df", writeTask("df.yaml", V6E("tpu-v6e-4"))]).code).toBe(0);
+    await sim.setFaults({ sky: { downFail: { clusters: ["df"] }, refreshDaemonMs: 0 } });
+    const nodeName = (await sim.state()).clusters.df?.slices[0]?.nodeName ?? "";
+    const r = sky(["down", "-y", "df"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain(
+      `googleapiclient error (HttpError): <HttpError 403 when requesting https://tpu.googleapis.com/v2/${nodeName}?alt=json returned "Permission 'tpu.nodes.delete' denied`,
+    );
+    expect(r.stdout).toContain(
+      "Cluster(s) failed. See details above. If you want to ignore the errors and remove the cluster(s) from the status table, use `sky down --purge`.",
+    );
+    expect(r.stdout).not.toContain("...done.");
+    expect((JSON.parse(sky(["status", "-o", "json", "df"]).stdout) as { status: string }[])[0]?.status).toBe("UP");
+    expect((await sim.state()).nodes[nodeName]?.state).toBe("READY");
+
+    await sim.setFaults({ sky: { downFail: { clusters: ["df"], kind: "runtime", message: "boom" }, refreshDaemonMs: 0 } });
+    const rt = sky(["down", "-y", "df"]);
+    expect(rt.code).toBe(0);
+    expect(rt.stdout).toContain("Terminating cluster df...failed. \nReason: RuntimeError: boom.\n");
+
+    const purged = sky(["down", "-y", "--purge", "df"]);
+    await sim.setFaults({});
+    expect(purged.code).toBe(0);
+    expect(purged.stdout).toContain(
+      "WARNING: Received non-zero exit code from terminating cluster nodes. Make sure resources are manually deleted.",
+    );
+    expect(purged.stdout).toContain("Terminating cluster df...done.");
+    const s = await sim.state();
+    expect(s.clusters.df).toBeUndefined();
+    // Nothing was deleted on the cloud: the node leaks.
+    expect(s.nodes[nodeName]?.state).toBe("READY");
+  });
+
   it("exits 100 when setup fails on the hosts", async () => {
     await sim.setFaults({ sky: { setupFail: true } });
     const r = sky(["launch", "-y", "-c", "sf", writeTask("sf.yaml", V6E("tpu-v6e-4", "setup: echo installing\nrun: echo never\n"))]);
@@ -515,6 +584,7 @@ describe("faults", () => {
   });
 
   it("drops a preempted spot cluster on sky status -r", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 0 } });
     const r = sky(["launch", "-y", "-c", "sp", "--use-spot", writeTask("sp.yaml", V6E("tpu-v6e-8", "run: echo up\n"))]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Launching a spot job that does not automatically recover from preemptions.");
@@ -531,6 +601,212 @@ describe("faults", () => {
     const logs = sky(["logs", "sp", "1", "--status"]);
     expect(logs.code).toBe(1);
     expect(logs.stderr).toBe("sky.exceptions.ClusterDoesNotExist: Cluster 'sp' does not exist.\n");
+  });
+});
+
+describe("status refresh like SkyPilot", () => {
+  const statusOf = (name: string): Record<string, unknown> | undefined =>
+    (JSON.parse(sky(["status", "-o", "json", name]).stdout.replace(/^Cluster\(s\) not found.*\n/, "")) as Record<string, unknown>[])[0];
+
+  it("plain sky status reads the database only; only -r refreshes (the daemon aside)", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 0 } });
+    expect(sky(["launch", "-y", "-c", "ro", "--use-spot", writeTask("ro.yaml", V6E("tpu-v6e-4"))]).code).toBe(0);
+    const nodeName = (await sim.state()).clusters.ro?.slices[0]?.nodeName ?? "";
+    await sim.preempt("ro");
+    await new Promise((res) => setTimeout(res, 2500)); // older than the 2 s cache of AUTO refreshes
+    const plain = sky(["status"]);
+    expect(plain.stdout).toMatch(/\nro\s.*\sUP\s/);
+    expect(statusOf("ro")?.status).toBe("UP");
+    expect((await sim.state()).nodes[nodeName]?.state).toBe("PREEMPTED");
+    const refreshed = sky(["status", "-r", "ro"]);
+    expect(refreshed.stdout).not.toMatch(/\nro\s/);
+    const s = await sim.state();
+    expect(s.clusters.ro).toBeUndefined();
+    expect(s.nodes[nodeName]).toBeUndefined();
+  });
+
+  it("the API server's daemon refreshes every cluster every refreshDaemonMs", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 1000 } });
+    expect(sky(["launch", "-y", "-c", "dm", "--use-spot", writeTask("dm.yaml", V6E("tpu-v6e-4"))]).code).toBe(0);
+    await sim.preempt("dm");
+    await new Promise((res) => setTimeout(res, 1200));
+    expect(sky(["status"]).stdout).not.toMatch(/\ndm\s/);
+    expect((await sim.state()).clusters.dm).toBeUndefined();
+    await sim.setFaults({});
+  });
+
+  it("maps TPU node states as query_instances does and deletes nodes only when all are PREEMPTED", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 0, initKindFields: true } });
+    expect(sky(["launch", "-y", "-c", "ns", writeTask("ns.yaml", `num_nodes: 2\n${V6E("tpu-v6e-4")}`)]).code).toBe(0);
+    const c = (await sim.state()).clusters.ns;
+    const [n0, n1] = (c?.slices ?? []).map((sl) => sl.nodeName ?? "");
+    if (!n0 || !n1) throw new Error("no nodes");
+    const refresh = () => sky(["status", "-r", "ns"]);
+    await sim.setNodeState(n1, "REPAIRING");
+    refresh();
+    expect(statusOf("ns")).toMatchObject({
+      status: "INIT",
+      init_kind: "unhealthy",
+      init_status_reason: "Cluster is abnormal because 1 of 2 node(s) in unexpected state: INIT. Transitioned to INIT.",
+    });
+    await sim.setNodeState(n1, "READY");
+    refresh();
+    expect(statusOf("ns")).toMatchObject({ status: "UP", init_kind: null, init_status_reason: null });
+    await sim.setNodeState(n1, "RESTARTING");
+    refresh();
+    expect(statusOf("ns")?.status).toBe("INIT");
+    await sim.setNodeState(n0, "STOPPING");
+    await sim.setNodeState(n1, "STOPPING");
+    refresh();
+    expect(statusOf("ns")?.status).toBe("STOPPED");
+    // One node PREEMPTED, one not: nothing is deleted and the cluster is INIT.
+    await sim.setNodeState(n0, "PREEMPTED");
+    await sim.setNodeState(n1, "READY", { killHosts: false });
+    refresh();
+    expect(statusOf("ns")?.status).toBe("INIT");
+    expect((await sim.state()).nodes[n0]?.state).toBe("PREEMPTED");
+    // UNKNOWN counts as gone: the record goes, but the nodes stay on GCP (no delete unless all PREEMPTED).
+    await sim.setNodeState(n1, "UNKNOWN");
+    const gone = refresh();
+    expect(gone.stdout).not.toMatch(/\nns\s/);
+    const s = await sim.state();
+    expect(s.clusters.ns).toBeUndefined();
+    expect(s.nodes[n0]?.state).toBe("PREEMPTED");
+    expect(s.nodes[n1]?.state).toBe("UNKNOWN");
+    await sim.setFaults({});
+  });
+});
+
+describe("launch onto an existing INIT cluster", () => {
+  const task = (infra: string, acc = "tpu-v6e-4") =>
+    `name: t\nresources:\n  infra: ${infra}\n  accelerators: ${acc}\n  accelerator_args: {runtime_version: v2-alpha-tpuv6e}\n`;
+  const REPR = "GCP({'tpu-v6e-4': 1}, accelerator_args={'runtime_version': 'v2-alpha-tpuv6e'})";
+
+  it("refuses other zones, regions or resources with SkyPilot's ResourcesMismatchError, exit 1", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 0 } });
+    expect(sky(["launch", "-y", "-c", "im", writeTask("im.yaml", task("gcp/us-east5/us-east5-b"))]).code).toBe(0);
+    const node = (await sim.state()).clusters.im?.slices[0]?.nodeName ?? "";
+    await sim.setNodeState(node, "REPAIRING");
+    sky(["status", "-r", "im"]);
+    const zone = sky(["launch", "-y", "-c", "im", writeTask("im-a.yaml", task("gcp/us-east5/us-east5-a"))]);
+    expect(zone.code).toBe(1);
+    expect(zone.stderr).toBe(
+      `sky.exceptions.ResourcesMismatchError: Task requested resources ${REPR} in zone 'us-east5-a',but the existing cluster is in zone 'us-east5-b'.\n`,
+    );
+    const region = sky(["launch", "-y", "-c", "im", writeTask("im-c.yaml", task("gcp/us-central1"))]);
+    expect(region.code).toBe(1);
+    expect(region.stderr).toBe(
+      `sky.exceptions.ResourcesMismatchError: Task requested resources ${REPR} in region 'us-central1', but the existing cluster is in region 'us-east5'.\n`,
+    );
+    const other = sky(["launch", "-y", "-c", "im", writeTask("im-8.yaml", task("gcp/us-east5", "tpu-v6e-8"))]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(
+      /^sky\.exceptions\.ResourcesMismatchError: Requested resources do not match the existing cluster\.\n {2}Requested:\t\{1x GCP\(\{'tpu-v6e-8': 1\}.*\}\n {2}Existing:\t1x .*\nTo fix: specify a new cluster name, or down the existing cluster first: sky down im\n$/,
+    );
+    expect((await sim.state()).clusters.im?.status).toBe("INIT");
+  });
+
+  it("retries an INIT cluster that was UP in its previous zone only, keeps it on failure, and remakes what is unhealthy there", async () => {
+    await sim.setFaults({ sky: { refreshDaemonMs: 0, capacityZones: ["us-east5-b"] } });
+    const again = sky(["launch", "-y", "-c", "im", writeTask("im-r.yaml", task("gcp/us-east5"))]);
+    expect(again.code).toBe(1);
+    expect(again.stdout).toContain("Cluster 'im' (status: INIT) was previously in GCP (us-east5). Restarting.");
+    expect(again.stdout).toContain("Got return code 8 in us-east5-b:");
+    expect(again.stdout).not.toMatch(/Launching on GCP us-east5 \(us-east5-[ac]\)/);
+    const msg = "Failed to launch cluster 'im' (previous status: INIT). To retry launching the cluster, run: sky start im";
+    expect(again.stderr).toBe(
+      `sky.exceptions.ResourcesUnavailableError: ${msg}\nTo keep retrying until the cluster is up, use the \`--retry-until-up\` flag.\n${msg}\n`,
+    );
+    expect((await sim.state()).clusters.im?.status).toBe("INIT");
+
+    await sim.setFaults({ sky: { refreshDaemonMs: 0 } });
+    const oldNode = (await sim.state()).clusters.im?.slices[0]?.nodeName ?? "";
+    const ok = sky(["launch", "-y", "-c", "im", writeTask("im-r.yaml", task("gcp/us-east5"))]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain("Cluster 'im' (status: INIT) was previously in GCP (us-east5). Restarting.");
+    const s = await sim.state();
+    expect(s.clusters.im).toMatchObject({ status: "UP", zone: "us-east5-b" });
+    // The REPAIRING node was not reused: a new node was made in the same zone.
+    expect(s.clusters.im?.slices[0]?.nodeName).not.toBe(oldNode);
+    expect(s.nodes[oldNode]).toBeUndefined();
+    expect(sky(["down", "-y", "im"]).code).toBe(0);
+  });
+
+  it("a never-UP INIT cluster that fails in its zone is terminated there and provisioned anew with the request", async () => {
+    await sim.setFaults({ sky: { hangProvision: true, refreshDaemonMs: 0 } });
+    const child = spawn("sky", ["launch", "-y", "-c", "nv", writeTask("nv.yaml", task("gcp/us-east5"))], { cwd: sim.home, env: sim.env });
+    const done = new Promise<void>((r) => child.on("close", () => r()));
+    await waitFor(() => {
+      const c = JSON.parse(readFileSync(join(sim.root, "state.json"), "utf8")) as { clusters: Record<string, { slices: unknown[] }> };
+      return (c.clusters.nv?.slices.length ?? 0) > 0;
+    }, 60_000);
+    expect(sky(["api", "cancel", "-a"]).code).toBe(0);
+    child.kill("SIGINT");
+    await done;
+    const zone0 = (await sim.state()).clusters.nv?.zone ?? "";
+    await sim.setFaults({ sky: { capacityZones: [zone0], refreshDaemonMs: 0 } });
+    const r = sky(["launch", "-y", "-c", "nv", writeTask("nv.yaml", task("gcp/us-east5"))]);
+    await sim.setFaults({});
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`Cluster 'nv' (status: INIT) was previously in GCP (us-east5). Restarting.`);
+    expect(r.stdout).toContain("Failed to launch cluster 'nv' (previous status: INIT) with the original resources:");
+    expect(r.stdout).toContain(`Retrying provisioning with requested resources: 1x ${REPR}`);
+    const c = (await sim.state()).clusters.nv;
+    expect(c?.status).toBe("UP");
+    expect(c?.zone).not.toBe(zone0);
+    expect(sky(["down", "-y", "nv"]).code).toBe(0);
+  });
+});
+
+describe("gcp.ssh_proxy_command", () => {
+  it("puts a ProxyCommand line last in every host block, and SkyPilot's own SSH goes through it", async () => {
+    const log = join(sim.home, "proxy.log");
+    const proxy = join(sim.home, "proxy.py");
+    writeFileSync(
+      proxy,
+      [
+        "import socket, sys, threading",
+        "host, port, node, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]",
+        "open(log, 'a').write(f'{node} {host}:{port}\\n')",
+        "s = socket.create_connection((host, port))",
+        "def up():",
+        "    while (b := sys.stdin.buffer.read1(65536)):",
+        "        s.sendall(b)",
+        "    s.shutdown(socket.SHUT_WR)",
+        "threading.Thread(target=up, daemon=True).start()",
+        "while (b := s.recv(65536)):",
+        "    sys.stdout.buffer.write(b); sys.stdout.buffer.flush()",
+        "",
+      ].join("\n"),
+    );
+    const cmd = `/usr/bin/python3 ${proxy} %h %p %w ${log}`;
+    writeFileSync(join(sim.home, ".sky", "config.yaml"), `gcp:\n  ssh_proxy_command: ${JSON.stringify(cmd)}\n`);
+    try {
+      const r = sky(["launch", "-y", "-c", "px", writeTask("px.yaml", `num_nodes: 2\n${V6E("tpu-v6e-4", "run: hostname\n")}`)]);
+      expect(r.code, r.stderr).toBe(0);
+      const cfg = readFileSync(join(sim.home, ".sky", "generated", "ssh", "px"), "utf8");
+      const blocks = cfg.split("\n\n").filter((b) => b.trim() !== "");
+      expect(blocks).toHaveLength(2);
+      blocks.forEach((b, i) => {
+        const lines = b.split("\n");
+        expect(lines[lines.length - 2]).toMatch(/^ {2}SetEnv SKY_CLUSTER_NAME=px-[0-9a-f]{8}$/);
+        expect(lines[lines.length - 1]).toBe(`  ProxyCommand /usr/bin/python3 ${proxy} %h %p ${i} ${log}`);
+      });
+      // The job ran through the proxy (one connection per node, %w filled in).
+      const used = readFileSync(log, "utf8");
+      expect(used).toMatch(/^0 198\.18\.\d+\.\d+:22$/m);
+      expect(used).toMatch(/^1 198\.18\.\d+\.\d+:22$/m);
+      const h = sshAsUser(["-F", join(sim.home, ".sky", "generated", "ssh", "px"), "-o", "BatchMode=yes", "px-worker1", "hostname"]);
+      expect(h.code, h.stderr).toBe(0);
+      expect(
+        readFileSync(log, "utf8")
+          .split("\n")
+          .filter((l) => l.startsWith("1 ")),
+      ).toHaveLength(2);
+    } finally {
+      rmSync(join(sim.home, ".sky", "config.yaml"), { force: true });
+    }
+    expect(sky(["down", "-y", "px"]).code).toBe(0);
   });
 });
 

@@ -30,7 +30,7 @@ export interface SimJob {
 export interface SimCluster {
   name: string;
   nameOnCloud: string;
-  status: "INIT" | "UP";
+  status: "INIT" | "UP" | "STOPPED";
   zone: string;
   region: string;
   spot: boolean;
@@ -47,7 +47,19 @@ export interface SimCluster {
   autodown: boolean;
 }
 
-export type SimTpuNodeState = "CREATING" | "READY" | "PREEMPTED" | "TERMINATED" | "DELETING";
+// google.cloud.tpu.v2.Node.State (the ones a TPU VM node of the sim can be in).
+export type SimTpuNodeState =
+  | "CREATING"
+  | "READY"
+  | "RESTARTING"
+  | "REPAIRING"
+  | "STARTING"
+  | "STOPPING"
+  | "STOPPED"
+  | "PREEMPTED"
+  | "TERMINATED"
+  | "DELETING"
+  | "UNKNOWN";
 
 export interface SimTpuNode {
   name: string;
@@ -82,6 +94,13 @@ export interface SkyFaults {
   setupFail?: boolean;
   provisionDelayMs?: number;
   hangProvision?: boolean;
+  // The API server's status-refresh daemon: every refreshDaemonMs (default 60000) it refreshes every cluster
+  // as `sky status -r` would; 0 turns it off.
+  refreshDaemonMs?: number;
+  // `sky down` fails as a GCP teardown error does (clusters named, or all when omitted).
+  downFail?: { clusters?: string[]; kind?: "cloud" | "runtime"; message?: string };
+  // Report the newer build's INIT classification (init_kind / init_status_reason) in `sky status -o json`.
+  initKindFields?: boolean;
 }
 
 export interface ServerCrashFault {
@@ -97,6 +116,8 @@ export interface ServerFaults {
   slowHealthGenerateMs?: number;
   ignoreSigtermRanks?: number[];
   jaxInitTimeoutMs?: number;
+  jaxHeartbeatTimeoutMs?: number;
+  healthCheckTimeoutMs?: number | null;
 }
 
 export interface Faults {

@@ -155,6 +155,21 @@ describe("TPU API emulator", () => {
     expect(node.health).toBe("HEALTH_UNSPECIFIED");
   });
 
+  it("serves the states GCP puts a node in on its own (maintenance, reboot, stop, lost contact) as the proto's enum names", async () => {
+    const { updateState } = await import("./state.js");
+    for (const state of ["REPAIRING", "RESTARTING", "STOPPING", "STOPPED", "UNKNOWN"] as const) {
+      await updateState(root, (s) => {
+        const n = s.nodes[V6E16];
+        if (n) n.state = state;
+      });
+      const [node] = await client.getNode({ name: V6E16 });
+      expect(node.state).toBe(state);
+      expect(node.health).toBe("HEALTH_UNSPECIFIED");
+      const [listed] = await client.listNodes({ parent: `projects/${PROJECT}/locations/${ZONE}` }, { autoPaginate: true });
+      expect(listed.find((n) => n.name === V6E16)?.state).toBe(state);
+    }
+  });
+
   it("answers NOT_FOUND for a missing node, PERMISSION_DENIED for another project, INVALID_ARGUMENT for a malformed name", async () => {
     const missing = `projects/${PROJECT}/locations/${ZONE}/nodes/nope`;
     expect(await rpcError(client.getNode({ name: missing }))).toEqual({

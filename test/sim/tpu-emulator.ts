@@ -2,10 +2,12 @@
 // serving the nodes of SIM_ROOT/state.json (tpu.md §3, §6). The protos are the ones shipped in the npm
 // packages, so the real @google-cloud/tpu client talks to it unchanged.
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as protoLoader from "@grpc/proto-loader";
 import { grpc, protobuf } from "google-gax";
+import { killHosts } from "./hosts.js";
 import { appendCall, readState, updateState, type SimState, type SimTpuNode } from "./state.js";
 
 export interface TpuEmulatorOptions {
@@ -219,6 +221,12 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
         if (!n) throw notFound(node.name);
         n.state = "DELETING";
       });
+      // Deleting a TPU node deletes its VMs (google.cloud.tpu.v2 DeleteNode); only inside a sim, which has the hosts.
+      if (existsSync(join(root, "sim.json")))
+        await killHosts(
+          root,
+          node.hostIds.filter((id) => s.hosts[id]?.alive === true),
+        );
       const op: LroRecord = {
         name: `projects/${s.project}/locations/${zone}/operations/operation-${Date.now()}-${randomBytes(6).toString("hex")}`,
         project: s.project,

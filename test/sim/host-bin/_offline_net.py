@@ -1,7 +1,9 @@
 # Shared by the offline curl and wget of the simulated TPU VMs (not a command itself).
 # The hosts have no Internet: names other than astral.sh's uv installer do not resolve. Addresses that
 # exist in the sim (IP literals such as the metadata server or another host, localhost) are passed to
-# the real tool, and metadata.google.internal / 169.254.169.254 are pointed at the metadata emulator.
+# the real tool, and so are metadata.google.internal / metadata / 169.254.169.254: the host's /etc/hosts
+# names 169.254.169.254, which the host DNATs to the metadata emulator (hosts.ts), as a GCE VM reaches it
+# whatever GCE_METADATA_HOST says.
 import ipaddress
 import os
 import sys
@@ -13,12 +15,10 @@ METADATA_NAMES = {"metadata.google.internal", "metadata", "169.254.169.254"}
 
 
 def classify(url):
-    """'real', 'metadata', 'installer' or 'unresolvable'; plus the host name."""
+    """'real', 'installer' or 'unresolvable'; plus the host name."""
     parts = urlsplit(url if "://" in url else "http://" + url)
     host = (parts.hostname or "").lower()
-    if host in METADATA_NAMES:
-        return "metadata", host
-    if host == "localhost" or is_ip(host):
+    if host == "localhost" or host in METADATA_NAMES or is_ip(host):
         return "real", host
     path = parts.path
     if host == "astral.sh" and (path == "/uv/install.sh" or (path.startswith("/uv/") and path.endswith("/install.sh"))):
@@ -37,14 +37,6 @@ def is_ip(host):
 def installer_text():
     with open(os.path.join(HERE, "install-uv.sh"), encoding="utf-8") as f:
         return f.read()
-
-
-def metadata_target():
-    """host:port of the metadata emulator, from the session env (sshd SetEnv)."""
-    target = os.environ.get("GCE_METADATA_HOST", "")
-    if ":" not in target:
-        return None
-    return target
 
 
 def write_output(text, path):

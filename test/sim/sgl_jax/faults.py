@@ -11,6 +11,13 @@ DEFAULTS = {
     "slowHealthGenerateMs": 0,
     "ignoreSigtermRanks": [],
     "jaxInitTimeoutMs": 300000,
+    # XLA's coordination service declares a task dead after heartbeat_timeout = 100 s (openxla/xla
+    # xla/pjrt/distributed/client.h; docs/upstream/hostkeys-sglang-facts.md §C); only then do the
+    # surviving schedulers exit.
+    "jaxHeartbeatTimeoutMs": 100000,
+    # /health_generate gives up after SGLANG_HEALTH_CHECK_TIMEOUT (20 s) (sgl_jax/srt/entrypoints/
+    # http_server.py HEALTH_CHECK_TIMEOUT); None = that variable, as the real server reads it.
+    "healthCheckTimeoutMs": None,
 }
 
 
@@ -48,9 +55,12 @@ def read_faults():
         and crash.get("when") in ("before-rendezvous", "after-rendezvous")
     ):
         raise FaultsError(f"{path}: server.crash must be {{\"rank\": int, \"when\": \"before-rendezvous\"|\"after-rendezvous\"}}")
-    for key in ("loadDelayMs", "slowHealthGenerateMs", "jaxInitTimeoutMs"):
+    for key in ("loadDelayMs", "slowHealthGenerateMs", "jaxInitTimeoutMs", "jaxHeartbeatTimeoutMs"):
         if not isinstance(out[key], (int, float)) or out[key] < 0:
             raise FaultsError(f"{path}: server.{key} must be a non-negative number")
+    hc = out["healthCheckTimeoutMs"]
+    if hc is not None and (not isinstance(hc, (int, float)) or hc < 0):
+        raise FaultsError(f"{path}: server.healthCheckTimeoutMs must be a non-negative number or null")
     if not isinstance(out["ignoreSigtermRanks"], list):
         raise FaultsError(f"{path}: server.ignoreSigtermRanks must be a list of ranks")
     return out
@@ -59,3 +69,11 @@ def read_faults():
 def crash_due(faults, rank, when):
     crash = faults.get("crash")
     return bool(crash) and crash["rank"] == rank and crash["when"] == when
+
+
+def health_check_timeout_s(faults):
+    """HEALTH_CHECK_TIMEOUT = int(os.getenv("SGLANG_HEALTH_CHECK_TIMEOUT", 20)) (http_server.py)."""
+    ms = faults.get("healthCheckTimeoutMs")
+    if ms is not None:
+        return ms / 1000.0
+    return int(os.environ.get("SGLANG_HEALTH_CHECK_TIMEOUT", 20))

@@ -1,4 +1,5 @@
-"""HTTP: rank 0's API server (the routes tpu-deploy touches) and the ranks ≥1 dummy health server."""
+"""HTTP: rank 0's API server (the routes tpu-deploy touches) and the ranks ≥1 dummy health server, both in
+the main process; whatever needs the engine goes through the TokenizerManager to the scheduler process."""
 
 import json
 import socket
@@ -9,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
-from .faults import read_faults
+from .faults import FaultsError, health_check_timeout_s, read_faults
 
 
 class _Server(ThreadingHTTPServer):
@@ -41,7 +42,10 @@ def make_server(host, port, app):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             try:
-                result = app.handle(self.command, parts.path, parse_qs(parts.query), self.headers, body)
+                result = app.handle(self.command, parts.path, parse_qs(parts.query), self.headers, body, self.connection)
+                if result is None:  # the client went away while the engine did not answer
+                    self.close_connection = True
+                    return
                 status, ctype, payload = result[:3]
                 extra = result[3] if len(result) > 3 else []
                 if callable(payload):  # server-sent events
@@ -81,7 +85,7 @@ EMPTY_200 = (200, "application/json", b"")
 class DummyHealthApp:
     """Ranks ≥1 (`launch_dummy_health_check_server`): /health and /health_generate, nothing else."""
 
-    def handle(self, method, path, query, headers, body):
+    def handle(self, method, path, query, headers, body, client=None):
         if path in ("/health", "/health_generate"):
             return EMPTY_200 if method in ("GET", "HEAD") else NOT_ALLOWED
         return NOT_FOUND
@@ -102,10 +106,10 @@ class ApiApp:
         "/metrics": ("GET",),
     }
 
-    def __init__(self, ctx, world):
-        self.ctx = ctx
-        self.sa = ctx.sa
-        self.log = ctx.log
+    def __init__(self, sa, log, tm, world):
+        self.sa = sa
+        self.log = log
+        self.tm = tm
         self.world = world
         self.created = int(time.time())
         self.context_length = self.sa.context_length or 40960
@@ -115,7 +119,7 @@ class ApiApp:
         self._served_lock = threading.Lock()
 
     # --- request plumbing ------------------------------------------------------------------------
-    def handle(self, method, path, query, headers, body):
+    def handle(self, method, path, query, headers, body, client=None):
         # Middleware order as in http_server.py: the API-key check (`add_api_key_middleware`, added last in
         # launch_server, so outermost) answers 401 before CORSMiddleware can add its headers; it lets
         # OPTIONS through (common_utils.py). Then CORS (docs/upstream/hostkeys-sglang-facts.md §B5).
@@ -125,10 +129,13 @@ class ApiApp:
                 return 401, "application/json", {"error": "Unauthorized"}
         origin = headers.get("Origin")
         if origin is None:
-            return self._route(method, path, query, body)
+            return self._route(method, path, query, body, client)
         if method == "OPTIONS" and headers.get("Access-Control-Request-Method") is not None:
             return self._cors_preflight(origin, headers)
-        return (*self._route(method, path, query, body)[:3], self._cors_simple_headers(origin, headers))
+        routed = self._route(method, path, query, body, client)
+        if routed is None:
+            return None
+        return (*routed[:3], self._cors_simple_headers(origin, headers))
 
     # starlette/middleware/cors.py CORSMiddleware with allow_origins=["*"], allow_credentials=True,
     # allow_methods=["*"], allow_headers=["*"]: every origin is allowed, reflected when it must be.
@@ -158,14 +165,14 @@ class ApiApp:
             return 400, "text/plain; charset=utf-8", b"Disallowed CORS method", out
         return 200, "text/plain; charset=utf-8", b"OK", out
 
-    def _route(self, method, path, query, body):
+    def _route(self, method, path, query, body, client=None):
         methods = self.ROUTES.get(path)
         if methods is None or (path == "/metrics" and not self.sa.enable_metrics):
             return NOT_FOUND
         if method not in methods and not (method == "HEAD" and "GET" in methods):  # Starlette adds HEAD to GET routes
             return NOT_ALLOWED
         name = path.strip("/").replace("/", "_").replace("v1_", "openai_")
-        return getattr(self, "r_" + name)(query, body)
+        return getattr(self, "r_" + name)(query, body, client)
 
     @staticmethod
     def _json_body(body):
@@ -177,13 +184,20 @@ class ApiApp:
             return None, (400, "application/json", {"object": "error", "message": "the body must be a JSON object", "type": "BadRequestError", "code": 400})
         return obj, None
 
-    def _engine_fault(self):
-        """Faults are re-read per request, so a test can wedge a running server."""
-        faults = read_faults()
-        delay = faults.get("slowHealthGenerateMs") or 0
-        if delay:
-            time.sleep(delay / 1000.0)
-        return bool(faults.get("wedged"))
+    @staticmethod
+    def _faults():
+        try:
+            return read_faults()
+        except FaultsError:
+            return {}
+
+    def _generate(self, client):
+        """One request through the scheduler: None if the client gave up first (a stuck engine never answers)."""
+        rid = self.tm.submit("gen")
+        if self.tm.wait(rid, client) is None:
+            self.tm.discard(rid)
+            return False
+        return True
 
     def _reply_text(self):
         with self._served_lock:
@@ -193,26 +207,36 @@ class ApiApp:
             f"on {self.sa.nnodes} node(s) with tp_size={self.sa.tp_size}."
         )
 
-    def _wedged_reply(self):
-        return 503, "application/json", {"object": "error", "message": "the engine is not making progress (wedged)", "type": "ServiceUnavailable", "code": 503}
-
     # --- routes ----------------------------------------------------------------------------------
-    def r_health(self, query, body):
-        return EMPTY_200
+    def r_health(self, query, body, client):
+        return EMPTY_200  # `return Response(status_code=200)`: no engine check at all
 
-    def r_health_generate(self, query, body):
+    def r_health_generate(self, query, body, client):
+        """http_server.py health_generate: submit a 1-token request, poll once a second for any output from
+        the detokenizer newer than the start, 503 after HEALTH_CHECK_TIMEOUT."""
         if query.get("multimodal") == ["True"]:
             return 200, "application/json", b"null"
-        if self._engine_fault():
-            tic = time.strftime("%H:%M:%S")
-            self.log.info(
-                "Health check failed. Server couldn't get a response from detokenizer for last 20 seconds. "
-                f"tic start time: {tic}. last_heartbeat time: {tic}"
-            )
-            return 503, "application/json", b""
-        return EMPTY_200
+        faults = self._faults()
+        delay = faults.get("slowHealthGenerateMs") or 0
+        if delay:
+            time.sleep(delay / 1000.0)  # faults.server.slowHealthGenerateMs
+        timeout = health_check_timeout_s(faults) if faults else health_check_timeout_s({})
+        tic = time.time()
+        rid = self.tm.submit("gen")
+        while time.time() < tic + timeout:
+            time.sleep(1)
+            if self.tm.last_receive_tstamp > tic:
+                self.tm.discard(rid)
+                return EMPTY_200
+        self.tm.discard(rid)
+        self.log.info(
+            "Health check failed. Server couldn't get a response from detokenizer for last "
+            f"{timeout:g} seconds. tic start time: {time.strftime('%H:%M:%S', time.localtime(tic))}. "
+            f"last_heartbeat time: {time.strftime('%H:%M:%S', time.localtime(self.tm.last_receive_tstamp))}"
+        )
+        return 503, "application/json", b""
 
-    def r_get_model_info(self, query, body):
+    def r_get_model_info(self, query, body, client):
         return 200, "application/json", {
             "model_path": self.sa.model_path,
             "tokenizer_path": self.sa.tokenizer_path,
@@ -220,14 +244,18 @@ class ApiApp:
             "preferred_sampling_params": self.sa.preferred_sampling_params,
         }
 
-    def r_get_server_info(self, query, body):
-        # `{**dataclasses.asdict(server_args), ...}`: every field, the API key included
-        # (docs/upstream/hostkeys-sglang-facts.md §B1). Only the log line masks it, see server_args.py.
-        info = dict(self.sa.values)
+    def r_get_server_info(self, query, body, client):
+        # `**dataclasses.asdict(server_args), **scheduler_info, "internal_states": await get_internal_state()`:
+        # every ServerArgs field (api_key in clear), and nothing until the scheduler answers.
+        rid = self.tm.submit("internal_state")
+        state = self.tm.wait(rid, client)
+        if state is None:
+            return None
+        info = self.sa.asdict()
         info.update({
-            "max_total_num_tokens": 262144,
-            "max_req_input_len": self.context_length - 1,
-            "internal_states": [{"last_gen_throughput": 0.0, "avg_spec_accept_length": None}],
+            "max_total_num_tokens": self.tm.scheduler_info.get("max_total_num_tokens"),
+            "max_req_input_len": self.tm.scheduler_info.get("max_req_input_len"),
+            "internal_states": state.get("states"),
             "version": __version__,
             "ranks_seen": sorted(self.world),
             "requests_served": self.requests_served,
@@ -245,14 +273,14 @@ class ApiApp:
         })
         return 200, "application/json", info
 
-    def r_openai_models(self, query, body):
+    def r_openai_models(self, query, body, client):
         name = self.sa.served_model_name
         return 200, "application/json", {
             "object": "list",
             "data": [{"id": name, "object": "model", "created": self.created, "owned_by": "sglang", "root": name, "max_model_len": self.context_length}],
         }
 
-    def r_metrics(self, query, body):
+    def r_metrics(self, query, body, client):
         name = self.sa.served_model_name
         text = (
             "# HELP sglang:num_running_reqs The number of running requests.\n"
@@ -261,15 +289,15 @@ class ApiApp:
         )
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
 
-    def r_openai_chat_completions(self, query, body):
+    def r_openai_chat_completions(self, query, body, client):
         req, err = self._json_body(body)
         if err:
             return err
         messages = req.get("messages")
         if not isinstance(messages, list) or not messages:
             return 400, "application/json", {"object": "error", "message": "messages: a non-empty list is required", "type": "BadRequestError", "code": 400}
-        if self._engine_fault():
-            return self._wedged_reply()
+        if not self._generate(client):
+            return None
         text = self._reply_text()
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         usage = {"prompt_tokens": 8 * len(messages), "completion_tokens": len(text.split()), "total_tokens": 8 * len(messages) + len(text.split())}
@@ -290,14 +318,14 @@ class ApiApp:
             "usage": usage,
         }
 
-    def r_openai_completions(self, query, body):
+    def r_openai_completions(self, query, body, client):
         req, err = self._json_body(body)
         if err:
             return err
         if "prompt" not in req:
             return 400, "application/json", {"object": "error", "message": "prompt: field required", "type": "BadRequestError", "code": 400}
-        if self._engine_fault():
-            return self._wedged_reply()
+        if not self._generate(client):
+            return None
         text = self._reply_text()
         return 200, "application/json", {
             "id": "cmpl-" + uuid.uuid4().hex[:24],
@@ -308,14 +336,14 @@ class ApiApp:
             "usage": {"prompt_tokens": 8, "completion_tokens": len(text.split()), "total_tokens": 8 + len(text.split())},
         }
 
-    def r_generate(self, query, body):
+    def r_generate(self, query, body, client):
         req, err = self._json_body(body)
         if err:
             return err
         if req.get("text") is None and req.get("input_ids") is None:
             return 400, "application/json", {"object": "error", "message": "Either text or input_ids should be provided.", "type": "BadRequestError", "code": 400}
-        if self._engine_fault():
-            return self._wedged_reply()
+        if not self._generate(client):
+            return None
         prompts = req.get("text") if req.get("text") is not None else req.get("input_ids")
         batch = isinstance(prompts, list) and (req.get("text") is not None or (prompts and isinstance(prompts[0], list)))
         n = len(prompts) if batch else 1

@@ -1,4 +1,6 @@
-"""Log lines in the real server's format: `[%Y-%m-%d %H:%M:%S] message`, scheduler lines with ` NP<rank>`."""
+"""Log lines in the real server's format: `[%Y-%m-%d %H:%M:%S] message`; the scheduler process of a
+multi-node run logs `[%Y-%m-%d %H:%M:%S NP<rank>] message` (sgl_jax/srt/utils/common_utils.py
+configure_logger, prefix set by managers/scheduler.py run_scheduler_process)."""
 
 import sys
 import threading
@@ -6,29 +8,28 @@ import time
 
 
 class Logger:
-    def __init__(self):
+    def __init__(self, prefix=""):
         self._lock = threading.Lock()
-        self.scheduler_prefix = ""
+        self.prefix = prefix
 
     def set_scheduler_prefix(self, nnodes, node_rank):
-        # The real scheduler configures its logger with " NP<rank>" only on multi-node runs.
-        self.scheduler_prefix = f" NP{node_rank}" if nnodes > 1 else ""
+        self.prefix = f" NP{node_rank}" if nnodes > 1 else ""
 
-    def _write(self, prefix, msg):
+    def _write(self, msg):
         ts = time.strftime("%Y-%m-%d %H:%M:%S")
         with self._lock:
             try:
-                sys.stdout.write(f"[{ts}{prefix}] {msg}\n")
+                sys.stdout.write(f"[{ts}{self.prefix}] {msg}\n")
                 sys.stdout.flush()
             except (OSError, ValueError):
                 pass  # stdout gone: nothing left to tell
 
     def info(self, msg):
-        self._write("", msg)
+        self._write(msg)
 
-    def sched(self, msg):
-        self._write(self.scheduler_prefix, msg)
+    # The real format carries no level name: a warning looks like any other line.
+    warning = info
 
-    def error(self, msg, scheduler=False):
-        # One greppable line per failure; the real exception text follows where there is one.
-        self._write(self.scheduler_prefix if scheduler else "", f"ERROR {msg}")
+    def error(self, msg):
+        # The double's own explanation of a failure: one greppable line; the real exception text follows.
+        self._write(f"ERROR {msg}")

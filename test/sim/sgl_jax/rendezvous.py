@@ -1,13 +1,15 @@
-"""Multi-host start-up: the ZMQ PUB/REP handshake and the JAX coordinator, as plain TCP with JSON lines.
+"""Multi-host start-up of the schedulers: the ZMQ handshake and the request broadcast, as JSON lines over TCP.
 
-Ports on rank 0's HOST (from --dist-init-addr HOST:P), as in the real server:
-  P    JAX coordination service   every rank ≥1 sends JAX_INIT, rank 0 answers JAX_OK when all are in
-  P+5  ZMQ PUB (kept for life)    ranks ≥1 send SUB; both sides then exchange heartbeats, so the death
-                                  of either end is noticed within HEARTBEAT_TIMEOUT_S
-  P+6  ZMQ REP (handshake)        ranks ≥1 send READY + their facts; rank 0 answers ACK or ERROR
+Ports on rank 0's HOST (from --dist-init-addr HOST:P), as in the real server (sgl-project/sglang-jax
+python/sgl_jax/srt/server_args.py
+PortArgs.init_new; managers/scheduler.py Scheduler.__init__, sync_pub_sub, run_publisher, run_subscriber):
+  P+6  ZMQ REP (handshake)   ranks >= 1 send READY + their facts; rank 0 answers ACK or ERROR
+  P+5  ZMQ PUB               rank 0 broadcasts every loop's requests; ranks >= 1 read them with a 5 s
+                             RCVTIMEO. There is no heartbeat: neither side learns that the other died.
+Port P (JAX's coordinator) is jax_dist.py's, bound only after this handshake.
 
-Where the real server would hang (a duplicate or missing rank, mismatched arguments, ranks out of TPU
-worker order), the double fails every member loudly instead, so that a test can tell.
+Where the real server would hang in the handshake (a duplicate or missing rank, mismatched arguments, ranks
+out of TPU worker order), the double fails every member loudly instead, so that a test can tell.
 """
 
 import errno
@@ -17,18 +19,12 @@ import socket
 import threading
 import time
 
-from .topology import validate_world
+from .topology import mesh_exception, validate_world
 
-HEARTBEAT_INTERVAL_S = 0.5
-HEARTBEAT_TIMEOUT_S = 3.0
 FIRST_MESSAGE_TIMEOUT_S = 10.0
 REPORT_WINDOW_S = 15.0
 PROBLEM_GRACE_S = 5.0
 SAME_ARGS = ("nnodes", "tp_size", "dp_size", "model_path")
-JAX_TIMEOUT_EXC = (
-    "jaxlib.xla_extension.XlaRuntimeError: DEADLINE_EXCEEDED: Barrier timed out. "
-    "Id: PjRT_Client_Connect. # of tasks that reached the barrier: {got}/{want}"
-)
 
 
 class Conn:
@@ -60,7 +56,9 @@ class Conn:
         return obj
 
     def close(self):
-        for fn in (self._rfile.close, lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+        # Shut the socket down first: that wakes a thread blocked reading it, which holds the reader's lock
+        # that closing the reader needs.
+        for fn in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close, self._rfile.close):
             try:
                 fn()
             except OSError:
@@ -93,13 +91,15 @@ class Publisher:
         self.pending = {}  # rank -> (info, Conn) waiting for ACK
         self.acked = False
         self.world = {0: ctx.info}
-        self.jax_conns = {}
-        self.subs = {}
+        self.subs = []
         self.listeners = []
+        self._exc = None
 
     # --- set-up -------------------------------------------------------------------------------
     def bind(self):
-        for offset, what in ((6, "REP"), (5, "PUB"), (0, "JAX coordinator")):
+        # Scheduler.__init__ binds the PUB socket, then the REP socket; port P stays free until JAX's
+        # coordinator starts after the handshake.
+        for offset, what in ((5, "PUB"), (6, "REP")):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             port = self.port + offset
@@ -121,10 +121,9 @@ class Publisher:
             self.listeners.append(sock)
             self.life.on_close(sock.close)
         self.life.on_death(self._tell_everyone)
-        rep, pub, coord = self.listeners
+        pub, rep = self.listeners
         _start("rep-accept", self._accept, rep, self._serve_handshake)
         _start("pub-accept", self._accept, pub, self._serve_sub)
-        _start("jax-accept", self._accept, coord, self._serve_jax)
 
     def _accept(self, listener, handler):
         while True:
@@ -150,11 +149,13 @@ class Publisher:
         handler(conn, msg)
 
     def _tell_everyone(self, message):
+        # Only ranks still waiting for their ACK hear why rank 0 stops; after the handshake nothing
+        # tells them (they find out through JAX's heartbeat, jax_dist.py).
         with self.lock:
-            targets = [c for _, c in self.pending.values()] + list(self.subs.values())
+            targets = [c for _, c in self.pending.values()] if not self.acked else []
         for conn in targets:
             try:
-                conn.send({"type": "ERROR" if not self.acked else "ABORT", "message": message}, timeout=1.0)
+                conn.send({"type": "ERROR", "message": message, "exc": self._exc}, timeout=1.0)
             except OSError:
                 pass
 
@@ -162,29 +163,27 @@ class Publisher:
     def _serve_handshake(self, conn, msg):
         kind = msg.get("type")
         info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
+        with self.lock:
+            late = self.acked
+        if late:
+            # After sync_pub_sub rank 0 never reads its REP socket again: a late rank would wait forever
+            # and rank 0 serves on. The double answers the late rank (only) with the reason.
+            if kind == "READY":
+                try:
+                    conn.send({"type": "ERROR", "message": (
+                        f"{who(info)} sent READY after rank 0 completed the handshake with ranks {sorted(self.world)}: "
+                        "start every rank of a job together (the real rank 0 would never answer)"
+                    )}, timeout=1.0)
+                except OSError:
+                    pass
+            conn.close()
+            return
         if kind == "FAIL":
-            with self.lock:
-                late = self.acked
-            if late:
-                self.life.scheduler_failure(
-                    f"{who(info)} failed to start: {msg.get('message', '?')}",
-                    "RuntimeError: a rank failed after synchronization",
-                )
             self.events.put(("fail", info, msg.get("message", "?"), conn))
             return
         if kind != "READY":
             conn.close()
             return
-        with self.lock:
-            late = self.acked
-        if late:
-            problem = self._arrival_problem(info) or (
-                f"{who(info)} sent READY after the handshake completed with ranks {sorted(self.world)}"
-            )
-            self.life.scheduler_failure(
-                [problem, "a rank joined after the handshake: every member stops"],
-                "RuntimeError: unexpected READY after synchronization",
-            )
         self.events.put(("ready", info, None, conn))
         try:
             while conn.recv(None) is not None:
@@ -216,16 +215,18 @@ class Publisher:
             return f"rank {rank} joined twice: from {first.get('internal_ip')} (worker {first.get('worker_id')}) and {info.get('internal_ip')} (worker {info.get('worker_id')})"
         return None
 
-    def _fail_handshake(self, problems, extra=()):
+    def _fail_handshake(self, problems, extra=(), exc=None):
+        exc = exc or "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers"
         for conn in extra:
             try:
-                conn.send({"type": "ERROR", "message": "; ".join(problems)}, timeout=1.0)
+                conn.send({"type": "ERROR", "message": "; ".join(problems), "exc": exc}, timeout=1.0)
             except OSError:
                 pass
-        self.life.scheduler_failure(problems, "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers")
+        self._exc = exc
+        self.life.scheduler_failure(problems, exc)
 
     def handshake(self):
-        self.log.sched(f"[Publisher 0] Begins to synchronize, wait {self.n - 1} Subscribers")
+        self.log.info(f"[Publisher 0] Begins to synchronize, wait {self.n - 1} Subscribers")
         # A bad arrival does not fail the job at once: rank 0 first waits (up to PROBLEM_GRACE_S) for
         # the other ranks to connect too, so that every member hears why and exits.
         problems, rejected, arrivals, first_problem = [], [], 0, None
@@ -253,7 +254,7 @@ class Publisher:
                         self.pending[info["rank"]] = (info, conn)
                         count = len(self.pending)
                 if problem is None:
-                    self.log.sched(f"[Publisher 0] receives {count} READY signal")
+                    self.log.info(f"[Publisher 0] receives {count} READY signal")
                 else:
                     rejected.append(conn)
             if problem is not None:
@@ -266,7 +267,7 @@ class Publisher:
                 self.world[rank] = info
         problems = validate_world(self.world, self.sa.tp_size, self.sa.dp_size)
         if problems:
-            self._fail_handshake(problems)
+            self._fail_handshake(problems, exc=mesh_exception(self.world, self.sa.tp_size, self.sa.dp_size))
         with self.lock:
             self.acked = True
             pending = list(self.pending.values())
@@ -277,98 +278,35 @@ class Publisher:
                 self.life.scheduler_failure(f"{who(info)} went away before its ACK", "zmq.error.ZMQError: Connection reset")
         with self.lock:
             self.pending = {}
-        self.log.sched("[Publisher 0] Succeeds to synchronize!")
+        self.log.info("[Publisher 0] Succeeds to synchronize!")
 
-    # --- P and P+5: JAX init and the lifelong PUB link ------------------------------------------
-    def _joined_rank(self, msg, table, what):
-        rank = msg.get("rank")
-        with self.lock:
-            if not self.acked or rank not in self.world or rank == 0:
-                problem = f"a process claiming rank {rank} connected to the {what} but is not part of the handshake"
-            elif rank in table:
-                problem = f"rank {rank} connected to the {what} twice"
-            else:
-                return rank, None
-        return rank, problem
-
-    def _serve_jax(self, conn, msg):
-        if msg.get("type") != "JAX_INIT":
-            conn.close()
-            return
-        rank, problem = self._joined_rank(msg, self.jax_conns, f"JAX coordinator {self.host}:{self.port}")
-        if problem:
-            self.life.scheduler_failure(problem, "jaxlib.xla_extension.XlaRuntimeError: ALREADY_EXISTS: duplicate task")
-        with self.lock:
-            self.jax_conns[rank] = conn
-            self.lock.notify_all()
-
+    # --- P+5: the request broadcast ------------------------------------------------------------
     def _serve_sub(self, conn, msg):
+        # A ZMQ PUB socket takes every subscriber that connects and never learns that one went away
+        # (scheduler.py run_publisher: no acknowledgement, no heartbeat).
         if msg.get("type") != "SUB":
             conn.close()
             return
-        rank, problem = self._joined_rank(msg, self.subs, f"publisher tcp://{self.host}:{self.port + 5}")
-        if problem:
-            self.life.scheduler_failure(problem, "RuntimeError: unexpected subscriber")
         with self.lock:
-            self.subs[rank] = conn
-            self.lock.notify_all()
-        info = self.world[rank]
-        _start(f"hb-send-{rank}", self._heartbeat, rank, conn, info)
+            self.subs.append(conn)
         try:
-            while True:
-                m = conn.recv(HEARTBEAT_TIMEOUT_S)
-                if m is None:
-                    why = "its connection to the publisher closed"
-                    break
-        except (OSError, ValueError) as err:
-            why = f"no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s ({err or 'timeout'})"
-        self.life.scheduler_failure(
-            f"lost {who(info)}: {why}; the process on that host died",
-            f"RuntimeError: node {rank} of {self.n} is gone (jax.distributed heartbeat)",
-        )
-
-    def _heartbeat(self, rank, conn, info):
-        while True:
-            try:
-                conn.send({"type": "HB"})
-            except OSError as err:
-                self.life.scheduler_failure(
-                    f"lost {who(info)}: cannot reach it ({err})",
-                    f"RuntimeError: node {rank} of {self.n} is gone (jax.distributed heartbeat)",
-                )
-            time.sleep(HEARTBEAT_INTERVAL_S)
-
-    def jax_init(self, timeout_s):
-        deadline = time.monotonic() + timeout_s
-        want = set(range(1, self.n))
+            while conn.recv(None) is not None:
+                pass
+        except (OSError, ValueError):
+            pass
         with self.lock:
-            while set(self.jax_conns) != want or set(self.subs) != want:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.lock.wait(min(left, 1.0))
-            jax_missing = sorted(want - set(self.jax_conns))
-            sub_missing = sorted(want - set(self.subs))
-            conns = list(self.jax_conns.values())
-        if jax_missing or sub_missing:
-            problems = []
-            if jax_missing:
-                problems.append(
-                    f"jax.distributed.initialize timed out after {timeout_s:g} s: ranks {jax_missing} never reached "
-                    f"the coordinator {self.host}:{self.port} (is TCP port {self.port} open between the hosts?)"
-                )
-            if sub_missing:
-                problems.append(
-                    f"ranks {sub_missing} never connected to the publisher tcp://{self.host}:{self.port + 5} "
-                    f"(is TCP port {self.port + 5} open between the hosts?)"
-                )
-            self.life.scheduler_failure(problems, JAX_TIMEOUT_EXC.format(got=self.n - len(jax_missing), want=self.n))
-        for conn in conns:
+            if conn in self.subs:
+                self.subs.remove(conn)
+
+    def publish(self, obj):
+        """run_publisher: `self.publisher.send(pickle.dumps(recv_reqs))`, to whoever is subscribed."""
+        with self.lock:
+            subs = list(self.subs)
+        for conn in subs:
             try:
-                conn.send({"type": "JAX_OK"})
+                conn.send(obj)
             except OSError:
                 pass
-            conn.close()
 
 
 class Subscriber:
@@ -382,24 +320,17 @@ class Subscriber:
         self.port = port
         self.rank = ctx.sa.node_rank
 
-    def _connect(self, port, deadline=None, refused_is_fatal=False):
+    def _connect(self, port):
+        """Like a ZMQ connect: retried forever, silently (the notes only help whoever reads the log)."""
         last_note = time.monotonic()
         started = last_note
         while True:
             try:
                 return Conn(socket.create_connection((self.host, port), timeout=2.0))
             except OSError as err:
-                if refused_is_fatal and err.errno == errno.ECONNREFUSED:
-                    self.life.scheduler_failure(
-                        f"rank 0 ({self.host}) refuses connections on port {port} after the handshake: rank 0 is gone",
-                        "RuntimeError: coordinator unavailable",
-                    )
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    return None
                 if now - last_note >= 60:
-                    # ZMQ retries silently; this note only helps whoever reads the log.
-                    self.log.sched(
+                    self.log.info(
                         f"[Subscriber {self.rank}] still waiting for rank 0 at tcp://{self.host}:{port} "
                         f"after {now - started:.0f} s ({err.strerror or err})"
                     )
@@ -407,7 +338,7 @@ class Subscriber:
                 time.sleep(0.25)
 
     def handshake(self):
-        self.log.sched(f"[Subscriber {self.rank}] Begins to synchronize")
+        self.log.info(f"[Subscriber {self.rank}] Begins to synchronize")
         conn = self._connect(self.port + 6)  # forever, like ZMQ
         try:
             conn.send({"type": "READY", "info": self.ctx.info})
@@ -422,69 +353,37 @@ class Subscriber:
         if reply.get("type") != "ACK":
             self.life.scheduler_failure(
                 f"{reply.get('from', 'rank 0')} rejected the job: {reply.get('message', reply)}",
-                "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers",
+                reply.get("exc") or "sgl_jax.srt.managers.scheduler.SyncError: Fail to synchronize between publisher and subscribers",
             )
         conn.close()
-        self.log.sched(f"[Subscriber {self.rank}] Succeeds to synchronizes!")
+        self.log.info(f"[Subscriber {self.rank}] Succeeds to synchronizes!")
 
-    def jax_init(self, timeout_s):
-        deadline = time.monotonic() + timeout_s
-        sub = self._connect(self.port + 5, deadline, refused_is_fatal=True)
-        if sub is None:
-            self._timeout(timeout_s, self.port + 5)
-        self.life.on_close(sub.close)
-        sub.send({"type": "SUB", "rank": self.rank})
-        _start("sub-read", self._watch_rank0, sub)
-        _start("sub-hb", self._heartbeat, sub)
-        coord = self._connect(self.port, deadline, refused_is_fatal=True)
-        if coord is None:
-            self._timeout(timeout_s, self.port)
+    def start_subscriber(self):
+        """The SUB socket: ZMQ connects in the background and retries forever, silently."""
+        self.queue = queue.Queue()
+        _start("sub-connect", self._subscribe)
+
+    def _subscribe(self):
+        conn = self._connect(self.port + 5)
+        self.life.on_close(conn.close)
         try:
-            coord.send({"type": "JAX_INIT", "rank": self.rank})
-            reply = coord.recv(max(0.1, deadline - time.monotonic()))
-        except (OSError, ValueError):
-            self._timeout(timeout_s, self.port)
-        if reply is None:
-            self.life.scheduler_failure(
-                f"the JAX coordinator {self.host}:{self.port} closed the connection: rank 0 is gone",
-                "jaxlib.xla_extension.XlaRuntimeError: UNAVAILABLE: Failed to connect to coordination service",
-            )
-        coord.close()
-
-    def _timeout(self, timeout_s, port):
-        self.life.scheduler_failure(
-            f"jax.distributed.initialize timed out after {timeout_s:g} s: cannot reach rank 0 at "
-            f"{self.host}:{port} (is TCP port {port} open between the hosts?)",
-            "jaxlib.xla_extension.XlaRuntimeError: DEADLINE_EXCEEDED: Barrier timed out",
-        )
-
-    def _watch_rank0(self, sub):
-        why = None
-        try:
+            conn.send({"type": "SUB", "rank": self.rank})
             while True:
-                m = sub.recv(HEARTBEAT_TIMEOUT_S)
+                m = conn.recv(None)
                 if m is None:
-                    why = "its publisher connection closed"
                     break
-                if m.get("type") == "ABORT":
-                    self.life.scheduler_failure(
-                        f"rank 0 failed and stops the job: {m.get('message')}",
-                        "RuntimeError: rank 0 aborted",
-                    )
-        except (OSError, ValueError) as err:
-            why = f"no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s ({err or 'timeout'})"
-        self.life.scheduler_failure(
-            f"lost rank 0 ({self.host}): {why}; rank 0 died, so this rank stops too",
-            "RuntimeError: node 0 is gone (jax.distributed heartbeat)",
-        )
+                self.queue.put(m)
+        except (OSError, ValueError):
+            pass
+        # The publisher went away. ZMQ would reconnect to whatever binds P+5 next; the double stays
+        # disconnected, so a stale rank never receives a later job's requests.
 
-    def _heartbeat(self, sub):
-        while True:
-            try:
-                sub.send({"type": "HB"})
-            except OSError:
-                return  # the reader notices and reports
-            time.sleep(HEARTBEAT_INTERVAL_S)
+    def recv(self, timeout):
+        """The next broadcast, or None after `timeout` seconds (RCVTIMEO)."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 def report_failure(host, port, info, message):

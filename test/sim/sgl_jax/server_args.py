@@ -277,17 +277,15 @@ class ServerArgs:
             return values[name]
         raise AttributeError(name)
 
-    def public_dict(self):
-        """Every field, with secrets replaced, for the `server_args=` log line only. The real line carries
-        the key (§B1); the double masks it so tests can grep logs for leaks. /get_server_info is faithful."""
-        out = dict(self.values)
-        for key in ("api_key", "disaggregation_shared_secret"):
-            if out.get(key) is not None:
-                out[key] = "***"
-        return out
+    def asdict(self):
+        """dataclasses.asdict(server_args): every field, secrets included. The real ServerArgs declares
+        `api_key: Optional[str] = None` without repr=False (sgl-project/sglang-jax sgl_jax/srt/server_args.py), so the
+        `server_args=ServerArgs(...)` log line and GET /get_server_info (http_server.py get_server_info,
+        `**dataclasses.asdict(...server_args)`) both carry the key in clear."""
+        return dict(self.values)
 
     def __repr__(self):
-        body = ", ".join(f"{k}={v!r}" for k, v in self.public_dict().items())
+        body = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
         return f"ServerArgs({body})"
 
 

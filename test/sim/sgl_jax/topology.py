@@ -1,8 +1,9 @@
 """What the real runtime learns from the TPU itself: which VM of which slice this is, and how many devices.
 
-libtpu reads the worker number from GCE metadata; the double reads the same metadata server
-(GCE_METADATA_HOST) and derives the JAX device count from the accelerator type
-(docs/upstream/tpu.md): v6e has 1 device per chip, TPU7x has 2.
+libtpu and JAX read the worker number from GCE metadata at `http://$GCE_METADATA_IP` or, unset, at
+`http://metadata.google.internal` (jax-ml/jax jax/_src/clusters/cloud_tpu_cluster.py get_metadata); the double reads
+the same server the same way (never GCE_METADATA_HOST, which only Google's auth libraries read) and derives
+the JAX device count from the accelerator type (docs/upstream/tpu.md): v6e has 1 device per chip, TPU7x has 2.
 """
 
 import fcntl
@@ -81,10 +82,8 @@ class Metadata:
 
 
 def read_identity():
-    host = os.environ.get("GCE_METADATA_HOST")
-    if not host:
-        raise TopologyError("GCE_METADATA_HOST is not set: libtpu cannot learn this VM's TPU worker number")
-    md = Metadata(host)
+    # cloud_tpu_cluster.get_metadata: 'http://' + os.environ.get('GCE_METADATA_IP', 'metadata.google.internal')
+    md = Metadata(os.environ.get("GCE_METADATA_IP") or "metadata.google.internal")
     worker_s = md.get("attributes/agent-worker-number")
     try:
         worker_id = int(worker_s)
@@ -170,10 +169,47 @@ def _who(info):
     return f"rank {info['rank']} ({info['internal_ip']}, worker {info['worker_id']} of {info['slice_id']})"
 
 
+def slices_of(world):
+    """slice id -> ranks, in rank order."""
+    slices = {}
+    for r in sorted(world):
+        slices.setdefault(world[r]["slice_id"], []).append(r)
+    return slices
+
+
+def mesh_exception(world, tp_size, dp_size):
+    """The exception a rank's Scheduler raises building its mesh when the ranks span several slices.
+
+    Without Megascale (the MEGASCALE_* environment of a multislice job) each JAX process sees only the devices
+    of its own slice, and sglang-jax builds its mesh over jax.devices() with dcn_parallelism [1, 1]
+    (sgl-project/sglang-jax sgl_jax/srt/utils/mesh_utils.py create_device_mesh -> jax-ml/jax
+    jax/_src/mesh_utils.py create_device_mesh, which
+    raises this ValueError when the device count is not the product of the mesh shape)."""
+    slices = slices_of(world)
+    if len(slices) <= 1:
+        return None
+    own = sum(world[r]["devices"] for r in slices[world[0]["slice_id"]]) if 0 in world else 0
+    dp = dp_size if dp_size > 0 else 1
+    return f"ValueError: Number of devices {own} must equal the product of mesh_shape [{dp}, {tp_size // dp}]"
+
+
 def validate_world(world, tp_size, dp_size):
     """Problems with the whole job, given every rank's info; [] when JAX would build its mesh."""
     problems = []
     ranks = sorted(world)
+    slices = slices_of(world)
+    if len(slices) > 1:
+        # The slice of each host comes from the cloud (metadata instance name t1v-n-<node>-w-<worker>, or
+        # slice-id / machine type and zone), never from the launcher's arguments.
+        listing = "; ".join(
+            f"{sid}: ranks {members} ({world[members[0]]['accelerator_type']}, "
+            f"{sum(world[r]['devices'] for r in members)} devices)"
+            for sid, members in slices.items()
+        )
+        return [
+            f"the ranks span {len(slices)} TPU slices [{listing}]: without Megascale (multislice) JAX sees only "
+            f"the devices of its own slice, so --tp-size {tp_size} cannot be one mesh; one job must run on one slice"
+        ]
     total = sum(world[r]["devices"] for r in ranks)
     if tp_size != total:
         per_host = ", ".join(f"rank {r}: {world[r]['devices']} ({world[r]['accelerator_type']})" for r in ranks)
@@ -183,9 +219,6 @@ def validate_world(world, tp_size, dp_size):
         )
     elif dp_size <= 0 or tp_size % dp_size != 0:
         problems.append(f"mesh [dp_size={dp_size}, tp_size // dp_size] does not cover {tp_size} devices: --tp-size must be divisible by --dp-size")
-    slices = {}
-    for r in ranks:
-        slices.setdefault(world[r]["slice_id"], []).append(r)
     for slice_id, members in slices.items():
         types = {world[r]["accelerator_type"] for r in members}
         if len(types) > 1:

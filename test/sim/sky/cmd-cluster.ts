@@ -1,6 +1,7 @@
 // `sky status`, `sky down`, `sky stop`: cluster records, the SSH config that follows them, teardown.
+import { readFaults, readState } from "../state.js";
 import { usageError, commandSpec, type Parsed } from "./click.js";
-import { launchInFlight, teardownCluster } from "./cluster.js";
+import { dropClusterRecord, launchInFlight, refreshCluster, teardownCluster } from "./cluster.js";
 import { requireRoot, syncUserHash, type Ctx } from "./context.js";
 import { Abort, exc, SkyException } from "./errors.js";
 import { confirm, outln } from "./io.js";
@@ -48,7 +49,7 @@ export async function cmdStatus(ctx: Ctx, p: Parsed): Promise<number> {
   const queried = clusters.length > 0 ? clusters : null;
   const allUsers = p.bool("all_users");
   const verbose = p.bool("verbose");
-  const q = await queryClusters(ctx.root, queried, refresh);
+  const q = await queryClusters(ctx.root, queried, refresh ? "force" : "none");
   for (const n of q.terminated) outln(`Cluster terminated on the cloud: ${n}`);
   setSshConfig(ctx.home, q.records, queried, queried !== null || allUsers);
   const json = p.str("output") === "json";
@@ -57,7 +58,7 @@ export async function cmdStatus(ctx: Ctx, p: Parsed): Promise<number> {
       const missing = queried.filter((c) => !q.records.some((r) => globMatch(c, r.name)));
       if (missing.length > 0) outln(`Cluster(s) not found: ${missing.join(", ")}.`);
     }
-    printStatusJson(q.records, verbose);
+    printStatusJson(q.records, verbose, (await readFaults(ctx.root)).sky?.initKindFields === true);
     return 0;
   }
   if (ip || showEndpoints) {
@@ -109,7 +110,7 @@ export async function cmdStatus(ctx: Ctx, p: Parsed): Promise<number> {
 }
 
 async function matchClusters(ctx: Ctx, names: string[], all: boolean): Promise<{ matched: string[]; missing: boolean }> {
-  const q = await queryClusters(ctx.root, all ? null : names, false);
+  const q = await queryClusters(ctx.root, all ? null : names, "auto");
   const matched = q.records.map((r) => r.name);
   const missing = !all && names.some((n) => !matched.some((m) => globMatch(n, m)));
   return { matched, missing };
@@ -135,23 +136,40 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
     await confirm(`Terminating ${matched.length} cluster${matched.length > 1 ? "s" : ""}: ${matched.join(", ")}. Proceed?`, true);
   }
   if (p.bool("async")) printAsyncSubmitted(ctx.env, "sky.down", newRequestId());
+  const purge = p.bool("purge");
   let failed = false;
   for (const name of matched) {
     try {
       await waitForLaunchLock(ctx, name);
-      await teardownCluster(ctx.root, name);
+      // cloud_vm_ray_backend.py teardown_no_lock (skypilot-org/skypilot) refreshes the cluster first (a fully preempted one is gone after that).
+      const r = await refreshCluster(ctx.root, name, true);
+      if (r.cluster !== null) {
+        const fault = await downFault(ctx, name);
+        if (fault !== null) {
+          if (!purge) throw fault;
+          // --purge: the error becomes a warning and the record goes; nothing was deleted on the cloud.
+          outln(
+            `WARNING: Received non-zero exit code from terminating cluster nodes. Make sure resources are manually deleted.\nDetails: ${fault.message}`,
+          );
+          await dropClusterRecord(ctx.root, name);
+        } else {
+          await teardownCluster(ctx.root, name);
+        }
+      }
       removeCluster(ctx.home, name);
       outln(`Terminating cluster ${name}...done.`);
     } catch (e) {
       failed = true;
-      outln(`Terminating cluster ${name}...failed.`);
-      const reason =
-        e instanceof SkyException
-          ? `${e.pyClass.replace(/^sky\.exceptions\./, "")}: ${e.message}`
-          : e instanceof Error
-            ? e.message
-            : String(e);
-      outln(`Reason: ${reason}`);
+      // skypilot-org/skypilot sky/client/cli/command.py _down_or_stop_clusters: a CloudError (what the API server makes of a googleapiclient
+      // HttpError) is printed bare; a RuntimeError as "...failed. " + "Reason: <Class>: <msg>.". Both on
+      // stdout; the command still exits 0 and the cluster stays in the status table.
+      if (e instanceof SkyException && e.pyClass === "CloudError") outln(e.message);
+      else {
+        outln(`Terminating cluster ${name}...failed. `);
+        const reason =
+          e instanceof SkyException ? `${e.pyClass}: ${e.message}` : `RuntimeError: ${e instanceof Error ? e.message : String(e)}`;
+        outln(`Reason: ${reason}.`);
+      }
     }
   }
   if (failed) {
@@ -160,6 +178,24 @@ export async function cmdDown(ctx: Ctx, p: Parsed): Promise<number> {
     );
   }
   return 0;
+}
+
+// faults.json sky.downFail: the GCP teardown of these clusters (all when none are named) fails. "cloud" is a
+// googleapiclient HttpError, which the API server wraps as CloudError(message=str(exc), cloud_provider=
+// 'googleapiclient', error_type='HttpError'); "runtime" a RuntimeError out of the provisioner.
+async function downFault(ctx: Ctx, name: string): Promise<SkyException | null> {
+  const f = (await readFaults(ctx.root)).sky?.downFail;
+  if (!f || (f.clusters !== undefined && !f.clusters.includes(name))) return null;
+  const s = await readState(ctx.root);
+  const c = s.clusters[name];
+  const node = c?.slices[0]?.nodeName ?? `projects/${s.project}/zones/${c?.zone ?? "-"}/instanceGroupManagers/${c?.nameOnCloud ?? name}`;
+  if (f.kind === "runtime")
+    return new SkyException("RuntimeError", f.message ?? `Failed to terminate instances of cluster ${c?.nameOnCloud ?? name}.`);
+  const denied = `Permission 'tpu.nodes.delete' denied on resource '//tpu.googleapis.com/${node}' (or it may not exist).`;
+  const text =
+    f.message ??
+    `<HttpError 403 when requesting https://tpu.googleapis.com/v2/${node}?alt=json returned "${denied}". Details: "${denied}">`;
+  return new SkyException("CloudError", `googleapiclient error (HttpError): ${text}`);
 }
 
 // The cluster lock of an in-flight launch: teardown waits for it, then gives up (cloud_vm_ray_backend).
@@ -185,7 +221,7 @@ export async function cmdStop(ctx: Ctx, p: Parsed): Promise<number> {
     throw usageError(spec, "`sky stop` requires either a cluster name or glob (see `sky status`), or the -a/--all flag.");
   }
   requireRoot(ctx);
-  const q = await queryClusters(ctx.root, all ? null : names, false);
+  const q = await queryClusters(ctx.root, all ? null : names, "auto");
   if (q.records.length === 0) {
     outln("Cluster(s) not found (tip: see `sky status`).");
     return 0;

@@ -177,7 +177,7 @@ export async function cmdQueue(ctx: Ctx, p: Parsed): Promise<number> {
   let clusters = p.list("clusters");
   if (!json) outln("Fetching and parsing job queue...");
   if (clusters.length === 0) {
-    const q = await queryClusters(ctx.root, null, false);
+    const q = await queryClusters(ctx.root, null, "auto");
     setSshConfig(ctx.home, q.records, null, p.bool("all_users"));
     clusters = q.records.map((r) => r.name);
   }

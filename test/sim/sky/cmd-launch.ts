@@ -9,12 +9,13 @@ import { exc } from "./errors.js";
 import { confirm, outln } from "./io.js";
 import { tailJobLog } from "./jobs.js";
 import { CLUSTER_NAME_VALID_REGEX, generateClusterName, isValidClusterName, localUsername } from "./names.js";
-import { consideredTable, optimize } from "./optimizer.js";
+import { consideredTable, optimize, type Candidate } from "./optimizer.js";
+import { pyStr } from "./pyfmt.js";
 import { queryClusters, setSshConfig } from "./records.js";
 import { createRequest, printAsyncSubmitted, startWorker, streamRequest } from "./requests.js";
 import { readClusterMeta } from "./server-db.js";
 import { buildTask, redactedCommand } from "./task-options.js";
-import { effectiveConfig, resourcesRepr, type Task } from "./task.js";
+import { effectiveConfig, getNested, resourcesRepr, type Task } from "./task.js";
 import type { LaunchSpec } from "./worker.js";
 
 export function checkClusterName(name: string): void {
@@ -25,32 +26,59 @@ export function checkClusterName(name: string): void {
   }
 }
 
-// backend_utils.check_resources_fit_cluster for a reused cluster.
+// skypilot-org/skypilot sky/backends/cloud_vm_ray_backend.py CloudVmRayBackend.check_resources_fit_cluster: a request fits when
+// one of its resources is no more demanding than the cluster's, on no more nodes; otherwise the first
+// resource asking for another region, then another zone, names it; else the generic mismatch.
 export function checkFit(task: Task, c: SimCluster, name: string, existingRepr: string): void {
-  if (task.numNodes > c.numNodes) {
-    throw exc.resourcesMismatch(
-      `Requested ${task.numNodes} nodes, but the cluster ${JSON.stringify(name).replace(/"/g, "'")} has ${c.numNodes} node${c.numNodes === 1 ? "" : "s"}.\n` +
-        `To fix: specify a new cluster name, or down the existing cluster first: sky down ${name}`,
+  const fits =
+    task.numNodes <= c.numNodes &&
+    task.resources.some(
+      (r) =>
+        (r.accelerator === null || r.accelerator === c.accelerator) &&
+        (r.instanceType === null || (r.instanceType === "TPU-VM" ? c.accelerator !== null : r.instanceType === c.instanceType)) &&
+        (!r.useSpotSpecified || r.useSpot === c.spot) &&
+        (r.cloud === null || r.cloud === "gcp") &&
+        (r.region === null || r.region === c.region) &&
+        (r.zone === null || r.zone === c.zone),
     );
+  if (fits) return;
+  for (const r of task.resources) {
+    if (r.region !== null && r.region !== c.region) {
+      throw exc.resourcesMismatch(
+        `Task requested resources ${resourcesRepr(r)} in region ${pyStr(r.region)}, but the existing cluster is in region ${pyStr(c.region)}.`,
+      );
+    }
+    if (r.zone !== null && r.zone !== c.zone) {
+      // f'{example_resource.zone!r},' 'but the existing cluster ' — no space after the comma, as SkyPilot prints it.
+      throw exc.resourcesMismatch(
+        `Task requested resources ${resourcesRepr(r)} in zone ${pyStr(r.zone)},but the existing cluster is in zone ${pyStr(c.zone)}.`,
+      );
+    }
   }
-  const fits = task.resources.some(
-    (r) =>
-      (r.accelerator === null || r.accelerator === c.accelerator) &&
-      (r.instanceType === null || (r.instanceType === "TPU-VM" ? c.accelerator !== null : r.instanceType === c.instanceType)) &&
-      (!r.useSpotSpecified || r.useSpot === c.spot) &&
-      (r.cloud === null || r.cloud === "gcp") &&
-      (r.region === null || r.region === c.region) &&
-      (r.zone === null || r.zone === c.zone),
+  const requested = task.resources.map((r) => `${task.numNodes}x ${resourcesRepr(r)}`).join(", ");
+  throw exc.resourcesMismatch(
+    "Requested resources do not match the existing cluster.\n" +
+      `  Requested:\t{${requested}}\n` +
+      `  Existing:\t${c.numNodes}x ${existingRepr}\n` +
+      `To fix: specify a new cluster name, or down the existing cluster first: sky down ${name}`,
   );
-  if (!fits) {
-    const requested = task.resources.map((r) => `${task.numNodes}x ${resourcesRepr(r)}`).join(", ");
-    throw exc.resourcesMismatch(
-      "Requested resources do not match the existing cluster.\n" +
-        `  Requested:\t{${requested}}\n` +
-        `  Existing:\t${c.numNodes}x ${existingRepr}\n` +
-        `To fix: specify a new cluster name, or down the existing cluster first: sky down ${name}`,
-    );
+}
+
+// gcp.ssh_proxy_command: a string, or a map from region to string (skypilot-org/skypilot sky/utils/schemas.py).
+function proxyCommandOf(config: Record<string, unknown>): string | Record<string, string> | null {
+  const v = getNested(config, ["gcp", "ssh_proxy_command"]);
+  if (typeof v === "string") return v;
+  if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+    return Object.fromEntries(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === "string"));
   }
+  return null;
+}
+
+// handle.launched_resources: where (and how) the existing cluster was launched.
+function previousPlacement(candidates: Candidate[], c: SimCluster): Candidate {
+  const base = candidates.find((x) => x.zone === c.zone) ?? candidates[0];
+  if (!base) throw exc.resourcesUnavailable("No launchable resource found.");
+  return { ...base, zone: c.zone, region: c.region, useSpot: c.spot };
 }
 
 export function hintMessages(jobId: number | null, cluster: string): string {
@@ -104,8 +132,11 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   const cluster = p.str("cluster") ?? generateClusterName();
   checkClusterName(cluster);
   const config = effectiveConfig(ctx.home, ctx.env, task, built.cliConfig);
-  // A preempted spot cluster is found gone here and launched anew (_check_existing_cluster refreshes).
-  await refreshCluster(ctx.root, cluster, false);
+  // cloud_vm_ray_backend.py _check_existing_cluster (skypilot-org/skypilot): an INIT cluster is refreshed by force (a preempted spot cluster by AUTO), and what
+  // survives must fit the request (check_resources_fit_cluster), else ResourcesMismatchError.
+  const before = (await readState(ctx.root)).clusters[cluster];
+  const beforeMeta = readClusterMeta(ctx.root, cluster);
+  await refreshCluster(ctx.root, cluster, before?.status === "INIT");
   const existing = (await readState(ctx.root)).clusters[cluster];
   const reuse = existing !== undefined && existing.status === "UP";
   const yes = p.bool("yes");
@@ -115,10 +146,28 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   const prompt = !yes && !dryrun && existing === undefined;
   if (!prompt) outln(`Running on cluster: ${cluster}`);
   let candidates: LaunchSpec["candidates"] = [];
+  let relaunch: LaunchSpec["relaunch"] = null;
+  let notice: string | null = null;
   if (reuse) {
     checkFit(task, existing, cluster, readClusterMeta(ctx.root, cluster)?.resourcesRepr ?? "GCP()");
+  } else if (existing !== undefined) {
+    // An INIT (or STOPPED) cluster is relaunched with its own launched resources, in its previous zone only
+    // (RetryingVmProvisioner._yield_zones).
+    const meta = readClusterMeta(ctx.root, cluster);
+    checkFit(task, existing, cluster, meta?.resourcesRepr ?? "GCP()");
+    candidates = optimize(task, config);
+    relaunch = { prevStatus: existing.status, candidate: previousPlacement(candidates, existing), everUp: meta?.everUp === true };
   } else {
     candidates = optimize(task, config);
+    if (before !== undefined) {
+      // The INIT cluster was gone on the cloud: its old placement must still fit, and is tried first.
+      checkFit(task, before, cluster, beforeMeta?.resourcesRepr ?? "GCP()");
+      const prev = previousPlacement(candidates, before);
+      candidates = [prev, ...candidates.filter((c) => c.zone !== prev.zone)];
+      notice =
+        `The cluster ${pyStr(cluster)} (status: ${before.status}) was not found on the cloud: it may be autodowned, ` +
+        "manually terminated, or its launch never succeeded. Provisioning a new cluster by using the same resources as its original launch.";
+    }
     const first = candidates[0];
     if (first) outln(consideredTable(task.numNodes, first));
   }
@@ -147,6 +196,9 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
     userHash,
     lastCreationYaml: built.isYaml ? creationYaml(task) : null,
     lastCreationCommand: redactedCommand("sky launch", ctx.argv.slice(1)),
+    relaunch,
+    notice,
+    sshProxyCommand: proxyCommandOf(config),
     env: Object.fromEntries(Object.entries(ctx.env).filter((e): e is [string, string] => typeof e[1] === "string")),
   };
   const req = await createRequest(ctx.root, "sky.launch", cluster, userHash);
@@ -158,7 +210,7 @@ export async function cmdLaunch(ctx: Ctx, p: Parsed): Promise<number> {
   }
   const done = await streamRequest(ctx.root, ctx.env, req.requestId);
   const jobId = done.result?.jobId ?? null;
-  const q = await queryClusters(ctx.root, [cluster], false);
+  const q = await queryClusters(ctx.root, [cluster], "none");
   setSshConfig(ctx.home, q.records, [cluster], true);
   let rc = 0;
   if (!p.bool("detach_run") && jobId !== null) {

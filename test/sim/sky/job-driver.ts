@@ -9,6 +9,7 @@ import { stableHosts, teardownCluster } from "./cluster.js";
 import { TERMINAL, jobLogPath, type JobSpec } from "./jobs.js";
 import { readClusterMeta, readJobMeta, writeJobMeta } from "./server-db.js";
 import { readStdin } from "./io.js";
+import { pyRepr } from "./pyfmt.js";
 
 const SSH_USER = "gcpuser";
 const AUTODOWN_MIN_IDLE_MS = 5000;
@@ -19,11 +20,14 @@ export function shQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'"'"'`)}'`;
 }
 
-export function sshArgs(keyPath: string, ip: string): string[] {
+// skypilot-org/skypilot sky/utils/command_runner.py ssh_options_list: with gcp.ssh_proxy_command every SSH connection SkyPilot makes goes through
+// it (%w is the node's index; %h and %p are left for ssh).
+export function sshArgs(keyPath: string, ip: string, proxyCommand: string | null = null, nodeIndex = 0): string[] {
   return [
     "-T",
     "-F",
     "/dev/null",
+    ...(proxyCommand === null ? [] : ["-o", `ProxyCommand=${proxyCommand.replace(/%w/g, String(nodeIndex))}`]),
     "-i",
     keyPath,
     "-o",
@@ -113,6 +117,8 @@ async function main(): Promise<void> {
   const hosts = stableHosts(s, c).filter((h) => used.has(h.id));
   const ips = hosts.map((h) => h.internalIp).join("\n");
   const base: Record<string, string> = { ...spec.envs, ...spec.secrets };
+  const head = hosts[0];
+  if (head) await writeDriverFile(spec, head);
   const common = {
     SKYPILOT_TASK_ID: spec.taskId,
     SKYPILOT_CLUSTER_INFO: spec.clusterInfo,
@@ -199,7 +205,7 @@ async function runPhase(
   // puts each command in a process group of its own, so the whole session is killed, not one group.
   // A rank whose script has not reported its pid yet is killed as soon as it does.
   const killRemote = (r: HostRun) => {
-    if (r.pid !== null) void sshOnce(spec.keyPath, r.host.externalIp, `pkill -KILL -s ${r.pid} 2>/dev/null; true`);
+    if (r.pid !== null) void sshOnce(spec, r.host.externalIp, r.rank, `pkill -KILL -s ${r.pid} 2>/dev/null; true`);
   };
   const killOthers = () => {
     for (const r of runs.filter((x) => x.code === null)) {
@@ -212,7 +218,9 @@ async function runPhase(
       (r) =>
         new Promise<void>((resolve) => {
           const script = makeTaskBashScript(command, envFor(r.rank));
-          const child = spawn("ssh", [...sshArgs(spec.keyPath, r.host.externalIp), REMOTE], { stdio: ["pipe", "pipe", "pipe"] });
+          const child = spawn("ssh", [...sshArgs(spec.keyPath, r.host.externalIp, spec.proxyCommand ?? null, r.rank), REMOTE], {
+            stdio: ["pipe", "pipe", "pipe"],
+          });
           r.child = child;
           const early: string[] = [];
           const emit = (line: string) => {
@@ -270,12 +278,53 @@ async function runPhase(
   return runs.map((r) => r.code ?? 1);
 }
 
-function sshOnce(keyPath: string, ip: string, cmd: string): Promise<number> {
+function sshOnce(spec: JobSpec, ip: string, nodeIndex: number, cmd: string, input?: string): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn("ssh", [...sshArgs(keyPath, ip), cmd], { stdio: ["ignore", "ignore", "ignore"] });
+    const child = spawn("ssh", [...sshArgs(spec.keyPath, ip, spec.proxyCommand ?? null, nodeIndex), cmd], {
+      stdio: [input === undefined ? "ignore" : "pipe", "ignore", "ignore"],
+    });
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(input);
     child.on("error", () => resolve(255));
     child.on("close", (code) => resolve(code ?? 1));
   });
+}
+
+// The job's driver program as skypilot-org/skypilot cloud_vm_ray_backend.py _exec_code_on_head leaves it on the head node:
+// ~/.sky/sky_app/sky_job_<id> (SKY_REMOTE_APP_DIR), mode 0755, kept after the job. Its codegen
+// (task_codegen.RayCodeGen) spells every env var and secret of the task as a Python literal
+// (`sky_env_vars_dict[{k!r}] = {v!r}`, `env_vars={setup_envs!r}`, from get_plaintext_envs_and_secrets).
+export function driverProgram(spec: JobSpec): string {
+  const envs: Record<string, string> = { ...spec.envs, ...spec.secrets };
+  return [
+    "import getpass",
+    "import os",
+    "import sys",
+    "import ray",
+    "from sky.skylet import constants",
+    "from sky.skylet import job_lib",
+    "from sky.utils import log_utils",
+    "",
+    `SKY_REMOTE_WORKDIR = ${pyRepr("~/sky_workdir")}`,
+    "ray.init(address='auto', namespace='__sky__', log_to_driver=True)",
+    `job_lib.set_status(${spec.jobId}, job_lib.JobStatus.PENDING)`,
+    `setup_cmd = ${pyRepr(spec.setup === null ? null : `unset CUDA_VISIBLE_DEVICES; ${spec.setup}`)}`,
+    `setup_envs = ${pyRepr({ ...envs, SKYPILOT_TASK_ID: spec.taskId, SKYPILOT_CLUSTER_INFO: spec.clusterInfo })}`,
+    "setup_workers = [run_bash_command_with_log_and_return_pid.options(name='setup', num_cpus=0.5)" +
+      ".remote(setup_cmd, os.path.expanduser(setup_log_path), env_vars=setup_envs, stream_logs=False, with_ray=True)]",
+    "sky_env_vars_dict = {}",
+    `sky_env_vars_dict['SKYPILOT_TASK_ID'] = ${pyRepr(spec.taskId)}`,
+    `sky_env_vars_dict['SKYPILOT_CLUSTER_INFO'] = ${pyRepr(spec.clusterInfo)}`,
+    ...Object.entries(envs).map(([k, v]) => `sky_env_vars_dict[${pyRepr(k)}] = ${pyRepr(v)}`),
+    `script = ${pyRepr(spec.run === null ? null : `unset RAY_RAYLET_PID; ${spec.run}`)}`,
+    "",
+  ].join("\n");
+}
+
+async function writeDriverFile(spec: JobSpec, head: SimHost): Promise<void> {
+  const path = `~/.sky/sky_app/sky_job_${spec.jobId}`;
+  // SETUP_SKY_DIRS_COMMANDS makes ~/.sky/sky_app; JobsServiceImpl.QueueJob writes the file and chmods it 0755.
+  await sshOnce(spec, head.externalIp, 0, `mkdir -p ~/.sky/sky_app && cat > ${path} && chmod 755 ${path}`, driverProgram(spec));
 }
 
 async function setStatus(spec: JobSpec, status: string, t: { start?: boolean; end?: boolean } = {}): Promise<void> {

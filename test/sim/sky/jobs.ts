@@ -35,6 +35,7 @@ export interface JobSpec {
   numGpusSetup: number;
   keyPath: string;
   numNodes: number; // the task's num_nodes: the job runs on the hosts of that many nodes (slices)
+  proxyCommand?: string | null; // gcp.ssh_proxy_command the cluster was launched with
 }
 
 export function jobLogPath(root: string, clusterHash: string, jobId: number): string {
@@ -113,6 +114,7 @@ export async function submitJob(o: SubmitOptions): Promise<number> {
     numGpusSetup: 1,
     keyPath: meta.keyPath,
     numNodes: o.numNodes,
+    proxyCommand: meta.sshProxyCommand ?? null,
   };
   const driverJs = join(dirname(fileURLToPath(import.meta.url)), "job-driver.js");
   const logFd = openSync(join(dirname(logPath), "driver.log"), "a");

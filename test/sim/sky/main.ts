@@ -3,6 +3,7 @@
 import { appendCall } from "../state.js";
 import { commandSpec, parseCommand, usageError, type Parsed } from "./click.js";
 import { cmdApiCancel, cmdApiInfo, cmdApiLogs, cmdApiStart, cmdApiStatus, cmdApiStop, cmdCheck } from "./cmd-api.js";
+import { runDueDaemonRefresh } from "./cluster.js";
 import { cmdDown, cmdStatus, cmdStop } from "./cmd-cluster.js";
 import { cmdExec, cmdLogs, cmdQueue } from "./cmd-jobs.js";
 import { cmdLaunch } from "./cmd-launch.js";
@@ -165,6 +166,8 @@ async function dispatch(ctx: Ctx, argv: string[]): Promise<number> {
   }
   const handler = HANDLERS[key];
   if (!handler) throw new SkyException("RuntimeError", `\`sky ${key}\` is not simulated by the fake sky of the tpu-deploy sim.`);
+  // What the API server's refresh daemon did since the last request, before this one is served.
+  if (ctx.root !== "") await runDueDaemonRefresh(ctx.root);
   return await handler(ctx, parsed.parsed);
 }
 

@@ -43,14 +43,18 @@ export interface QueryResult {
   terminated: string[];
 }
 
-// core.status: the clusters (glob patterns allowed), each refreshed (forced with -r; otherwise
-// only spot clusters with a status older than 2 s).
-export async function queryClusters(root: string, patterns: string[] | null, forceRefresh: boolean): Promise<QueryResult> {
+// skypilot-org/skypilot sky/utils/common.py StatusRefreshMode: NONE reads the database only (plain `sky status`:
+// sky/client/cli/command.py status sets NONE unless
+// -r), AUTO refreshes spot clusters whose status is older than 2 s (other commands), FORCE refreshes all (-r).
+export type RefreshMode = "none" | "auto" | "force";
+
+// core.status: the clusters (glob patterns allowed), refreshed as `mode` says.
+export async function queryClusters(root: string, patterns: string[] | null, mode: RefreshMode): Promise<QueryResult> {
   const s0 = await readState(root);
   const names = Object.keys(s0.clusters).filter((n) => patterns === null || patterns.some((p) => globMatch(p, n)));
   const terminated: string[] = [];
-  for (const n of names) {
-    const r = await refreshCluster(root, n, forceRefresh);
+  for (const n of mode === "none" ? [] : names) {
+    const r = await refreshCluster(root, n, mode === "force");
     if (r.terminated) terminated.push(n);
   }
   const s = await readState(root);
@@ -96,6 +100,8 @@ export function setSshConfig(home: string, records: ClusterRecord[], queried: st
       r.hosts.map((h) => h.externalIp),
       key,
       "gcpuser",
+      22,
+      r.meta.sshProxyCommand ?? null,
     );
   }
   const existing = new Set(records.map((r) => r.name));
@@ -135,8 +141,18 @@ function lastEvent(r: ClusterRecord): string {
   return r.cluster.status === "UP" ? "Cluster launched." : "Cluster is being provisioned.";
 }
 
-// StatusResponse.model_dump(mode='json', exclude={'handle', 'credentials'}), in field order.
-export function statusJson(r: ClusterRecord, verbose: boolean): Record<string, unknown> {
+// skypilot-org/skypilot PR #10014 (2026-07, after the reference build): INIT classified from the newest
+// STATUS_CHANGE/LAUNCH_PROGRESS event; 'unhealthy' when it starts with ABNORMAL_STATUS_REASON_PREFIX.
+function initKind(r: ClusterRecord): { init_kind: string | null; init_status_reason: string | null } {
+  if (r.cluster.status !== "INIT") return { init_kind: null, init_status_reason: null };
+  const reason = lastEvent(r);
+  return { init_kind: reason.startsWith("Cluster is abnormal because") ? "unhealthy" : "launching", init_status_reason: reason };
+}
+
+// StatusResponse.model_dump(mode='json', exclude={'handle', 'credentials'}), in field order. The reference
+// build (skypilot-seams.md §1) has no init_kind / init_status_reason; faults.json sky.initKindFields adds them
+// as the newer build reports them.
+export function statusJson(r: ClusterRecord, verbose: boolean, newerFields = false): Record<string, unknown> {
   const m = r.meta;
   const c = r.cluster;
   return {
@@ -172,11 +188,12 @@ export function statusJson(r: ClusterRecord, verbose: boolean): Record<string, u
     node_names: nodeNames(r),
     priority: 0,
     priority_class: null,
+    ...(newerFields ? initKind(r) : {}),
   };
 }
 
-export function printStatusJson(records: ClusterRecord[], verbose: boolean): void {
-  outln(pyJsonDumps(records.map((r) => statusJson(r, verbose))));
+export function printStatusJson(records: ClusterRecord[], verbose: boolean, newerFields = false): void {
+  outln(pyJsonDumps(records.map((r) => statusJson(r, verbose, newerFields))));
 }
 
 // status_utils.show_status_table.

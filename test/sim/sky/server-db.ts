@@ -29,6 +29,7 @@ export interface ClusterMeta {
   nextJobId: number;
   launchRequestId: string | null;
   userName: string;
+  sshProxyCommand?: string | null; // auth.ssh_proxy_command of the cluster yaml (gcp.ssh_proxy_command)
 }
 
 export interface JobMeta {

@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, wr
 import { join } from "node:path";
 
 const INCLUDE = "Include ~/.sky/generated/ssh/*";
+const SKY_SSH_USER_PLACEHOLDER = "skypilot:ssh_user"; // sky/skylet/constants.py
 
 export interface SshHostEntry {
   alias: string;
@@ -70,6 +71,7 @@ export function addCluster(
   privateKey: string,
   user: string,
   port = 22,
+  proxyCommand: string | null = null,
 ): void {
   ensureInclude(home);
   generateLocalKeyFile(home, cluster, privateKey);
@@ -77,6 +79,11 @@ export function addCluster(
   let text = "";
   ips.forEach((ip, i) => {
     const alias = i === 0 ? cluster : `${cluster}-worker${i}`;
+    // skypilot-org/skypilot sky/utils/cluster_utils.py SSHConfigHelper._get_generated_config: `ProxyCommand {proxy_command}` is the block's last line when gcp.ssh_proxy_command
+    // is set, with %w → the node's index (add_cluster) and the user placeholder filled in
+    // (ssh_credential_from_yaml: constants.SKY_SSH_USER_PLACEHOLDER); %h and %p stay for ssh.
+    const proxy =
+      proxyCommand === null ? [] : [`  ProxyCommand ${proxyCommand.replace(/%w/g, String(i)).replaceAll(SKY_SSH_USER_PLACEHOLDER, user)}`];
     text +=
       [
         `# Added by sky (use \`sky stop/down ${cluster}\` to remove)`,
@@ -90,6 +97,7 @@ export function addCluster(
         "  GlobalKnownHostsFile=/dev/null",
         `  Port ${port}`,
         `  SetEnv SKY_CLUSTER_NAME=${clusterNameOnCloud}`,
+        ...proxy,
       ].join("\n") + "\n\n";
   });
   const dir = join(home, ".sky", "generated", "ssh");

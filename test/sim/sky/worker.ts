@@ -1,12 +1,11 @@
 // The API server's executor for one `sky.launch` request: provisions (with zone failover and the faults
 // of faults.json), then submits the job. It runs detached in its own session so that the client can be
 // interrupted without stopping it; `sky api cancel` kills it. Spec (with secrets) arrives on stdin.
-import { execFileSync } from "node:child_process";
-import { randomBytes, randomInt, randomUUID } from "node:crypto";
-import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { createPublicKey, generateKeyPairSync, randomBytes, randomInt, randomUUID } from "node:crypto";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createHosts, type HostSpec } from "../hosts.js";
-import { readFaults, readState, updateState, type SimCluster } from "../state.js";
+import { createHosts, killHosts, type HostSpec } from "../hosts.js";
+import { readFaults, readState, updateState, type SimCluster, type SimSlice } from "../state.js";
 import { processAlive, teardownCluster } from "./cluster.js";
 import { SkyException, exc } from "./errors.js";
 import { submitJob } from "./jobs.js";
@@ -18,6 +17,7 @@ import {
   listRequests,
   readClusterMeta,
   requestLogPath,
+  serverDir,
   updateClusterMeta,
   updateRequest,
   writeClusterMeta,
@@ -42,6 +42,12 @@ export interface LaunchSpec {
   lastCreationYaml: string | null;
   lastCreationCommand: string;
   env: Record<string, string>;
+  // An existing INIT/STOPPED cluster to relaunch where it was (null: a new cluster).
+  relaunch: { prevStatus: string; candidate: Candidate; everUp: boolean } | null;
+  notice: string | null; // a line the provisioner logs first
+  // gcp.ssh_proxy_command of the effective config: one command, or one per region (sky/clouds/gcp.py
+  // make_deploy_resources_variables puts the region's into the cluster yaml's auth.ssh_proxy_command).
+  sshProxyCommand: string | Record<string, string> | null;
 }
 
 const RETRY_GAP_MS = 30_000;
@@ -110,10 +116,12 @@ async function launch(spec: LaunchSpec, log: (line: string) => void): Promise<nu
       c.launchedAt = Date.now();
       if (spec.toDown) c.autodown = true;
     });
+  } else if (existing && spec.relaunch !== null && readClusterMeta(root, clusterName)) {
+    await relaunchExisting(spec, existing, log);
   } else {
     if (!first) throw exc.resourcesUnavailable("No launchable resource found.");
-    // A half-made (INIT) cluster of an earlier launch is cleaned up and provisioned again.
     if (existing) await teardownCluster(root, clusterName);
+    if (spec.notice !== null) log(spec.notice);
     await provision(spec, log);
   }
   log(`✓ Cluster launched: ${clusterName}.  View logs: sky logs --provision ${clusterName}`);
@@ -146,11 +154,7 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
   const first = spec.candidates[0] as Candidate;
   const noc = nameOnCloud(clusterName, s0.userHash);
   const clusterHash = randomUUID();
-  const keyPath = join(root, "keys", `cluster-${clusterName}-${clusterHash.slice(0, 8)}`);
-  rmSync(keyPath, { force: true });
-  rmSync(`${keyPath}.pub`, { force: true });
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `sky-${clusterName}`, "-f", keyPath]);
-  const pubKey = readFileSync(`${keyPath}.pub`, "utf8").trim();
+  const { keyPath, pubKey } = getOrGenerateKeys(root, spec.userHash);
   const meta: ClusterMeta = {
     name: clusterName,
     clusterHash,
@@ -174,6 +178,7 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
     nextJobId: 1,
     launchRequestId: spec.requestId,
     userName: spec.userName,
+    sshProxyCommand: proxyFor(spec.sshProxyCommand, first.region),
   };
   await writeClusterMeta(root, meta);
   const record: SimCluster = {
@@ -234,26 +239,7 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
         throw e;
       }
       if (r === null) {
-        await updateClusterMeta(root, clusterName, (m) => {
-          m.acceleratorsRepr = cand.acceleratorsRepr;
-          m.resourcesStr = cand.resourcesStr;
-          m.resourcesStrFull = cand.resourcesStrFull;
-          m.resourcesRepr = cand.launchableRepr;
-          m.runtimeVersion = cand.runtimeVersion;
-          m.everUp = true;
-          m.statusUpdatedAt = Date.now();
-        });
-        await updateState(root, (s) => {
-          const c = s.clusters[clusterName];
-          if (c) {
-            c.status = "UP";
-            c.launchedAt = Date.now();
-            c.spot = cand.useSpot;
-            c.accelerator = cand.accelerator;
-            c.instanceType = cand.kind === "tpu7x" ? cand.instanceType : null;
-            c.labels = cand.labels;
-          }
-        });
+        await markUp(root, clusterName, cand, spec.sshProxyCommand);
         log("└── Instances are up.");
         return;
       }
@@ -274,8 +260,6 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
     log(`⨯ Failed to provision resources.  View logs: sky logs --provision ${clusterName}`);
     if (!spec.retryUntilUp) {
       await teardownCluster(root, clusterName);
-      rmSync(keyPath, { force: true });
-      rmSync(`${keyPath}.pub`, { force: true });
       throw exc.resourcesUnavailable(message);
     }
     log(`sky.exceptions.ResourcesUnavailableError: ${message}`);
@@ -285,36 +269,59 @@ async function provision(spec: LaunchSpec, log: (line: string) => void): Promise
 }
 
 // One provisioning attempt in one zone; null on success.
+// skypilot-org/skypilot sky/provision/gcp/instance_utils.py _format_and_log_message_from_errors: one (code, message) per failed operation, codes repr()ed
+// and messages repr()ed without their surrounding dots; "return codes" when there is more than one.
+export function gotReturnCodes(errors: { code: string | number; message: string }[], zone: string): string {
+  const plural = errors.length > 1 ? "s" : "";
+  const codes = errors.map((e) => (typeof e.code === "number" ? String(e.code) : pyStr(e.code))).join(", ");
+  const messages = errors.map((e) => pyStr(e.message.replace(/^\.+|\.+$/g, ""))).join("; ");
+  return `Got return code${plural} ${codes} in ${zone}: ${messages}`;
+}
+
+// One provisioning attempt in one zone; null on success. `keep` are slices (by node index) of an existing
+// cluster that are healthy and reused as they are.
 async function tryZone(
   spec: LaunchSpec,
   cand: Candidate,
   noc: string,
   pubKey: string,
   log: (line: string) => void,
+  keep: Map<number, SimSlice> = new Map(),
+  previous: SimSlice[] = [],
 ): Promise<ProvisionFailure | null> {
   const { root, clusterName } = spec;
   const faults = (await readFaults(root)).sky ?? {};
-  const gotCode = (code: string, msg: string) => `Got return code ${code} in ${cand.zone}: ${pyStr(msg.replace(/^\.+|\.+$/g, ""))}`;
-  if ((faults.capacityZones ?? []).includes(cand.zone)) {
+  // GCPTPUVMInstance.create_instances makes one TPU node per cluster node, each its own operation, so each
+  // node that cannot be made is one error; a TPU7x managed instance group is one operation.
+  const failing = cand.kind === "v6e" ? spec.numNodes - keep.size : keep.size > 0 ? 0 : 1;
+  const each = (mk: () => { code: string | number; message: string }) => Array.from({ length: failing }, mk);
+  if (failing > 0 && (faults.capacityZones ?? []).includes(cand.zone)) {
     if (cand.kind === "v6e") {
       return new ProvisionFailure(
-        gotCode(
-          "8",
-          `There is no more capacity in the zone "${cand.zone}"; you can try in another zone where Cloud TPU Nodes are offered (see https://cloud.google.com/tpu/docs/regions) [EID: ${eid()}]`,
+        gotReturnCodes(
+          each(() => ({
+            code: 8,
+            message: `There is no more capacity in the zone "${cand.zone}"; you can try in another zone where Cloud TPU Nodes are offered (see https://cloud.google.com/tpu/docs/regions) [EID: ${eid()}]`,
+          })),
+          cand.zone,
         ),
         "zone",
       );
     }
+    const project = (await readState(root)).project;
     return new ProvisionFailure(
-      gotCode(
-        pyStr("ZONE_RESOURCE_POOL_EXHAUSTED"),
-        `The zone 'projects/${(await readState(root)).project}/zones/${cand.zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later`,
+      gotReturnCodes(
+        each(() => ({
+          code: "ZONE_RESOURCE_POOL_EXHAUSTED",
+          message: `The zone 'projects/${project}/zones/${cand.zone}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later`,
+        })),
+        cand.zone,
       ),
       "zone",
     );
   }
   const quota = faults.quota;
-  if (quota && quota.zone === cand.zone) {
+  if (failing > 0 && quota && quota.zone === cand.zone) {
     const perRegion = quota.scope === "region";
     const metric =
       cand.kind === "v6e"
@@ -322,23 +329,48 @@ async function tryZone(
         : `TPU7X${cand.useSpot ? "Preemptible" : ""}ChipsPerProjectPer${perRegion ? "Region" : "Zone"}`;
     const where = perRegion ? `region ${cand.region}` : `zone ${cand.zone}`;
     return new ProvisionFailure(
-      gotCode(pyStr("type.googleapis.com/google.rpc.QuotaFailure"), `Quota '${metric}' exhausted. Limit 0 in ${where}`),
+      gotReturnCodes(
+        each(() => ({ code: "type.googleapis.com/google.rpc.QuotaFailure", message: `Quota '${metric}' exhausted. Limit 0 in ${where}` })),
+        cand.zone,
+      ),
       perRegion ? "region" : "zone",
     );
   }
-  if ((faults.preemptDuringCreateZones ?? []).includes(cand.zone)) {
+  if (failing > 0 && (faults.preemptDuringCreateZones ?? []).includes(cand.zone)) {
     return new ProvisionFailure(
-      gotCode("3", `Cloud TPU received a bad request. update is not supported while in state PREEMPTED [EID: ${eid()}]`),
+      gotReturnCodes(
+        each(() => ({
+          code: 3,
+          message: `Cloud TPU received a bad request. update is not supported while in state PREEMPTED [EID: ${eid()}]`,
+        })),
+        cand.zone,
+      ),
       "zone",
     );
   }
 
+  // What of an existing cluster cannot be reused goes (its node, its hosts) before it is made again here.
+  const stale = previous.filter((_, i) => !keep.has(i));
+  if (stale.length > 0) {
+    await killHosts(
+      root,
+      stale.flatMap((sl) => sl.hostIds),
+    );
+    await updateState(root, (st) => {
+      for (const sl of stale) if (sl.nodeName !== null) delete st.nodes[sl.nodeName];
+    });
+  }
   const s = await readState(root);
   const project = s.project;
   const specs: HostSpec[] = [];
-  const nodes: { name: string | null; count: number }[] = [];
+  const nodes: { name: string | null; count: number; keep?: SimSlice }[] = [];
   if (cand.kind === "v6e") {
     for (let i = 0; i < spec.numNodes; i++) {
+      const kept = keep.get(i);
+      if (kept) {
+        nodes.push({ name: kept.nodeName, count: 0, keep: kept });
+        continue;
+      }
       const id = tpuNodeId(noc, i === 0);
       const full = `projects/${project}/locations/${cand.zone}/nodes/${id}`;
       nodes.push({ name: full, count: cand.hostsPerNode });
@@ -369,6 +401,8 @@ async function tryZone(
         specs.push({ cluster: clusterName, nodeName: full, zone: cand.zone, workerId: w, authorizedKeys: [pubKey] });
       }
     }
+  } else if (keep.has(0)) {
+    nodes.push({ name: null, count: 0, keep: keep.get(0) });
   } else {
     nodes.push({ name: null, count: spec.numNodes });
     for (let w = 0; w < spec.numNodes; w++) {
@@ -378,6 +412,7 @@ async function tryZone(
   const hosts = await createHosts(root, specs);
   let k = 0;
   const slices = nodes.map((n) => {
+    if (n.keep) return n.keep;
     const ids = hosts.slice(k, k + n.count).map((h) => h.id);
     k += n.count;
     return { nodeName: n.name, hostIds: ids };
@@ -405,6 +440,120 @@ async function tryZone(
     }
   });
   return null;
+}
+
+function proxyFor(value: LaunchSpec["sshProxyCommand"], region: string): string | null {
+  if (value === null || typeof value === "string") return value;
+  return value[region] ?? null;
+}
+
+async function markUp(root: string, clusterName: string, cand: Candidate, proxy: LaunchSpec["sshProxyCommand"]): Promise<void> {
+  await updateClusterMeta(root, clusterName, (m) => {
+    m.sshProxyCommand = proxyFor(proxy, cand.region);
+    m.acceleratorsRepr = cand.acceleratorsRepr;
+    m.resourcesStr = cand.resourcesStr;
+    m.resourcesStrFull = cand.resourcesStrFull;
+    m.resourcesRepr = cand.launchableRepr;
+    m.runtimeVersion = cand.runtimeVersion;
+    m.everUp = true;
+    m.statusUpdatedAt = Date.now();
+  });
+  await updateState(root, (s) => {
+    const c = s.clusters[clusterName];
+    if (c) {
+      c.status = "UP";
+      c.launchedAt = Date.now();
+      c.spot = cand.useSpot;
+      c.accelerator = cand.accelerator;
+      c.instanceType = cand.kind === "tpu7x" ? cand.instanceType : null;
+      c.labels = cand.labels;
+    }
+  });
+}
+
+// An existing INIT (or STOPPED) cluster: skypilot-org/skypilot cloud_vm_ray_backend.py RetryingVmProvisioner._yield_zones tries its previous zone only, with
+// handle.launched_resources. Its READY nodes with live hosts are reused; the others are made again there.
+async function relaunchExisting(spec: LaunchSpec, existing: SimCluster, log: (line: string) => void): Promise<void> {
+  const { root, clusterName } = spec;
+  const rl = spec.relaunch;
+  const meta = readClusterMeta(root, clusterName);
+  if (rl === null || meta === null) throw new Error("relaunchExisting without a relaunch plan");
+  const cand = rl.candidate;
+  log(`Cluster ${pyStr(clusterName)} (status: ${rl.prevStatus}) was previously in GCP (${existing.region}). Restarting.`);
+  log(`⚙︎ Launching on GCP ${cand.region} (${cand.zone}).`);
+  const delay = (await readFaults(root)).sky?.provisionDelayMs ?? 0;
+  if (delay > 0) await sleep(delay);
+  const s = await readState(root);
+  const keep = new Map<number, SimSlice>();
+  existing.slices.forEach((sl, i) => {
+    const node = sl.nodeName === null ? null : s.nodes[sl.nodeName];
+    const alive = sl.hostIds.length > 0 && sl.hostIds.every((id) => s.hosts[id]?.alive === true);
+    if (alive && (sl.nodeName === null || node?.state === "READY")) keep.set(i, sl);
+  });
+  const r = await tryZone(spec, cand, existing.nameOnCloud, meta.pubKey, log, keep, existing.slices);
+  if (r === null) {
+    await updateClusterMeta(root, clusterName, (m) => {
+      m.launchRequestId = spec.requestId;
+      m.lastCreationCommand = spec.lastCreationCommand;
+    });
+    await markUp(root, clusterName, cand, spec.sshProxyCommand);
+    log("└── Instances are up.");
+    return;
+  }
+  log(r.message);
+  if (rl.everUp) {
+    // no_failover=True: the record stays, and _locked_provision prints str(e) around its retry hint.
+    const msg =
+      `Failed to launch cluster ${pyStr(clusterName)} (previous status: ${rl.prevStatus}). ` +
+      `To retry launching the cluster, run: sky start ${clusterName}`;
+    log(`⨯ Failed to provision resources.  View logs: sky logs --provision ${clusterName}`);
+    throw exc.resourcesUnavailable(`${msg}\nTo keep retrying until the cluster is up, use the \`--retry-until-up\` flag.\n${msg}`);
+  }
+  // Never UP: the attempt with the original resources failed (no_failover=False); the cluster is terminated
+  // and provision_with_retries goes on with the requested resources, failing over as for a new cluster.
+  log(
+    `Failed to launch cluster ${pyStr(clusterName)} (previous status: ${rl.prevStatus}) with the original resources: ` +
+      `${existing.numNodes}x ${cand.launchableRepr}.`,
+  );
+  log(`Retrying provisioning with requested resources: ${spec.numNodes}x ${spec.taskRepr}`);
+  await teardownCluster(root, clusterName);
+  await provision(spec, log);
+}
+
+// skypilot-org/skypilot sky/utils/auth_utils.py get_or_generate_keys: one RSA-2048 key pair per user hash (sky-key, sky-key.pub under
+// ~/.sky/clients/<user_hash>/ssh on the API server), reused for every cluster of that user. The private key is
+// PKCS#1 PEM and the public key OpenSSH, both .strip()ped: no trailing newline (_generate_rsa_key_pair).
+export function getOrGenerateKeys(root: string, userHash: string): { keyPath: string; pubKey: string } {
+  const dir = join(serverDir(root), "clients", userHash, "ssh");
+  const keyPath = join(dir, "sky-key");
+  if (existsSync(keyPath) && existsSync(`${keyPath}.pub`)) return { keyPath, pubKey: readFileSync(`${keyPath}.pub`, "utf8") };
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
+    modulusLength: 2048,
+    publicExponent: 65537,
+    privateKeyEncoding: { type: "pkcs1", format: "pem" },
+    publicKeyEncoding: { type: "spki", format: "der" },
+  });
+  const pubKey = openSshRsa(createPublicKey({ key: publicKey, format: "der", type: "spki" }).export({ format: "jwk" }));
+  writeFileSync(`${keyPath}.pub`, pubKey, { mode: 0o644 });
+  writeFileSync(keyPath, privateKey.trim(), { mode: 0o600 });
+  return { keyPath, pubKey };
+}
+
+// The OpenSSH public key line for an RSA key (RFC 4253 "ssh-rsa" blob), without a comment.
+function openSshRsa(jwk: { n?: string; e?: string }): string {
+  const mpint = (b64u: string) => {
+    let b = Buffer.from(b64u, "base64url");
+    if ((b[0] ?? 0) & 0x80) b = Buffer.concat([Buffer.from([0]), b]);
+    return b;
+  };
+  const field = (b: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    return Buffer.concat([len, b]);
+  };
+  const blob = Buffer.concat([field(Buffer.from("ssh-rsa")), field(mpint(jwk.e ?? "")), field(mpint(jwk.n ?? ""))]);
+  return `ssh-rsa ${blob.toString("base64")}`;
 }
 
 function otherLaunchInFlight(root: string, cluster: string, self: string): boolean {
