@@ -2,6 +2,7 @@
 // Values live only in memory and on the way to a host's 0600 file; they are never logged or stored.
 import { readFileSync, statSync } from "node:fs";
 import type { Config } from "../core/config.js";
+import { MIN_SECRET_LENGTH } from "../core/redact.js";
 import { ConfigError } from "../errors.js";
 
 /** Parses KEY=value lines (optional `export `, # comments, single or double quotes). */
@@ -58,6 +59,18 @@ export function resolveSecrets(config: Config, env: NodeJS.ProcessEnv): Map<stri
     const fromFile = loadFile()?.get(name);
     if (fromFile !== undefined && fromFile !== "") values.set(name, fromFile);
   }
+  // A short value cannot be kept out of logs and answers: replacing it would mangle ordinary text, and
+  // leaving it would leak it. Refused before anything is launched.
+  let short = 0;
+  for (const [n, v] of values) {
+    if ([...v].length < MIN_SECRET_LENGTH) {
+      short++;
+      problems.push({
+        path: "server.secrets",
+        message: `secret ${n} is shorter than ${MIN_SECRET_LENGTH} characters: tpu-deploy cannot keep so short a value out of logs and answers; use a longer one`,
+      });
+    }
+  }
   const missing = names.filter((n) => !values.has(n));
   if (missing.length > 0 || problems.length > 0) {
     for (const n of missing) {
@@ -66,7 +79,36 @@ export function resolveSecrets(config: Config, env: NodeJS.ProcessEnv): Map<stri
         message: `secret ${n} has no value: export ${n}=... or put ${n}=... in ${path ?? "a 0600 file given as server.secretsFile / --secrets-file"}`,
       });
     }
-    throw new ConfigError(problems, { code: "secret_missing" });
+    throw new ConfigError(problems, { code: short === problems.length ? "config_invalid" : "secret_missing" });
   }
   return values;
+}
+
+/**
+ * Every secret of the config that has a value here (environment, then the secrets file), the API key's
+ * included; names without one are left out, and nothing throws. For keeping values out of what tpu-deploy
+ * shows (logs, proxy answers), where a secret missing here is no reason to refuse.
+ */
+export function knownSecrets(config: Config, env: NodeJS.ProcessEnv): Map<string, string> {
+  const keyName = config.server.apiKeySecret;
+  const names = [...new Set([...(keyName ? [keyName] : []), ...config.server.secrets])];
+  let file: Map<string, string> | undefined;
+  const fromFile = (name: string): string | undefined => {
+    const path = config.server.secretsFile;
+    if (!path) return undefined;
+    if (file === undefined) {
+      try {
+        file = (statSync(path).mode & 0o077) === 0 ? parseEnvFile(readFileSync(path, "utf8")) : new Map();
+      } catch {
+        file = new Map();
+      }
+    }
+    return file.get(name);
+  };
+  const out = new Map<string, string>();
+  for (const n of names) {
+    const v = env[n] || fromFile(n);
+    if (v) out.set(n, v);
+  }
+  return out;
 }

@@ -1,4 +1,8 @@
-// `tpu-deploy logs`: each rank's server log from its host, line by line, tagged with the rank.
+// `tpu-deploy logs`: each rank's server log from its host, line by line, tagged with the rank. Secrets are
+// redacted again here (the host's log is filtered as it is written; a log from an older start may not be):
+// every value known here, and any api_key field sglang-jax prints.
+import { knownSecrets } from "../adapters/secrets.js";
+import { MIN_SECRET_LENGTH, streamRedactor } from "../core/redact.js";
 import { remoteFiles, tailCommand } from "../core/remote.js";
 import { UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -27,6 +31,7 @@ export async function readLogs(
   const all = replicas.flatMap((r) => r.hosts.map((h) => ({ ...h, replica: r.replica })));
   const which = opts.rank === "all" ? all : all.filter((h) => h.rank === opts.rank);
   if (which.length === 0) throw new UsageError(`--rank ${opts.rank}: ${name} has ranks 0..${Math.max(...all.map((h) => h.rank))}`);
+  const secrets = [...knownSecrets(state.config, ctx.env).values()].filter((v) => [...v].length >= MIN_SECRET_LENGTH);
   const hs = await sessionsFor(ctx, which);
   const files = remoteFiles(name);
   try {
@@ -42,8 +47,9 @@ export async function readLogs(
         if (!s) return;
         let partial = "";
         const lines: string[] = [];
-        const emit = (chunk: string) => {
-          partial += chunk;
+        const redact = streamRedactor(secrets);
+        const emit = (text: string) => {
+          partial += text;
           const parts = partial.split("\n");
           partial = parts.pop() ?? "";
           for (const l of parts) {
@@ -55,11 +61,12 @@ export async function readLogs(
           await s.exec(tailCommand(files, opts.tail, opts.follow), {
             timeoutMs: opts.follow ? 2 ** 31 - 1 : 30_000,
             signal: ctx.signal,
-            onStdout: emit,
+            onStdout: (chunk) => emit(redact.push(chunk)),
           });
         } catch (err) {
           if (!ctx.signal.aborted) throw err;
         }
+        emit(redact.end());
         if (partial) emit("\n");
         collected.push({ replica: h.replica, rank: h.rank, lines });
       }),

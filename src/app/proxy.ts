@@ -7,7 +7,7 @@ import { httpProbe } from "../adapters/http-proxy/exchange.js";
 import type { ListenOn } from "../adapters/http-proxy/listen.js";
 import type { Upstream } from "../adapters/http-proxy/pool.js";
 import { startHttpProxy } from "../adapters/http-proxy/proxy.js";
-import { resolveSecrets } from "../adapters/secrets.js";
+import { knownSecrets } from "../adapters/secrets.js";
 import type { HostSession } from "../adapters/ssh/session.js";
 import { MIN_SECRET_LENGTH } from "../core/redact.js";
 import type { DeploymentState, HostRecord } from "../core/state.js";
@@ -122,16 +122,11 @@ function recordedHeads(ctx: AppContext, name: string): (replica: number) => Host
 /** The API key to add, and every secret value known here, to redact from answers. */
 function proxySecrets(ctx: AppContext, state: DeploymentState): { apiKey: string | undefined; values: string[] } {
   const keyName = state.config.server.apiKeySecret;
-  const names = [...new Set([...(keyName ? [keyName] : []), ...state.config.server.secrets])];
-  const found = new Map<string, string>();
-  for (const n of names) {
-    try {
-      const v = resolveSecrets({ ...state.config, server: { ...state.config.server, secrets: [n] } }, ctx.env).get(n);
-      if (v !== undefined) found.set(n, v);
-    } catch {
-      if (n === keyName) ctx.report.warn(`${n} has no value here: requests through the proxy must send their own Authorization header`);
-      else ctx.report.debug(`${n} has no value here, so the proxy cannot redact it`);
-    }
+  const found = knownSecrets(state.config, ctx.env);
+  for (const n of [...new Set([...(keyName ? [keyName] : []), ...state.config.server.secrets])]) {
+    if (found.has(n)) continue;
+    if (n === keyName) ctx.report.warn(`${n} has no value here: requests through the proxy must send their own Authorization header`);
+    else ctx.report.debug(`${n} has no value here, so the proxy cannot redact it`);
   }
   const short = [...found].filter(([, v]) => [...v].length < MIN_SECRET_LENGTH).map(([n]) => n);
   if (short.length > 0) {

@@ -81,7 +81,7 @@ export async function startServers(
   secrets: Map<string, string>,
 ): Promise<HostRecord[]> {
   const files = remoteFiles(config.name);
-  const secretsText = secretsEnvFile(secrets);
+  const secretsText = secretsEnvFile(secrets, config.server.apiKeySecret);
   const pre = replica.prerequisites;
   const rank0 = hosts.find((h) => h.rank === 0);
   if (!rank0) throw new OperationError("internal", "no rank 0");
@@ -96,6 +96,7 @@ export async function startServers(
       argv: bindRank(planned, rank0.internalIp),
       env: config.server.env,
       apiKeySecret: config.server.apiKeySecret,
+      secretNames: [...secrets.keys()],
     });
     const r = await s.exec(installAndStartCommand(files, script, pre), { ...opts, stdin: secretsText });
     const miss = new RegExp(`^${MISSING_MARK} (python|marker) (.*)$`, "m").exec(r.stdout);

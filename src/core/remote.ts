@@ -1,6 +1,7 @@
 // The shell commands tpu-deploy runs on TPU hosts. Pure: builds strings; every user-supplied value goes
 // through shellQuote. Secrets never appear here: they reach the host on the SSH channel's stdin.
 import { shellJoin, shellQuote } from "./quote.js";
+import { REDACTED } from "./redact.js";
 
 /**
  * A process's start time (field 22 of /proc/PID/stat), read after the `(comm)` field, which may itself
@@ -42,16 +43,56 @@ export function writeFromStdin(path: string): string {
   return `cd && umask 077 && mkdir -p ${shellQuote(dir)} && chmod 700 ${shellQuote(dir)} && cat > ${shellQuote(path)}.tmp && mv -f ${shellQuote(path)}.tmp ${shellQuote(path)}`;
 }
 
-/** `export NAME='value'` lines, sourced by run.sh on the host. */
-export function secretsEnvFile(values: Map<string, string>): string {
-  return [...values].map(([k, v]) => `export ${k}=${shellQuote(v)}\n`).join("");
+/**
+ * The secrets file run.sh sources: `export NAME='value'` for the server's environment, except the API key,
+ * which is a plain (unexported) shell variable: it reaches the server on a file descriptor, never through its
+ * environment or argv (/proc/PID/environ and /proc/PID/cmdline are readable by every process of the user).
+ */
+export function secretsEnvFile(values: Map<string, string>, apiKeySecret?: string): string {
+  return [...values].map(([k, v]) => `${k === apiKeySecret ? "" : "export "}${k}=${shellQuote(v)}\n`).join("");
 }
 
-// sglang-jax takes the API key only as --api-key. To keep it out of every argv (/proc/*/cmdline),
-// python inserts it into sys.argv in-process from the environment, then runs the real entry point.
-const API_KEY_BOOT =
-  "import os,runpy,sys; sys.argv[1:1]=['--api-key', os.environ.pop(sys.argv.pop(1))]; " +
-  "runpy.run_module('sgl_jax.launch_server', run_name='__main__', alter_sys=True)";
+// The server's first Python code, before sglang-jax's own (python -u -c BOOT KEY_FD NAMES <server flags>):
+// - the API key, read from KEY_FD ("-": none), goes into sys.argv in-process as --api-key: sglang-jax takes it
+//   only there, and it is then in no argv and no environment;
+// - a forked filter owns the log: every byte the server and its children write to stdout/stderr passes through
+//   it, each secret value (the key, and the variables NAMES lists) replaced by [REDACTED], because sglang-jax logs its
+//   whole ServerArgs, key included (docs/upstream/hostkeys-sglang-facts.md §B1). The filter ignores TERM and
+//   INT and ends when the last writer is gone, so it drains what a dying server wrote; it holds back only a
+//   tail that could be the start of a secret.
+const BOOT = [
+  "import os,runpy,signal,sys",
+  "fd=sys.argv.pop(1); names=[n for n in sys.argv.pop(1).split(',') if n]; key=None",
+  "if fd!='-':",
+  "  chunks=[]",
+  "  while True:",
+  "    c=os.read(int(fd),65536)",
+  "    if not c: break",
+  "    chunks.append(c)",
+  "  os.close(int(fd)); key=b''.join(chunks).decode()",
+  "bs=sorted({v.encode() for v in [key]+[os.environ.get(n) for n in names] if v}, key=len, reverse=True)",
+  "if bs:",
+  "  r,w=os.pipe()",
+  "  if os.fork()==0:",
+  "    os.close(w); signal.signal(signal.SIGTERM,signal.SIG_IGN); signal.signal(signal.SIGINT,signal.SIG_IGN)",
+  "    def out(b):",
+  "      while b: b=b[os.write(1,b):]",
+  "    buf=b''",
+  "    while True:",
+  "      c=os.read(r,65536)",
+  "      if not c: break",
+  "      buf+=c",
+  `      for b in bs: buf=buf.replace(b,${JSON.stringify(REDACTED)}.encode())`,
+  "      cut=len(buf)",
+  "      for b in bs:",
+  "        for k in range(min(len(b)-1,len(buf)),0,-1):",
+  "          if b.startswith(buf[-k:]): cut=min(cut,len(buf)-k); break",
+  "      out(buf[:cut]); buf=buf[cut:]",
+  "    out(buf); os._exit(0)",
+  "  os.close(r); os.dup2(w,1); os.dup2(w,2); os.close(w)",
+  "if key is not None: sys.argv[1:1]=['--api-key',key]",
+  "runpy.run_module('sgl_jax.launch_server', run_name='__main__', alter_sys=True)",
+].join("\n");
 
 /**
  * run.sh: the start wrapper. Runs as its own session (setsid), records "pid starttime", loads the
@@ -62,6 +103,8 @@ export function runScript(opts: {
   argv: string[];
   env: Record<string, string>;
   apiKeySecret?: string | undefined;
+  /** Names of the secrets the server gets: their values are kept out of its log. */
+  secretNames?: readonly string[];
 }): string {
   const { files, argv, env, apiKeySecret } = opts;
   const lines = [
@@ -73,9 +116,12 @@ export function runScript(opts: {
     ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
   ];
   const [python = "", ...rest] = argv;
-  if (apiKeySecret && rest[0] === "-u" && rest[1] === "-m") {
-    // python -u -c BOOT SECRET_NAME <server flags>
-    lines.push(`exec ${hostPathWord(python)} ${shellJoin(["-u", "-c", API_KEY_BOOT, apiKeySecret, ...rest.slice(3)])}`);
+  if (rest[0] === "-u" && rest[1] === "-m" && rest[2] === "sgl_jax.launch_server") {
+    const names = (opts.secretNames ?? []).filter((n) => n !== apiKeySecret).join(",");
+    const boot = [hostPathWord(python), shellJoin(["-u", "-c", BOOT, apiKeySecret ? "3" : "-", names, ...rest.slice(3)])];
+    // printf is a bash builtin: the key is in no process's argv on its way to fd 3.
+    if (apiKeySecret) boot.push(`3< <(printf '%s' "$${apiKeySecret}")`);
+    lines.push(`exec ${boot.join(" ")}`);
   } else {
     lines.push(`exec ${[hostPathWord(python), ...rest.map(shellQuote)].join(" ")}`);
   }

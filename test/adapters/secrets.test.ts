@@ -53,7 +53,9 @@ describe("resolveSecrets", () => {
 
   it("does not read the file when the environment has every secret (its mode does not matter then)", () => {
     const path = secretsFile("HF_TOKEN=x\n", 0o644);
-    expect(resolveSecrets(config({ secrets: ["HF_TOKEN"], secretsFile: path }), { HF_TOKEN: "hf_env" }).get("HF_TOKEN")).toBe("hf_env");
+    expect(resolveSecrets(config({ secrets: ["HF_TOKEN"], secretsFile: path }), { HF_TOKEN: "hf_env_12345" }).get("HF_TOKEN")).toBe(
+      "hf_env_12345",
+    );
   });
 
   it.each(["0644", "0640", "0604", "0660"])("refuses a file of mode %s with a chmod hint, and never shows its values", (octal) => {
@@ -70,12 +72,12 @@ describe("resolveSecrets", () => {
   });
 
   it("accepts 0400", () => {
-    const path = secretsFile("HF_TOKEN=hf_ro\n", 0o400);
-    expect(resolveSecrets(config({ secrets: ["HF_TOKEN"], secretsFile: path }), {}).get("HF_TOKEN")).toBe("hf_ro");
+    const path = secretsFile("HF_TOKEN=hf_read_only\n", 0o400);
+    expect(resolveSecrets(config({ secrets: ["HF_TOKEN"], secretsFile: path }), {}).get("HF_TOKEN")).toBe("hf_read_only");
   });
 
   it("lists every missing secret in one error", () => {
-    const path = secretsFile("HF_TOKEN=hf_x\n# WANDB_API_KEY=commented out\nEMPTY=\n");
+    const path = secretsFile("HF_TOKEN=hf_x_123456\n# WANDB_API_KEY=commented out\nEMPTY=\n");
     const err = configError(() =>
       resolveSecrets(config({ secrets: ["HF_TOKEN", "WANDB_API_KEY", "EMPTY"], apiKeySecret: "SGLANG_API_KEY", secretsFile: path }), {}),
     );
@@ -85,7 +87,21 @@ describe("resolveSecrets", () => {
       ["server.secrets", `secret EMPTY has no value: export EMPTY=... or put EMPTY=... in ${path}`],
       ["server.secrets", `secret SGLANG_API_KEY has no value: export SGLANG_API_KEY=... or put SGLANG_API_KEY=... in ${path}`],
     ]);
-    expect(err.message).not.toContain("hf_x");
+    expect(err.message).not.toContain("hf_x_123456");
+  });
+
+  it("refuses a value shorter than 8 characters (it could not be kept out of logs), never printing it", () => {
+    const err = configError(() =>
+      resolveSecrets(config({ secrets: ["HF_TOKEN"], apiKeySecret: "SGLANG_API_KEY" }), {
+        HF_TOKEN: "hf_1234567",
+        SGLANG_API_KEY: "abc123",
+      }),
+    );
+    expect(err.code).toBe("config_invalid");
+    expect(err.issues).toEqual([
+      { path: "server.secrets", message: expect.stringMatching(/^secret SGLANG_API_KEY is shorter than 8 characters/) },
+    ]);
+    expect(err.message).not.toContain("abc123");
   });
 
   it("without a file, says where a value could come from", () => {

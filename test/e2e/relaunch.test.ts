@@ -495,7 +495,7 @@ describe("relaunch --all", () => {
     writeState(withReplica(make("all-a", "HF_TOKEN"), 0, (r) => ({ ...r, relaunch: { ...r.relaunch, attempts: 3, gaveUp: true } })));
     writeState(make("all-b", "NOT_SET_ANYWHERE"));
     const m = await mark();
-    const mixed = await e.cli(["relaunch", "--all", "--json"], { env: { HF_TOKEN: "x" } });
+    const mixed = await e.cli(["relaunch", "--all", "--json"], { env: { HF_TOKEN: "hf_long_enough_1" } });
     expect(mixed.code).toBe(3);
     const doc = mixed.json as { ok: false; error: { code: string; results: RelaunchJson[] } };
     expect(doc.error.code).toBe("partial");
@@ -506,7 +506,7 @@ describe("relaunch --all", () => {
     expect(await since(m)).toEqual({ sky: [], tpu: [] });
 
     rmSync(join(e.stateHome, "deployments", "all-b"), { recursive: true });
-    const one = await e.cli(["relaunch", "--all"], { env: { HF_TOKEN: "x" } });
+    const one = await e.cli(["relaunch", "--all"], { env: { HF_TOKEN: "hf_long_enough_1" } });
     expect(one.code).toBe(4);
     expect(one.stdout).toContain("all-a: gave up after 3 failed relaunch attempt(s)");
     rmSync(join(e.stateHome, "deployments", "all-a"), { recursive: true });

@@ -271,6 +271,8 @@ describe("up on the simulated cloud", () => {
     const vars = Buffer.from(environ.stdout.trim(), "base64").toString("utf8").split("\0");
     expect(vars).toContain(`WEIRD=${weird}`);
     expect(vars).toContain(`HF_TOKEN=${hf}`);
+    // The API key reached the server on a file descriptor: not in the environment it started with (#10.9).
+    expect(vars.filter((v) => v.includes(apiKey))).toEqual([]);
     expect((await e2e.sim.execOnHost(rank0.id, "ls /tmp/pwned 2>&1 || true")).stdout).toMatch(/No such file/);
 
     // The API key is enforced, and it is sent by tpu-deploy's own health checks (up succeeded).
@@ -314,6 +316,12 @@ except Exception as e: print(e)"`,
       expect(logs.stdout).not.toContain(hf);
       expect(logs.stdout).not.toContain(apiKey);
     }
+    // sglang-jax logs its ServerArgs with the key in clear; the host's log got [REDACTED] instead, and so
+    // does what `tpu-deploy logs` shows.
+    const shown = await e2e.cli(["logs", "hostile", "--tail", "200"], { env: { HF_TOKEN: hf, SGLANG_API_KEY: apiKey } });
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/server_args=ServerArgs\(.*api_key='\[REDACTED\]'/);
+    expect(shown.stdout).not.toContain(apiKey);
     // ... nor in the local state, the sky log, the task file, the sky calls or our output.
     const { execSync } = await import("node:child_process");
     const grep = (v: string) =>

@@ -157,10 +157,19 @@ const NASTY = `it's "quoted" $(touch PWNED) \`touch PWNED2\` $HOME \\ back\\nsla
 const TRAILING_NEWLINE = "ends with a newline\n";
 
 // A stand-in for the venv's python and the sglang-jax module: records what the server process got.
-const FAKE_SERVER = `import json, os, sys, time
+// Like sglang-jax, it logs its whole argv (the API key included), here split across two writes; a child it
+// starts logs HF_TOKEN. The log must carry neither.
+const FAKE_SERVER = `import json, os, subprocess, sys, time
 with open('/proc/self/cmdline', 'rb') as f:
     cmdline = f.read().decode().split('\\0')
-seen = {"argv": sys.argv[1:], "cmdline": cmdline, "env": dict(os.environ), "pid": os.getpid(), "cwd": os.getcwd()}
+with open('/proc/self/environ', 'rb') as f:
+    environ = f.read().decode(errors='replace')
+line = 'server_args=' + ' '.join(sys.argv[1:])
+sys.stdout.write(line[:len(line) // 2]); sys.stdout.flush(); time.sleep(0.05)
+sys.stdout.write(line[len(line) // 2:] + '\\n'); sys.stdout.flush()
+subprocess.run([sys.executable, '-c', 'import os; print("child sees", os.environ.get("HF_TOKEN"), flush=True)'])
+print('logged', flush=True)
+seen = {"argv": sys.argv[1:], "cmdline": cmdline, "env": dict(os.environ), "environ": environ, "pid": os.getpid(), "cwd": os.getcwd()}
 out = os.path.join(os.environ["HOME"], "seen.json")
 with open(out + ".tmp", "w") as f:
     json.dump(seen, f)
@@ -183,6 +192,8 @@ function installFakeServer(home: string): string {
 interface Seen {
   argv: string[];
   cmdline: string[];
+  /** /proc/self/environ: the environment the process was started with. */
+  environ: string;
   env: Record<string, string>;
   pid: number;
   cwd: string;
@@ -236,17 +247,23 @@ describe("runScript + startCommand", () => {
     expect(existsSync(join(home, "PWNED2"))).toBe(false);
   });
 
-  it("with an apiKeySecret, the key reaches sglang-jax's argv in-process and never any /proc/*/cmdline", async () => {
+  it("with an apiKeySecret, the key reaches sglang-jax's argv in-process, never any /proc/*/cmdline or environ, and the log has [REDACTED] for every secret", async () => {
     const home = newHome();
     const files = remoteFiles("sgl");
     const lib = installFakeServer(home);
     const key = `sk-tpd-${Math.random().toString(36).slice(2)}-${Date.now()}`;
     const secrets = new Map([
-      ["HF_TOKEN", "hf_abc"],
+      ["HF_TOKEN", "hf_abc_0123456789"],
       ["SGLANG_API_KEY", key],
     ]);
-    expect(sh(home, writeFromStdin(files.secrets), secretsEnvFile(secrets)).code).toBe(0);
-    const script = runScript({ files, argv: SERVER_ARGV, env: { PYTHONPATH: lib }, apiKeySecret: "SGLANG_API_KEY" });
+    expect(sh(home, writeFromStdin(files.secrets), secretsEnvFile(secrets, "SGLANG_API_KEY")).code).toBe(0);
+    const script = runScript({
+      files,
+      argv: SERVER_ARGV,
+      env: { PYTHONPATH: lib },
+      apiKeySecret: "SGLANG_API_KEY",
+      secretNames: [...secrets.keys()],
+    });
     expect(script).not.toContain(key);
     writeFileSync(join(home, files.run), script);
 
@@ -278,14 +295,23 @@ describe("runScript + startCommand", () => {
 
     expect(seen.argv).toEqual(["--api-key", key, ...SERVER_ARGV.slice(4)]);
     expect(seen.cmdline.join(" ")).not.toContain(key);
-    expect(seen.cmdline).toContain("SGLANG_API_KEY"); // the name only
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain(key);
     expect(leaks).toEqual([]);
-    expect(seen.env.SGLANG_API_KEY).toBeUndefined(); // popped: the server's children do not inherit it
-    expect(seen.env.HF_TOKEN).toBe("hf_abc");
+    // Not in the environment either, not even the one the process started with (#10.9).
+    expect(seen.environ).not.toContain(key);
+    expect(seen.env.SGLANG_API_KEY).toBeUndefined();
+    expect(seen.env.HF_TOKEN).toBe("hf_abc_0123456789");
+    // The server logged its argv (the key) and a child logged HF_TOKEN: the log has [REDACTED] instead.
+    const log = join(home, files.log);
+    await waitFor("the log to be written", () => readFileSync(log, "utf8").includes("logged"));
+    const text = readFileSync(log, "utf8");
+    expect(text).not.toContain(key);
+    expect(text).not.toContain("hf_abc_0123456789");
+    expect(text).toContain("server_args=--api-key [REDACTED] --model-path meta-llama/Llama-3.1-8B --node-rank 2");
+    expect(text).toContain("child sees [REDACTED]");
   });
 
-  it("without an apiKeySecret, execs the argv as given", async () => {
+  it("without an apiKeySecret, the server gets its argv as given (through the boot), in the same process", async () => {
     const home = newHome();
     const files = remoteFiles("plain");
     const lib = installFakeServer(home);
@@ -293,7 +319,8 @@ describe("runScript + startCommand", () => {
     const seen = await seenBy(home);
     expect(seen.pid).toBe(pid);
     expect(seen.argv).toEqual(SERVER_ARGV.slice(4));
-    expect(seen.cmdline.slice(1, 4)).toEqual(["-u", "-m", "sgl_jax.launch_server"]);
+    expect(seen.cmdline.slice(1, 3)).toEqual(["-u", "-c"]);
+    expect(seen.cmdline.slice(4, 6)).toEqual(["-", ""]);
   });
 
   it("works without a secrets file", async () => {
