@@ -23,6 +23,10 @@ export async function assess(ctx: AppContext, state: DeploymentState, replica: R
     startedAt: state.history.findLast((e) => e.event === "servers-started" && (e.replica ?? 0) === replica.replica)?.at,
     readyTimeoutMs: config.server.readyTimeoutMs,
     now: ctx.now(),
+    runDurationEndsAt:
+      config.tpu.generation === "v7" && replica.launchedAt
+        ? new Date(Date.parse(replica.launchedAt) + config.tpu.maxRunHours * 3_600_000).toISOString()
+        : undefined,
   };
   for (let step = 0; step < 10; step++) {
     const d = decide(ev);

@@ -5,6 +5,9 @@ import type { Config } from "../core/config.js";
 import { V6E_CATALOG_ZONES } from "../core/topology.js";
 import type { AppContext } from "./context.js";
 
+// Zones where the TPU7x-capable SkyPilot build offers TPU7x Flex-start (its mig_utils._TPU_FLEX_START_ZONES).
+const TPU7X_FLEX_START_ZONES = ["us-central1-c"];
+
 export interface Check {
   check: string;
   ok: boolean;
@@ -34,10 +37,15 @@ export async function runChecks(ctx: AppContext, config: Config, onCheck: (c: Ch
   // 2. the accelerator in each zone
   for (const zone of config.tpu.zones) {
     if (config.tpu.generation !== "v6e") {
+      // The only TPU7x-capable SkyPilot located offers TPU7x Flex-start in us-central1-c alone (docs/upstream/skypilot.md §7).
+      const flexStart = TPU7X_FLEX_START_ZONES.includes(zone);
       add(
         `${config.tpu.accelerator} in ${zone}`,
-        true,
-        "TPU7x needs a TPU7x-capable SkyPilot build (instance type tpu7x-standard-4t); the Cloud TPU API does not serve it",
+        flexStart,
+        `${flexStart ? "" : `the known TPU7x-capable SkyPilot build offers TPU7x Flex-start only in ${TPU7X_FLEX_START_ZONES.join(", ")}; `}` +
+          "TPU7x needs a TPU7x-capable SkyPilot build (instance type tpu7x-standard-4t in a Flex-start instance group; allowlist-restricted; " +
+          "no spot; the VMs are deleted when tpu.maxRunHours ends); the Cloud TPU API does not serve it; " +
+          "worker numbers on these VMs are read from each host's metadata and are unverified (see the README's TPU7x section)",
       );
       continue;
     }

@@ -130,9 +130,12 @@ function launchError(req: LaunchRequest, launch: ZoneLaunch, o: LaunchOutcome, l
     });
   }
   if (o.kind === "invalid-task") {
+    const v7 = req.generation === "v7";
     return new SkyError("invalid_task", `SkyPilot rejected the task: ${o.message}`, {
       argv,
-      hint: `check ${req.templateName} against your SkyPilot version (tpu-deploy render shows what was sent)`,
+      hint: v7
+        ? "TPU7x needs a TPU7x-capable SkyPilot build (stock SkyPilot has no tpu7x-standard-4t and no TPU Flex-start instance groups; see the README's TPU7x section); tpu-deploy render shows what was sent"
+        : `check ${req.templateName} against your SkyPilot version (tpu-deploy render shows what was sent)`,
     });
   }
   return new SkyError("sky_failed", `sky launch failed in ${launch.zone}: ${"message" in o ? o.message : o.kind}`, {

@@ -120,6 +120,8 @@ export function taskValues(config: Config, zone: string, spot: boolean, replica 
     ports: config.server.public ? [config.server.port] : null,
     labels: { [LABEL_KEY]: config.name, [REPLICA_LABEL]: String(replica), [MANAGED_BY.key]: MANAGED_BY.value },
     runDurationSeconds: Math.round(config.tpu.maxRunHours * 3600),
+    // TPU7x: the slice's physical topology, which the workload policy of its instance group needs.
+    acceleratorTopology: config.tpu.generation === "v7" ? t.slice.topology : null,
     envs: {
       TPD_SGLANG_REPO: config.sglang.repo,
       TPD_SGLANG_REF: config.sglang.ref,

@@ -18,6 +18,8 @@ export interface Evidence {
   startedAt: string | undefined;
   readyTimeoutMs: number;
   now: Date;
+  /** TPU7x: when the instance group's run_duration (tpu.maxRunHours) ends and Compute Engine deletes the VMs. */
+  runDurationEndsAt?: string | undefined;
   // What the probes found; undefined = not asked yet.
   tpuNodes?: { name: string; state: string }[] | { unavailable: string };
   sky?: SkyView;
@@ -78,7 +80,7 @@ export function decide(ev: Evidence): Decision {
       const sky = ev.skyRefreshed;
       const skyWhy = unavailable(sky);
       if (skyWhy !== undefined) return verdict("unknown", `no TPU node of the cluster, and sky status -r could not be read (${skyWhy})`);
-      if (sky === "missing") return lostVerdict(ev.spot, "the Cloud TPU API and sky status -r");
+      if (sky === "missing") return lostVerdict(ev, "the Cloud TPU API and sky status -r");
       return verdict(
         "unknown",
         `no TPU node of the cluster in the Cloud TPU API, but sky status -r says ${(sky as { status: string }).status}`,
@@ -94,12 +96,12 @@ export function decide(ev: Evidence): Decision {
   if (ev.sky === undefined) return probe("sky-status");
   const first = ev.sky;
   if (unavailable(first) !== undefined) return verdict("unknown", `sky status could not be read (${unavailable(first)})`);
-  if (first === "missing") return lostVerdict(ev.spot, "sky status");
+  if (first === "missing") return lostVerdict(ev, "sky status");
   if ((first as { status: string }).status === "UP") return onLiveSlice(ev);
   if (ev.skyRefreshed === undefined) return probe("sky-refresh");
   const sky = ev.skyRefreshed;
   if (unavailable(sky) !== undefined) return verdict("unknown", `sky status -r could not be read (${unavailable(sky)})`);
-  if (sky === "missing") return lostVerdict(ev.spot, "sky status -r");
+  if (sky === "missing") return lostVerdict(ev, "sky status -r");
   const status = (sky as { status: string }).status;
   if (status === "UP") return onLiveSlice(ev);
   return verdict(
@@ -119,6 +121,12 @@ function onLiveSlice(ev: Evidence): Decision {
   if (dead.length > 0) return verdict("servers-down", `the server of rank ${dead.join(", ")} is not running; the hosts are up`);
   const unreachable = ranksWhere((p) => p === "unreachable");
   if (unreachable.length > 0) {
+    // Without the Cloud TPU API, "UP" came from SkyPilot's cache (plain sky status does not refresh): ask it
+    // to look again before calling this a network problem; VMs deleted at run_duration's end look like this.
+    if (!ev.apiServes) {
+      if (ev.skyRefreshed === undefined) return probe("sky-refresh");
+      if (ev.skyRefreshed === "missing") return lostVerdict(ev, "sky status -r");
+    }
     return verdict(
       "unknown",
       `rank ${unreachable.join(", ")} cannot be reached over SSH while the slice is up: a network problem, not a preemption`,
@@ -138,8 +146,13 @@ function onLiveSlice(ev: Evidence): Decision {
   );
 }
 
-function lostVerdict(spot: boolean, where: string): Decision {
-  return spot
+function lostVerdict(ev: Evidence, where: string): Decision {
+  const ends = ev.runDurationEndsAt ? Date.parse(ev.runDurationEndsAt) : Number.NaN;
+  if (Number.isFinite(ends) && ev.now.getTime() >= ends) {
+    // Compute Engine deletes Flex-start VMs when run_duration ends: capacity taken back, as a preemption.
+    return verdict("preempted", `the cluster is gone from ${where}: its VMs reached tpu.maxRunHours (run_duration) and were deleted`);
+  }
+  return ev.spot
     ? verdict("preempted", `the cluster is gone from ${where} (preempted, or deleted)`)
     : verdict("gone", `the cluster is gone from ${where} (deleted outside tpu-deploy)`);
 }

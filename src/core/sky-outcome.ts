@@ -29,7 +29,9 @@ export function classifyLaunch(exitCode: number, output: string, zone: string): 
   }
   const exception = lastException(output) ?? tail(output, 3);
   if (
-    /Invalid task YAML|Invalid resources YAML|InvalidSkyPilotConfigError|Invalid instance type|Cannot specify instance type/.test(output)
+    /Invalid task YAML|Invalid resources YAML|InvalidSkyPilotConfigError|Invalid instance type|Cannot specify instance type/.test(output) ||
+    // The TPU7x-capable build's checks of a Flex-start TPU instance group (docs/upstream/skypilot.md §7).
+    /does not support TPU Flex-start|accelerator topology|accelerator_topology|placement policy is not supported/i.test(output)
   ) {
     return { kind: "invalid-task", message: exception };
   }

@@ -37,6 +37,7 @@ interface World {
   startedAt?: string;
   nodes?: string[] | "unavailable";
   healthConfirmed?: Evidence["healthConfirmed"];
+  runDurationEndsAt?: string;
   sky?: SkyView;
   skyRefreshed?: SkyView;
   health?: Evidence["health"];
@@ -52,6 +53,7 @@ function run(w: World): { probes: Probe[]; verdict: VerdictKind } {
     startedAt: w.startedAt,
     readyTimeoutMs: 45 * MIN,
     now: NOW,
+    runDurationEndsAt: w.runDurationEndsAt,
   };
   const probes: Probe[] = [];
   for (let i = 0; i < 10; i++) {
@@ -180,6 +182,40 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       world: { apiServes: false, sky: INIT, skyRefreshed: "missing" },
       probes: ["sky-status", "sky-refresh"],
       verdict: "preempted",
+    },
+    // TPU7x: SkyPilot's cached UP, hosts unreachable: refresh before calling it a network problem.
+    {
+      what: "v7 cached UP, hosts unreachable, refresh says gone: gone",
+      world: {
+        apiServes: false,
+        spot: false,
+        sky: UP,
+        health: "unreachable",
+        processes: ["unreachable", "unreachable"],
+        skyRefreshed: "missing",
+      },
+      probes: ["sky-status", "health", "processes", "sky-refresh"],
+      verdict: "gone",
+    },
+    {
+      what: "v7 past tpu.maxRunHours, VMs deleted: preempted (capacity taken back)",
+      world: {
+        apiServes: false,
+        spot: false,
+        sky: UP,
+        health: "unreachable",
+        processes: ["unreachable", "unreachable"],
+        skyRefreshed: "missing",
+        runDurationEndsAt: ago(MIN),
+      },
+      probes: ["sky-status", "health", "processes", "sky-refresh"],
+      verdict: "preempted",
+    },
+    {
+      what: "v7 cached UP, hosts unreachable, refresh still UP: a network problem, hold",
+      world: { apiServes: false, spot: false, sky: UP, health: "unreachable", processes: ["unreachable", "running"], skyRefreshed: UP },
+      probes: ["sky-status", "health", "processes", "sky-refresh"],
+      verdict: "unknown",
     },
     // Hosts fine, servers not.
     {

@@ -38,7 +38,7 @@ type Task = {
   resources: Record<string, unknown>;
   envs: Record<string, string>;
   secrets?: Record<string, null>;
-  config?: { gcp: { managed_instance_group: { run_duration: number; provision_timeout: number }; placement_policy: string } };
+  config?: { gcp: { managed_instance_group: Record<string, unknown>; placement_policy?: string } };
   setup: string;
   run: string;
 };
@@ -127,8 +127,17 @@ describe("representative tasks", () => {
       use_spot: false,
       labels: { "tpu-deploy": "sgl-v7-2", "tpu-deploy-replica": "0", "managed-by": "tpu-deploy" },
     });
+    // The TPU7x-capable SkyPilot provisions a Flex-start instance group with a workload policy: it needs the
+    // slice's topology, and Compute Engine refuses a placement policy on it.
     expect(task.config).toEqual({
-      gcp: { managed_instance_group: { run_duration: 86_400, provision_timeout: 900 }, placement_policy: "compact" },
+      gcp: {
+        managed_instance_group: {
+          run_duration: 86_400,
+          provision_timeout: 900,
+          accelerator_topology: "2x2x2",
+          accelerator_topology_mode: "AUTO_CONNECT",
+        },
+      },
     });
     await expect(r.yaml).toMatchFileSnapshot("../__snapshots__/render/v7-2vm.sky.yaml");
   });

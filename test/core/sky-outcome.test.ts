@@ -182,6 +182,32 @@ describe("classifyLaunch", () => {
       want: { kind: "invalid-task", message: lineOf(CATALOG, "Catalog does not contain") },
     },
     {
+      name: "a stock build and tpu7x-standard-4t (wording inferred)",
+      code: 1,
+      output: "ValueError: Invalid instance type 'tpu7x-standard-4t' for cloud GCP.\n",
+      want: { kind: "invalid-task", message: "ValueError: Invalid instance type 'tpu7x-standard-4t' for cloud GCP." },
+    },
+    {
+      name: "the TPU7x-capable build's Flex-start check (mig_utils.validate_tpu_flex_start_config)",
+      code: 1,
+      output: "ValueError: Accelerator topology '2x2x4' requires 4 'tpu7x-standard-4t' VMs, but num_nodes is 2.\n",
+      want: {
+        kind: "invalid-task",
+        message: "ValueError: Accelerator topology '2x2x4' requires 4 'tpu7x-standard-4t' VMs, but num_nodes is 2.",
+      },
+    },
+    {
+      name: "Compute Engine refusing a placement policy on a tpu7x instance group",
+      code: 1,
+      output:
+        "RuntimeError: Compute Engine refused the instance group for tpu7x-standard-4t: creating a TPU managed instance group with placement policy is not supported. Use workload policy instead.\n",
+      want: {
+        kind: "invalid-task",
+        message:
+          "RuntimeError: Compute Engine refused the instance group for tpu7x-standard-4t: creating a TPU managed instance group with placement policy is not supported. Use workload policy instead.",
+      },
+    },
+    {
       name: "No launchable resource found",
       code: 1,
       output:

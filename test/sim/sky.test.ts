@@ -174,6 +174,51 @@ describe("task validation like SkyPilot", () => {
     expect(noMig.code).toBe(1);
     expect(noMig.stderr).toMatch(/^sky\.exceptions\.InvalidSkyPilotConfigError: .*managed_instance_group\.run_duration/);
   });
+
+  // The TPU7x-capable fork's checks (mig_utils.py validate_tpu_flex_start_config, and its notes on the
+  // topology it requires and the placement policy Compute Engine refuses).
+  it.each([
+    [
+      "no accelerator_topology",
+      "{run_duration: 3600}",
+      "",
+      2,
+      /^ValueError: .*needs config\.gcp\.managed_instance_group\.accelerator_topology/,
+    ],
+    [
+      "a placement policy",
+      "{run_duration: 3600, accelerator_topology: 2x2x2}",
+      "    placement_policy: compact\n",
+      2,
+      /^RuntimeError: .*placement policy is not supported\. Use workload policy instead\./,
+    ],
+    [
+      "a 2D topology",
+      "{run_duration: 3600, accelerator_topology: 2x4}",
+      "",
+      2,
+      /^ValueError: 'tpu7x-standard-4t' requires a 3D accelerator topology; got '2x4'\./,
+    ],
+    [
+      "an unsupported shape",
+      "{run_duration: 3600, accelerator_topology: 2x2x3}",
+      "",
+      2,
+      /^ValueError: Accelerator topology '2x2x3' is not supported/,
+    ],
+    [
+      "VMs that do not match",
+      "{run_duration: 3600, accelerator_topology: 2x2x4}",
+      "",
+      2,
+      /^ValueError: Accelerator topology '2x2x4' requires 4 'tpu7x-standard-4t' VMs, but num_nodes is 2\./,
+    ],
+  ])("refuses a TPU7x instance group with %s", (_what, mig, extra, nodes, message) => {
+    const task = `num_nodes: ${nodes}\nresources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t}\nconfig:\n  gcp:\n    managed_instance_group: ${mig}\n${extra}`;
+    const r = sky(["launch", "-y", "-c", "v7bad", writeTask("v7bad.yaml", task)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+  });
 });
 
 describe("a v6e-32 slice", () => {
@@ -412,7 +457,7 @@ describe("prompts and shapes", () => {
   it("makes one slice of num_nodes VMs without a TPU node for tpu7x", async () => {
     const v7 =
       "num_nodes: 2\nresources: {infra: gcp/us-central1, instance_type: tpu7x-standard-4t}\n" +
-      "config:\n  gcp:\n    managed_instance_group: {run_duration: 172800, provision_timeout: 900}\n    placement_policy: compact\n" +
+      "config:\n  gcp:\n    managed_instance_group: {run_duration: 172800, provision_timeout: 900, accelerator_topology: 2x2x2, accelerator_topology_mode: AUTO_CONNECT}\n" +
       "run: echo rank=$SKYPILOT_NODE_RANK of $SKYPILOT_NUM_NODES\n";
     const r = sky(["launch", "-y", "-c", "v7", writeTask("v7.yaml", v7)]);
     expect(r.code).toBe(0);

@@ -108,6 +108,7 @@ function candidatesFor(task: Task, r: Resources, config: Record<string, unknown>
         "The following features are not supported by GCP:\n\tspot_instance: Managed Instance Group with DWS does not support spot instances.",
       );
     }
+    checkTpu7xFlexStart(task, r, config);
     kind = "tpu7x";
     zones = TPU7X_ZONES;
     hostsPerNode = 1;
@@ -158,4 +159,60 @@ export function consideredTable(numNodes: number, c: Candidate): string {
   const rule = "-".repeat(width);
   const [header, ...rows] = table.split("\n");
   return [`Considered resources (${numNodes} node${numNodes === 1 ? "" : "s"}):`, rule, header ?? "", rule, ...rows, rule].join("\n");
+}
+
+// The slice shapes Compute Engine offers for tpu7x-standard-4t, topology → VMs: the TPU7x-capable fork's
+// sky/provision/gcp/mig_utils.py `_COMPUTE_TPU_TOPOLOGY_TO_VM_COUNT` (docs/upstream/skypilot.md §7).
+const TPU7X_TOPOLOGY_VMS: Record<string, number> = {
+  "2x2x1": 1,
+  "2x2x2": 2,
+  "2x2x4": 4,
+  "2x4x4": 8,
+  "4x4x4": 16,
+  "4x4x8": 32,
+  "4x8x8": 64,
+  "8x8x8": 128,
+  "8x8x16": 256,
+  "8x16x16": 512,
+};
+
+/**
+ * What the TPU7x-capable fork checks before it provisions a TPU MIG, with its messages: mig_utils.py
+ * `validate_tpu_flex_start_config` (ValueError: Flex-start zone, topology pattern, 3 dimensions, a supported
+ * shape, VMs = num_nodes). Two more come from the same source's notes, wording inferred: a TPU MIG without
+ * `accelerator_topology` is refused, and Compute Engine refuses a placement policy on a tpu7x MIG ("…with
+ * placement policy is not supported. Use workload policy instead.").
+ */
+function checkTpu7xFlexStart(task: Task, r: Resources, config: Record<string, unknown>): void {
+  const machine = TPU7X_INSTANCE_TYPE;
+  const topology = getNested(config, ["gcp", "managed_instance_group", "accelerator_topology"]);
+  if (typeof topology !== "string" || topology === "") {
+    throw exc.value(
+      `A TPU managed instance group (${machine}) needs config.gcp.managed_instance_group.accelerator_topology, e.g. '2x2x2'.`,
+    );
+  }
+  if (getNested(config, ["gcp", "placement_policy"]) !== undefined) {
+    throw exc.runtime(
+      `Compute Engine refused the instance group for ${machine}: creating a TPU managed instance group with placement policy is not supported. Use workload policy instead.`,
+    );
+  }
+  const zone = r.zone ?? TPU7X_ZONES[0] ?? "";
+  if (!TPU7X_ZONES.includes(zone)) {
+    throw exc.value(`'${machine}' does not support TPU Flex-start in '${zone}'. Use one of: ${[...TPU7X_ZONES].sort().join(", ")}.`);
+  }
+  if (!/^[1-9][0-9]*(?:x[1-9][0-9]*)+$/.test(topology)) {
+    throw exc.value(`Invalid TPU accelerator topology '${topology}'. Expected dimensions separated by "x", such as "4x8" or "2x2x2".`);
+  }
+  if (topology.split("x").length !== 3) {
+    throw exc.value(`'${machine}' requires a 3D accelerator topology; got '${topology}'.`);
+  }
+  const vms = TPU7X_TOPOLOGY_VMS[topology];
+  if (vms === undefined) {
+    throw exc.value(
+      `Accelerator topology '${topology}' is not supported with '${machine}' on Compute Engine. Supported topologies: ${Object.keys(TPU7X_TOPOLOGY_VMS).join(", ")}.`,
+    );
+  }
+  if (vms !== task.numNodes) {
+    throw exc.value(`Accelerator topology '${topology}' requires ${vms} '${machine}' VMs, but num_nodes is ${task.numNodes}.`);
+  }
 }

@@ -134,7 +134,8 @@ export function configSchema(): Schema {
             type: "object",
             required: ["run_duration"],
             additionalProperties: false,
-            properties: { run_duration: INT, provision_timeout: INT },
+            // accelerator_topology(_mode): the TPU7x-capable fork's keys (docs/upstream/skypilot.md §7).
+            properties: { run_duration: INT, provision_timeout: INT, accelerator_topology: STR, accelerator_topology_mode: STR },
           },
           enable_gvnic: BOOL,
           enable_gpu_direct: BOOL,
