@@ -1,5 +1,6 @@
 // Deployment state under TPU_DEPLOY_HOME: one directory per deployment with state.json (written
 // atomically: temp file, fsync, rename, fsync of the directory) and a lock file held by one run at a time.
+// Long because the state file and the lock share the atomic-file discipline; splitting them would split it.
 import {
   accessSync,
   appendFileSync,

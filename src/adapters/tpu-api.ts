@@ -1,6 +1,7 @@
 // The Cloud TPU API v2 port: the only module that loads @google-cloud/tpu, google-gax and google-auth-library.
 // They are imported lazily inside createTpuApi so that `tpu-deploy --help` never loads gRPC.
 // Client quirks handled here are tpu.md §5-6 (P1-P8).
+// Long because it is the whole port of one client library, so its quirks stay in one place.
 import type { protos as TpuProtos, v2 as TpuV2 } from "@google-cloud/tpu";
 import type { CallOptions, ClientOptions } from "google-gax";
 import { CloudApiError } from "../errors.js";

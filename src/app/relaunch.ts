@@ -2,6 +2,7 @@
 // make it serve again. Never waits for the lock; decides each replica from the cheapest evidence first
 // (app/assess.ts, core/relaunch.ts); restarts servers on live hosts, or cleans up a preempted replica and
 // runs its part of the plan again while the other replicas keep serving. Backoff and give-up are per replica.
+// Long because one cron-safe run (lock, gate, verdict, attempt, bookkeeping, webhook) reads best in one file.
 import { resolveSecrets } from "../adapters/secrets.js";
 import type { Lock } from "../adapters/state-store.js";
 import { formatDuration } from "../core/duration.js";

@@ -4,6 +4,7 @@
 // 2. merge leaf by leaf, later sources winning, and parse the merged keys once more for defaults and types;
 // 3. derive (topology, tp-size, zones, name) and apply the cross-field rules, collecting every problem at once.
 // Pure: no I/O.
+// Long because the schema, its sources and the cross-field rules must stay together to report every problem at once.
 import { z } from "zod";
 import type { ConfigIssue } from "../errors.js";
 import { DURATION_PATTERN, MAX_TIMER_MS, timerDuration } from "./duration.js";

@@ -1,5 +1,6 @@
 // The shell commands tpu-deploy runs on TPU hosts. Pure: builds strings; every user-supplied value goes
 // through shellQuote. Secrets never appear here: they reach the host on the SSH channel's stdin.
+// Long because it is every command sent to a host in one place, so quoting is reviewed in one file.
 import { shellJoin, shellQuote } from "./quote.js";
 import { REDACTED } from "./redact.js";
 

@@ -2,6 +2,7 @@
 // a user writes it; the resolved Config is derived from it on every read) and, per replica, its SkyPilot
 // cluster, hosts, servers and relaunch bookkeeping. Secret names only, never values. Pure: the file's text
 // is checked here (zod) where it enters the program, and states of the earlier format are converted.
+// Long because it holds the file's schema, the v1 reader and the pure updates together: one format, one file.
 import { z } from "zod";
 import type { Config } from "./config.js";
 

@@ -1,3 +1,4 @@
+import { EXIT } from "../../errors.js";
 import { runChecks } from "../../app/doctor.js";
 import { requireState } from "../../app/hosts.js";
 import type { SpecFlags } from "../config-flags.js";
@@ -16,7 +17,7 @@ export async function doctorCommand(opts: SpecFlags & OutputFlags, args: string[
   if (ok) return { code: 0, json: { ok, checks } };
   const failed = checks.filter((c) => !c.ok).map((c) => c.check);
   return {
-    code: 1,
+    code: EXIT.failed,
     json: {
       code: "checks_failed",
       message: `${failed.length} check(s) failed: ${failed.join(", ")}`,

@@ -1,7 +1,7 @@
 import { appContext } from "../context.js";
 import { downDeployment, type DownResult } from "../../app/down.js";
 import { checkName } from "../../core/paths.js";
-import { PartialFailureError, TpuDeployError, UsageError } from "../../errors.js";
+import { EXIT, PartialFailureError, TpuDeployError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
@@ -40,7 +40,10 @@ export async function downCommand(
     const failed = results.filter((r) => "error" in r);
     if (opts.all && failed.length > 0) {
       if (failed.length === results.length) {
-        return { code: 1, json: { code: "not_verified", message: `none of the ${results.length} deployments was torn down`, results } };
+        return {
+          code: EXIT.failed,
+          json: { code: "not_verified", message: `none of the ${results.length} deployments was torn down`, results },
+        };
       }
       throw new PartialFailureError(
         `${failed.length} of ${results.length} deployments were not torn down`,

@@ -1,6 +1,6 @@
 import { appContext } from "../context.js";
 import { findGarbage, type GcItem, removeGarbage } from "../../app/gc.js";
-import { PartialFailureError } from "../../errors.js";
+import { EXIT, PartialFailureError } from "../../errors.js";
 import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
@@ -23,7 +23,10 @@ export async function gcCommand(
     }
     if (failed.length === 0) return { code: 0, json: { dryRun: false, found, removed } };
     if (failed.length === removed.length)
-      return { code: 1, json: { code: "not_verified", message: `none of the ${removed.length} item(s) could be removed`, found, removed } };
+      return {
+        code: EXIT.failed,
+        json: { code: "not_verified", message: `none of the ${removed.length} item(s) could be removed`, found, removed },
+      };
     const e = new PartialFailureError(
       `${failed.length} of ${removed.length} item(s) were not removed`,
       removed.map((i) => ({ target: i.name, ok: Boolean(i.removed), ...(i.error ? { message: i.error } : {}) })),

@@ -3,7 +3,7 @@ import { requireState } from "../../app/hosts.js";
 import { installCron, installSystemd, uninstallCron, uninstallSystemd } from "../../app/schedule.js";
 import { checkName } from "../../core/paths.js";
 import { buildSchedule, checkCron, cronFromEvery, userUnitDir } from "../../core/schedule.js";
-import { InternalError, OperationError, UsageError } from "../../errors.js";
+import { EXIT, InternalError, OperationError, UsageError } from "../../errors.js";
 import type { OutputFlags } from "../io.js";
 import { appContext } from "../context.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -70,7 +70,7 @@ export async function scheduleCommand(opts: ScheduleFlags, args: string[], run: 
         run.io.stderr.write(`tpu-deploy schedule: ${err.message}\n  ${err.hint}\n`);
         for (const l of r.manual.filter((x) => x.startsWith("#"))) run.io.stderr.write(`  ${l}\n`);
       }
-      return { code: 1, json: { code: err.code, message: err.message, hint: err.hint, files: r.files, commands: r.manual } };
+      return { code: EXIT.failed, json: { code: err.code, message: err.message, hint: err.hint, files: r.files, commands: r.manual } };
     }
     if (!opts.json)
       out.write(
