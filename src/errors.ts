@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   "cloud_api", // the Cloud TPU API failed
   "locked", // another run holds the deployment's lock (LockedError; `stuck` when it is past its deadline)
   "not_found", // no such deployment
+  "not_owner", // the cluster belongs to another tpu-deploy installation (--force takes it over)
   "state_corrupt", // a state file was damaged outside tpu-deploy
   "not_verified", // teardown could not be verified
   "partial", // some targets failed

@@ -24,6 +24,7 @@ import { join, relative, resolve } from "node:path";
 import { NAME_PATTERN, resolveSpec } from "../core/config.js";
 import { checkName, stateHome } from "../core/paths.js";
 import { judgeLock, type LockInfo, parseLockInfo } from "../core/lock.js";
+import { deriveInstallationId, INSTALLATION_ID } from "../core/ownership.js";
 import { type DeploymentState, parseState, serializeState } from "../core/state.js";
 import { LockedError, OperationError, UsageError } from "../errors.js";
 
@@ -159,6 +160,36 @@ export class StateStore {
     } catch {
       // gone or not empty
     }
+  }
+
+  /**
+   * This installation's id (the owner label's value): read from TPU_DEPLOY_HOME/installation-id, else derived
+   * (the same value every time on this machine, user and state directory) and, with `create`, written there.
+   */
+  installationId(opts: { create?: boolean } = {}): string {
+    const home = stateHome(this.env);
+    const file = join(home, "installation-id");
+    try {
+      const stored = readFileSync(file, "utf8").trim();
+      if (INSTALLATION_ID.test(stored)) return stored;
+      throw new OperationError("state_corrupt", `${file} does not hold an installation id (16 hex digits)`, {
+        hint: "it names who owns this machine's clusters: restore it from a backup, or move it away to start a new identity",
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    let machineId = "";
+    try {
+      machineId = readFileSync("/etc/machine-id", "utf8").trim();
+    } catch {
+      // containers often have none: the host name and the directory still tell installations apart
+    }
+    const id = deriveInstallationId({ machineId, hostname: hostname(), stateHome: resolve(home), uid: process.getuid?.() ?? 0 });
+    if (opts.create) {
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      writeFileAtomic(file, `${id}\n`, 0o600);
+    }
+    return id;
   }
 
   /** Whether the state directory can be made and written (doctor). */

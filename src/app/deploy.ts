@@ -10,6 +10,7 @@ import type { Lock } from "../adapters/state-store.js";
 import { clusterName, type DeploymentState, newReplica, newState, type ReplicaState, resourcesKey, serverKey } from "../core/state.js";
 import { OperationError, PartialFailureError, type TpuDeployError, toTpuDeployError, UsageError } from "../errors.js";
 import { type AppContext, settleEach } from "./context.js";
+import { assertOwned } from "./ownership.js";
 import { deployReplica, type ReplicaOutcome } from "./deploy-replica.js";
 import { sessionsFor } from "./hosts.js";
 import { stopServers } from "./start.js";
@@ -54,6 +55,8 @@ export interface DeployOptions {
   downOnInterrupt?: boolean;
   /** Relaunch holds the lock itself. */
   lockHeld?: boolean;
+  /** Act on clusters another tpu-deploy installation launched (their owner label). */
+  force?: boolean | undefined;
   /** The bound the caller puts on the whole run (--timeout), when it has one: sets how long the lock may be held. */
   timeoutMs?: number | undefined;
   /** Relaunch keeps the deployment's record when a first launch fails, so the next run retries. */
@@ -78,6 +81,21 @@ export async function deploy(
     ? undefined
     : ctx.store.lock(config.name, "tpu-deploy up", { maxHoldMs: deployHoldMs(config, opts.timeoutMs) });
   if (lock) warnTakeover(ctx, config.name, lock);
+  if (!opts.lockHeld) {
+    // Relaunch (which holds the lock) checks ownership itself before it acts.
+    try {
+      await assertOwned(
+        ctx,
+        config.name,
+        plan.replicas.map((r) => r.cluster),
+        { force: opts.force, doing: "take it over" },
+      );
+      ctx.store.installationId({ create: true });
+    } catch (err) {
+      lock?.release();
+      throw err;
+    }
+  }
   const existing = ctx.store.read(config.name);
   try {
     const previous = existing?.config;

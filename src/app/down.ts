@@ -5,6 +5,7 @@ import { TEARDOWN_HOLD_MS } from "../core/lock.js";
 import { addEvent, type DeploymentState, type ReplicaState } from "../core/state.js";
 import { OperationError, UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
+import { assertOwned } from "./ownership.js";
 import { clusterRefOf } from "./deploy.js";
 import { skyRecord } from "./discover.js";
 import { sessionsFor } from "./hosts.js";
@@ -25,7 +26,11 @@ export interface DownResult {
  * Takes every replica down (or the one `replica` names): servers stopped, `sky down`, verified. The state
  * goes only when every replica is verified gone; a replica taken down alone leaves the others serving.
  */
-export async function downDeployment(ctx: AppContext, name: string, opts: { replica?: number } = {}): Promise<DownResult> {
+export async function downDeployment(
+  ctx: AppContext,
+  name: string,
+  opts: { replica?: number | undefined; force?: boolean | undefined } = {},
+): Promise<DownResult> {
   const lock = ctx.store.lock(name, "tpu-deploy down", { maxHoldMs: TEARDOWN_HOLD_MS });
   try {
     const state: DeploymentState | undefined = ctx.store.read(name);
@@ -46,6 +51,13 @@ export async function downDeployment(ctx: AppContext, name: string, opts: { repl
         hint: `its replicas: ${state.replicas.map((r) => r.replica).join(", ")}`,
       });
     }
+    // Before anything is stopped: another installation's clusters are not ours to take down.
+    await assertOwned(
+      ctx,
+      name,
+      targets.map((r) => r.cluster),
+      { force: opts.force, doing: "take it down" },
+    );
     const checked: string[] = [];
     const notApplicable = new Set<string>();
     let existed = false;

@@ -5,6 +5,7 @@
 import type { SkyClusterRecord } from "../adapters/sky.js";
 import type { Lock } from "../adapters/state-store.js";
 import { TEARDOWN_HOLD_MS } from "../core/lock.js";
+import { OWNER_LABEL, ownershipOf } from "../core/ownership.js";
 import { LABEL_KEY, MANAGED_BY } from "../core/plan.js";
 import { type DeploymentState, overallPhase } from "../core/state.js";
 import { DEFAULT_ZONES } from "../core/topology.js";
@@ -20,11 +21,32 @@ export interface GcItem {
   /** The deployment it belonged to, when known. */
   deployment: string | null;
   why: string;
+  /** A TPU node's labels (who launched it). */
+  labels?: Record<string, string> | undefined;
   removed?: boolean;
   error?: string;
 }
 
-export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
+export interface Garbage {
+  /** What this installation may remove. */
+  found: GcItem[];
+  /** What looks abandoned but another installation launched (or one from before owner labels): left alone without --force. */
+  skipped: GcItem[];
+}
+
+export async function findGarbage(ctx: AppContext, opts: { force?: boolean } = {}): Promise<Garbage> {
+  const me = ctx.store.installationId();
+  const skipped: GcItem[] = [];
+  // Ours, or not ours to remove: another installation's label, or none (made before owner labels existed).
+  const mine = (labels: Record<string, string> | null | undefined, item: GcItem): boolean => {
+    const o = ownershipOf(labels, me);
+    if (o.kind === "ours" || opts.force) return true;
+    skipped.push({
+      ...item,
+      why: `${item.why}; ${o.kind === "other" ? `launched by installation ${o.owner}` : `it has no ${OWNER_LABEL} label (made before owner labels)`}, not this one (${me}): --force removes it`,
+    });
+    return false;
+  };
   const states = new Map<string, DeploymentState>();
   for (const n of ctx.store.list()) {
     const s = ctx.store.read(n);
@@ -40,12 +62,13 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
   for (const r of records) {
     if (ours(r.labels) && !owned.has(r.name)) {
       const deployment = r.labels?.[LABEL_KEY] ?? r.name;
-      items.push({
+      const item: GcItem = {
         kind: "cluster",
         name: r.name,
         deployment,
         why: `SkyPilot cluster labelled ${MANAGED_BY.key}=${MANAGED_BY.value} (${r.status}) that no tpu-deploy state records`,
-      });
+      };
+      if (mine(r.labels, item)) items.push(item);
     }
   }
 
@@ -54,7 +77,8 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
     // PREEMPTED nodes before relaunching); only what no deployment owns any more is garbage.
     const owner = n.deployment === null ? undefined : states.get(n.deployment);
     if (owner && awaitingRelaunch(owner)) continue;
-    items.push(n);
+    // A node of a deployment recorded here is ours whatever its labels say.
+    if (owner || mine(n.labels, n)) items.push(n);
   }
 
   for (const [name, s] of states) {
@@ -71,7 +95,7 @@ export async function findGarbage(ctx: AppContext): Promise<GcItem[]> {
         : `its clusters are gone and it is not spot, so nothing relaunches it (phase ${overallPhase(s)})`,
     });
   }
-  return items;
+  return { found: items, skipped };
 }
 
 function awaitingRelaunch(s: DeploymentState): boolean {
@@ -117,6 +141,7 @@ async function deadNodes(ctx: AppContext, states: DeploymentState[]): Promise<Gc
             kind: "tpu-node",
             name: n.name,
             deployment: n.labels[LABEL_KEY] ?? null,
+            labels: n.labels,
             why: `TPU node ${n.state} (${n.acceleratorType}) still holds quota`,
           });
         }

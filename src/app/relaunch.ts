@@ -31,6 +31,7 @@ import { assess } from "./assess.js";
 import { type AppContext, interruptedFrom, settleEach, throwIfAborted, withSignal } from "./context.js";
 import { clusterRefOf, deploy, warnTakeover } from "./deploy.js";
 import { requireState } from "./hosts.js";
+import { assertOwned, NotOwnerError } from "./ownership.js";
 import { teardownCluster } from "./teardown.js";
 import { planFor } from "./up.js";
 import { postWebhook } from "./webhook.js";
@@ -42,6 +43,8 @@ export interface RelaunchOptions {
   /** From flags; the deployment's relaunch.backoff/backoffMax fill what is missing, then the defaults. */
   policy?: Partial<BackoffPolicy>;
   random?: () => number;
+  /** Act on a cluster another tpu-deploy installation launched (its owner label). */
+  force?: boolean;
 }
 
 /** busy: another run holds the lock (exit 0); stuck: it holds it past its deadline (exit 1, for monitoring). */
@@ -256,6 +259,24 @@ async function attempt(
   const before = r.relaunch.attempts;
   const n = before + 1;
   const relaunching = action === "relaunch";
+  try {
+    await assertOwned(ctx, name, [r.cluster], { force: opts.force, doing: relaunching ? "relaunch it" : "restart its servers" });
+  } catch (err) {
+    if (!(err instanceof NotOwnerError)) throw err;
+    // Another installation's cluster: nothing is done, and it is not a failed attempt.
+    return {
+      replica: i,
+      cluster: r.cluster,
+      verdict: verdict.kind,
+      action: "hold",
+      attempt: before,
+      zone: r.zone ?? null,
+      nextAttemptAt: null,
+      code: err.exitCode,
+      message: err.message,
+      error: errorJson(err),
+    };
+  }
   const spot = relaunching ? chooseSpot(config.tpu.spot, r.relaunch.spotFailures, config.relaunch.onDemandAfter) : r.spot;
   const zones = relaunching ? orderZones(config.tpu.zones, r.relaunch.churn) : config.tpu.zones;
   r = updateReplica(ctx, box, i, (x) => ({ ...x, relaunch: beginAttempt(x.relaunch) }));

@@ -9,7 +9,11 @@ import { skyRecord } from "./discover.js";
 import { requireState } from "./hosts.js";
 import { planFor } from "./up.js";
 
-export async function restart(ctx: AppContext, name: string, opts: { allAtOnce?: boolean; replica?: number } = {}): Promise<DeploySummary> {
+export async function restart(
+  ctx: AppContext,
+  name: string,
+  opts: { allAtOnce?: boolean; replica?: number | undefined; force?: boolean } = {},
+): Promise<DeploySummary> {
   const state = requireState(ctx, name);
   const secrets = resolveSecrets(state.config, ctx.env);
   const replicas = state.replicas.filter((r) => opts.replica === undefined || r.replica === opts.replica);
@@ -23,7 +27,11 @@ export async function restart(ctx: AppContext, name: string, opts: { allAtOnce?:
     }
   }
   const run = (only: number[]) =>
-    deploy(ctx, state.config, planFor(ctx, state.config, { only }), secrets, { keepOnFailure: true, forceRestart: true });
+    deploy(ctx, state.config, planFor(ctx, state.config, { only }), secrets, {
+      keepOnFailure: true,
+      forceRestart: true,
+      force: opts.force,
+    });
   if (opts.allAtOnce || replicas.length === 1) return await run(replicas.map((r) => r.replica));
   let summary: DeploySummary | undefined;
   for (const r of replicas) {

@@ -12,7 +12,11 @@ export function planFor(
   config: Config,
   overrides: { zones?: string[]; spot?: boolean; only?: number[] } = {},
 ): DeployPlan {
-  const planned = planDeploy(config, ctx.template(config), { taskPath: (r) => ctx.store.taskPath(config.name, r), ...overrides });
+  const planned = planDeploy(config, ctx.template(config), {
+    taskPath: (r) => ctx.store.taskPath(config.name, r),
+    owner: ctx.store.installationId(),
+    ...overrides,
+  });
   if (!planned.ok) throw new ConfigError(planned.errors.map((message) => ({ path: "template", message })));
   return planned.plan;
 }

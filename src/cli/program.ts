@@ -74,6 +74,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--keep-on-failure", "leave the cluster up when up fails (for debugging)")
     .option("--down-on-interrupt", "on Ctrl-C after the launch, tear the slice down too (default: keep it, say how to continue)")
     .option("--min-ready <k>", "return once K replicas serve (the others keep loading; status shows them)", int("--min-ready"))
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)")
     .option("-y, --yes", "do not prompt");
 
   addSpecOptions(
@@ -106,7 +107,8 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     import("./commands/restart.js").then((m) => m.restartCommand),
   )
     .option("--all-at-once", "every replica at once instead of one at a time")
-    .option("--replica <i>", "only this replica", int("--replica"));
+    .option("--replica <i>", "only this replica", int("--replica"))
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)");
 
   addSpecOptions(
     define("doctor [name]", "check what usually breaks a launch: sky, zones, secrets, state directory", () =>
@@ -119,6 +121,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
   )
     .option("--all", "every deployment")
     .option("--replica <i>", "only this replica of the named deployment", int("--replica"))
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)")
     .option("-y, --yes", "do not prompt");
 
   define("relaunch [name]", "check a deployment once and bring it back if it was preempted or its servers died (cron-safe)", () =>
@@ -128,7 +131,8 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--reset", "forget failed attempts and a give-up, then check again")
     .option("--timeout <duration>", "bound this attempt (it blocks until the deployment serves)")
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
-    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
+    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)")
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)");
 
   define("watch [name]", "the relaunch check in a loop in the foreground, until SIGTERM or Ctrl-C", () =>
     import("./commands/watch.js").then((m) => m.watchCommand),
@@ -137,7 +141,8 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--interval <duration>", "time between checks (default 60s)")
     .option("--timeout <duration>", "bound each attempt")
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
-    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)");
+    .option("--backoff-max <duration>", "longest wait between attempts (default 30m)")
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)");
 
   define("schedule <name>", "print or install the cron line or systemd timer that runs tpu-deploy relaunch NAME", () =>
     import("./commands/schedule.js").then((m) => m.scheduleCommand),
@@ -152,6 +157,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     import("./commands/gc.js").then((m) => m.gcCommand),
   )
     .option("--dry-run", "only list them")
+    .option("--force", "also remove what another tpu-deploy installation launched (listed, skipped without it)")
     .option("-y, --yes", "remove without asking");
 
   return program;

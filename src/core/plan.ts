@@ -2,6 +2,7 @@
 // runs. `--dry-run` prints this object and `up` executes this object (app/deploy.ts), so the two cannot
 // drift. Per replica (one SkyPilot cluster each): the rendered task and `sky launch` argv per zone, the rank
 // rule with every rank's server argv, the rendezvous ports to check and what setup must have left. Pure.
+import { OWNER_LABEL } from "./ownership.js";
 import type { Config } from "./config.js";
 import { shellJoin } from "./quote.js";
 import { renderTemplate, type TemplateValue } from "./render.js";
@@ -101,13 +102,15 @@ export interface PlanOptions {
   spot?: boolean | undefined;
   /** Which replicas to plan; every one of the config's when absent. */
   only?: number[] | undefined;
+  /** This installation's id, the value of the owner label (core/ownership.ts); no label when absent. */
+  owner?: string | undefined;
 }
 
 export function infraFor(zone: string): string {
   return `gcp/${regionOf(zone)}/${zone}`;
 }
 
-export function taskValues(config: Config, zone: string, spot: boolean, replica = 0): Record<string, TemplateValue> {
+export function taskValues(config: Config, zone: string, spot: boolean, replica = 0, owner?: string): Record<string, TemplateValue> {
   const t = config.topology;
   return {
     name: clusterName(config.name, replica),
@@ -118,7 +121,12 @@ export function taskValues(config: Config, zone: string, spot: boolean, replica 
     runtimeVersion: config.tpu.runtimeVersion,
     spot,
     ports: config.server.public ? [config.server.port] : null,
-    labels: { [LABEL_KEY]: config.name, [REPLICA_LABEL]: String(replica), [MANAGED_BY.key]: MANAGED_BY.value },
+    labels: {
+      [LABEL_KEY]: config.name,
+      [REPLICA_LABEL]: String(replica),
+      ...(owner === undefined ? {} : { [OWNER_LABEL]: owner }),
+      [MANAGED_BY.key]: MANAGED_BY.value,
+    },
     runDurationSeconds: Math.round(config.tpu.maxRunHours * 3600),
     // TPU7x: the slice's physical topology, which the workload policy of its instance group needs.
     acceleratorTopology: config.tpu.generation === "v7" ? t.slice.topology : null,
@@ -135,8 +143,8 @@ export function taskValues(config: Config, zone: string, spot: boolean, replica 
   };
 }
 
-export function renderTask(config: Config, template: Template, zone: string, spot = config.tpu.spot, replica = 0) {
-  const rendered = renderTemplate(template.text, taskValues(config, zone, spot, replica), template.name);
+export function renderTask(config: Config, template: Template, zone: string, spot = config.tpu.spot, replica = 0, owner?: string) {
+  const rendered = renderTemplate(template.text, taskValues(config, zone, spot, replica, owner), template.name);
   if (!rendered.ok) return rendered;
   const errors = validateSkyTask(rendered.task).map((e) => `${template.name}: ${e}`);
   if (errors.length > 0) return { ok: false as const, errors };
@@ -213,7 +221,7 @@ export function planReplica(
   const taskPath = opts.taskPath(replica);
   const launches: ZoneLaunch[] = [];
   for (const zone of zones) {
-    const rendered = renderTask(config, template, zone, spot, replica);
+    const rendered = renderTask(config, template, zone, spot, replica, opts.owner);
     if (!rendered.ok) return rendered;
     launches.push({ zone, taskYaml: rendered.yaml, task: rendered.task, skyArgv: skyLaunchArgv(config, taskPath, zone, spot, replica) });
   }

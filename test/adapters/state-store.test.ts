@@ -197,6 +197,31 @@ describe("StateStore read/write/list/remove", () => {
   });
 });
 
+describe("the installation id (owner label value)", () => {
+  it("is derived the same before and after it is stored, stored 0600 only when asked, and read back after", () => {
+    const home = newHome();
+    const store = storeIn(home);
+    const preview = store.installationId();
+    expect(preview).toMatch(/^[a-f0-9]{16}$/);
+    expect(existsSync(home)).toBe(false); // a dry run touches nothing
+    expect(store.installationId({ create: true })).toBe(preview);
+    const file = join(home, "installation-id");
+    expect(readFileSync(file, "utf8")).toBe(`${preview}\n`);
+    expect(mode(file)).toBe(0o600);
+    // The stored id wins over the derivation (a host renamed keeps its ownership).
+    writeFileSync(file, "00000000000000aa\n");
+    expect(storeIn(home).installationId()).toBe("00000000000000aa");
+    expect(storeIn(newHome()).installationId()).not.toBe(preview); // another directory, another installation
+  });
+
+  it("a damaged id file is state_corrupt, never silently replaced", () => {
+    const home = newHome();
+    mkdirSync(home, { recursive: true });
+    writeFileSync(join(home, "installation-id"), "not an id\n");
+    expect(() => storeIn(home).installationId()).toThrow(expect.objectContaining({ code: "state_corrupt" }));
+  });
+});
+
 describe("a crash in the middle of a write", () => {
   it("a stale temp file from a crashed write changes nothing", () => {
     const home = newHome();

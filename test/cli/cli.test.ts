@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { ERROR_CODES } from "../../src/errors.js";
-import { firstLaunch, type PlanDoc, runCli } from "../helpers/run-cli.js";
+import { firstLaunch, makeTempDir, type PlanDoc, runCli } from "../helpers/run-cli.js";
 
 const PACKAGE = JSON.parse(readFileSync(join(import.meta.dirname, "..", "..", "package.json"), "utf8")) as { version: string };
 
@@ -321,8 +321,10 @@ describe("render", () => {
   });
 
   it("prints the same task as up --dry-run", async () => {
-    const render = await runCli(["render", "--nodes", "2", "--json"]);
-    const up = await runCli(["up", "--nodes", "2", "--dry-run", "--json"]);
+    // One installation (one TPU_DEPLOY_HOME): the owner label is the same in both.
+    const env = { TPU_DEPLOY_HOME: join(makeTempDir("tpu-deploy-home-"), "state") };
+    const render = await runCli(["render", "--nodes", "2", "--json"], { env });
+    const up = await runCli(["up", "--nodes", "2", "--dry-run", "--json"], { env });
     expect(oneJson<Ok<{ task: unknown }>>(render.stdout).result.task).toEqual(firstLaunch(oneJson<Ok<DryRun>>(up.stdout).result).task);
   });
 });

@@ -6,7 +6,7 @@ import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export async function downCommand(
-  opts: OutputFlags & { all?: boolean; yes?: boolean; replica?: number },
+  opts: OutputFlags & { all?: boolean; yes?: boolean; replica?: number; force?: boolean },
   args: string[],
   run: RunContext,
 ): Promise<CommandResult> {
@@ -27,7 +27,7 @@ export async function downCommand(
     const results: (DownResult | { name: string; error: string })[] = [];
     for (const name of names) {
       try {
-        const r = await downDeployment(ctx, name, { replica: opts.replica });
+        const r = await downDeployment(ctx, name, { replica: opts.replica, force: opts.force });
         results.push(r);
         if (!opts.json) run.io.stdout.write(`${r.message}\n`);
       } catch (err) {

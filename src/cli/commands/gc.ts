@@ -5,15 +5,18 @@ import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
 export async function gcCommand(
-  opts: OutputFlags & { dryRun?: boolean; yes?: boolean },
+  opts: OutputFlags & { dryRun?: boolean; yes?: boolean; force?: boolean },
   _args: string[],
   run: RunContext,
 ): Promise<CommandResult> {
   const ctx = appContext(run, opts);
   try {
-    const found = await findGarbage(ctx);
-    if (!opts.json) printItems(run.io, found, opts.dryRun ? "would remove" : "found");
-    if (found.length === 0 || opts.dryRun) return { code: 0, json: { dryRun: Boolean(opts.dryRun), found, removed: [] } };
+    const { found, skipped } = await findGarbage(ctx, { force: Boolean(opts.force) });
+    if (!opts.json) {
+      printItems(run.io, found, opts.dryRun ? "would remove" : "found");
+      for (const i of skipped) run.io.stdout.write(`  skipped ${i.kind} ${i.name}: ${i.why}\n`);
+    }
+    if (found.length === 0 || opts.dryRun) return { code: 0, json: { dryRun: Boolean(opts.dryRun), found, skipped, removed: [] } };
     await ctx.prompt.confirm(`Remove these ${found.length} item(s)? Clusters and TPU nodes are deleted.`, Boolean(opts.yes));
     const removed = await removeGarbage(ctx, found);
     const failed = removed.filter((i) => !i.removed);
@@ -21,7 +24,7 @@ export async function gcCommand(
       for (const i of removed)
         run.io.stdout.write(i.removed ? `removed ${i.kind} ${i.name}\n` : `not removed: ${i.kind} ${i.name}: ${i.error}\n`);
     }
-    if (failed.length === 0) return { code: 0, json: { dryRun: false, found, removed } };
+    if (failed.length === 0) return { code: 0, json: { dryRun: false, found, skipped, removed } };
     if (failed.length === removed.length)
       return {
         code: EXIT.failed,

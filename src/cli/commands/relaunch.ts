@@ -5,7 +5,14 @@ import { TpuDeployError, UsageError } from "../../errors.js";
 import type { Io, OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
 
-export type RelaunchFlags = OutputFlags & { all?: boolean; reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string };
+export type RelaunchFlags = OutputFlags & {
+  all?: boolean;
+  reset?: boolean;
+  timeout?: string;
+  backoff?: string;
+  backoffMax?: string;
+  force?: boolean;
+};
 
 export async function relaunchCommand(opts: RelaunchFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const one = targetName(opts, args, "relaunch");
@@ -56,7 +63,13 @@ export function targetName(opts: { all?: boolean }, args: string[], command: str
   return opts.all ? undefined : name;
 }
 
-export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backoff?: string; backoffMax?: string }): RelaunchOptions {
+export function relaunchOptions(opts: {
+  reset?: boolean;
+  timeout?: string;
+  backoff?: string;
+  backoffMax?: string;
+  force?: boolean;
+}): RelaunchOptions {
   const ms = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
     const d = timerDuration(v);
@@ -70,7 +83,7 @@ export function relaunchOptions(opts: { reset?: boolean; timeout?: string; backo
   if (baseMs && maxMs && maxMs < baseMs)
     throw new UsageError(`--backoff-max (${opts.backoffMax}) is shorter than --backoff (${opts.backoff})`);
   const policy = { ...(baseMs ? { baseMs } : {}), ...(maxMs ? { maxMs } : {}) };
-  return { reset: Boolean(opts.reset), ...(timeoutMs ? { timeoutMs } : {}), policy };
+  return { reset: Boolean(opts.reset), ...(timeoutMs ? { timeoutMs } : {}), policy, force: Boolean(opts.force) };
 }
 
 export function reportJson(r: RelaunchReport): Record<string, unknown> {

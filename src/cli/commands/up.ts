@@ -14,6 +14,7 @@ export type UpFlags = SpecFlags &
     dryRun?: boolean;
     timeout?: string;
     recreate?: boolean;
+    force?: boolean;
     keepOnFailure?: boolean;
     downOnInterrupt?: boolean;
     minReady?: number;
@@ -41,6 +42,7 @@ export async function upCommand(opts: UpFlags, _args: string[], run: RunContext)
       timeoutMs,
       timeoutText: opts.timeout,
       recreate: Boolean(opts.recreate),
+      force: Boolean(opts.force),
       keepOnFailure: Boolean(opts.keepOnFailure),
       downOnInterrupt: Boolean(opts.downOnInterrupt),
       minReady: opts.minReady,
