@@ -4,7 +4,7 @@
 // file only asks the probes they name. A probe that cannot be answered is evidence too: "unavailable".
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { CONFIRM_PROBES, CONFIRM_WINDOW_MS, decide, type Evidence, type ProcessState, type Verdict } from "../core/relaunch.js";
-import { aliveCommand } from "../core/remote.js";
+import { aliveCommand, parseAlive } from "../core/remote.js";
 import type { DeploymentState, ReplicaState } from "../core/state.js";
 import { CloudApiError, InternalError, TpuDeployError } from "../errors.js";
 import { type AppContext, sleep, throwIfAborted } from "./context.js";
@@ -105,7 +105,8 @@ async function probeProcesses(ctx: AppContext, replica: ReplicaState): Promise<P
         if (!h.pgid) return "not started";
         const r = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000, signal: ctx.signal }).catch(() => undefined);
         if (!r) return "unreachable";
-        return r.stdout.includes("alive") ? "running" : "dead";
+        const alive = parseAlive(r.stdout);
+        return alive === "alive" ? "running" : alive === "no-scheduler" ? "no-scheduler" : "dead";
       }),
     );
   } finally {

@@ -13,7 +13,7 @@ import { OperationError, TpuDeployError } from "../errors.js";
 import { type AppContext, interruptedFrom, withSignal } from "./context.js";
 import { discoverCluster, skyRecord } from "./discover.js";
 import { launchWithFailover } from "./launch.js";
-import { checkPorts } from "./port-check.js";
+import { checkLibtpuPort, checkPorts } from "./port-check.js";
 import { probeRank0 } from "./probe.js";
 import { waitReady } from "./readiness.js";
 import { startServers, stopServers, toHostRecords } from "./start.js";
@@ -97,6 +97,7 @@ export async function deployReplica(ctx: AppContext, run: ReplicaRun): Promise<R
     await stopServers(sessions, config.name, withOld);
     const tPorts = Date.now();
     await checkPorts(ctx, sessions, hostsNow, replica.portCheck);
+    if (replica.portCheck.length > 0) await checkLibtpuPort(ctx, sessions, hostsNow);
     if (replica.portCheck.length > 0) phase(`ports ${replica.portCheck.join(", ")} open between hosts`);
 
     // 4. Start every rank.

@@ -1,7 +1,7 @@
 // Proving the rendezvous ports are open between the hosts before any server starts: sglang-jax would
 // hang silently on a blocked one (its handshake has no timeout, docs/upstream/sglang-jax.md §2).
 import type { HostSession } from "../adapters/ssh/session.js";
-import { parsePortAnswer, portConnectCommand, portListenCommand } from "../core/remote.js";
+import { parsePortAnswer, parseTargetsAnswer, portConnectCommand, portConnectManyCommand, portListenCommand } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
 import { OperationError } from "../errors.js";
 import { type AppContext, settleEach, sleep } from "./context.js";
@@ -74,6 +74,82 @@ export async function checkPorts(ctx: AppContext, sessions: Map<string, HostSess
   if (failures.length > 0) {
     throw new OperationError("port_blocked", `rendezvous ports are not reachable between hosts:\n  ${failures.join("\n  ")}`, {
       hint: `open TCP ${ports.join(", ")} between the hosts (a VPC firewall rule for the cluster's network); sglang-jax would hang silently`,
+    });
+  }
+}
+
+/**
+ * libtpu's inter-host port (the one TPU_PROCESS_ADDRESSES names, 8471: docs/upstream/tpu7x-worker-identity.md):
+ * every host of the slice talks to every other on it, so every host listens and every other connects,
+ * all pairs at once, each connection bounded. A firewall rule that blocks it between two hosts is named.
+ */
+export const LIBTPU_PORT = 8471;
+
+export async function checkLibtpuPort(ctx: AppContext, sessions: Map<string, HostSession>, hosts: HostRecord[]): Promise<void> {
+  if (hosts.length < 2) return;
+  const listenSeconds = 30;
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
+  let ready = 0;
+  let allListening: () => void = () => undefined;
+  const listening = new Promise<void>((resolve) => {
+    allListening = resolve;
+  });
+  const listeners = hosts.map((h) => {
+    let heard = "";
+    let counted = false;
+    return sessionOf(sessions, h)
+      .exec(portListenCommand(h.internalIp, [LIBTPU_PORT], listenSeconds, hosts.length - 1), {
+        timeoutMs: (listenSeconds + 10) * 1000,
+        signal: stop.signal,
+        onStdout: (text) => {
+          heard += text;
+          if (!counted && /^listening$/m.test(heard)) {
+            counted = true;
+            if (++ready === hosts.length) allListening();
+          }
+        },
+      })
+      .then((r) => ({ h, r }));
+  });
+  const settledListeners = Promise.allSettled(listeners);
+  await Promise.race([listening, settledListeners]);
+  const failures: string[] = [];
+  const results = await settleEach(hosts, CONCURRENCY, async (h) => {
+    const targets = hosts.filter((x) => x !== h);
+    const r = await sessionOf(sessions, h).exec(
+      portConnectManyCommand(
+        targets.map((x) => x.internalIp),
+        LIBTPU_PORT,
+        3,
+      ),
+      { timeoutMs: 10_000 + targets.length * 3_500, signal: ctx.signal },
+    );
+    const answer = parseTargetsAnswer(r.stdout);
+    if (answer === undefined)
+      throw new OperationError("port_blocked", `rank ${h.rank}: the port probe printed ${JSON.stringify(r.stdout.slice(0, 200))}`);
+    for (const x of targets) {
+      const why = answer[x.internalIp];
+      if (why !== "ok")
+        failures.push(`rank ${h.rank} (${h.internalIp}) → rank ${x.rank} ${x.internalIp}:${LIBTPU_PORT}: ${why ?? "not tried"}`);
+    }
+  });
+  if (failures.length > 0 || results.some((r) => r.status === "rejected")) stop.abort();
+  const done = await settledListeners;
+  ctx.signal.removeEventListener("abort", onAbort);
+  for (const r of results) if (r.status === "rejected") throw r.reason;
+  const bindFailed = done.flatMap((d) => (d.status === "fulfilled" && /bind-failed/.test(d.value.r.stdout) ? [d.value.h] : []));
+  if (bindFailed.length > 0) {
+    throw new OperationError(
+      "port_blocked",
+      `libtpu's port ${LIBTPU_PORT} is taken on ${bindFailed.map((h) => `rank ${h.rank} (${h.sshAlias})`).join(", ")}`,
+      { hint: "something else (an old server?) holds it: tpu-deploy restart stops this deployment's servers; otherwise stop that process" },
+    );
+  }
+  if (failures.length > 0) {
+    throw new OperationError("port_blocked", `libtpu's inter-host port is not reachable between hosts:\n  ${failures.join("\n  ")}`, {
+      hint: `open TCP ${LIBTPU_PORT} between every pair of the slice's hosts (a VPC firewall rule for the cluster's network); libtpu would fail to form the slice`,
     });
   }
 }

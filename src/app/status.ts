@@ -1,7 +1,7 @@
 // `tpu-deploy status`: per deployment and per replica, the recorded state, the live cluster (sky status -v
 // -o json), the TPU node state where the API serves it, each rank's process and rank 0's health.
 import { nodesOfCluster } from "../adapters/tpu-api.js";
-import { aliveCommand } from "../core/remote.js";
+import { aliveCommand, parseAlive } from "../core/remote.js";
 import { type DeploymentState, type HistoryEvent, overallPhase, type ReplicaState } from "../core/state.js";
 import { CloudApiError } from "../errors.js";
 import { type AppContext, settleEach } from "./context.js";
@@ -29,7 +29,8 @@ export interface ReplicaStatus {
     sshHost: string;
     internalIp: string;
     externalIp: string;
-    process: "running" | "dead" | "unreachable" | "not started";
+    /** no-scheduler: the main process runs, its scheduler child is gone. */
+    process: "running" | "dead" | "no-scheduler" | "unreachable" | "not started";
   }[];
   health: Health;
   uptimeSeconds: number | null;
@@ -115,7 +116,8 @@ async function replicaStatus(
           const row = hosts[i];
           if (!s || !h.pgid || !row) return;
           const x = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000 }).catch(() => undefined);
-          row.process = x?.stdout.includes("alive") ? "running" : x ? "dead" : "unreachable";
+          const alive = x ? parseAlive(x.stdout) : undefined;
+          row.process = !x ? "unreachable" : alive === "alive" ? "running" : alive === "no-scheduler" ? "no-scheduler" : "dead";
         }),
       );
     } finally {

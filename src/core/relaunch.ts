@@ -3,7 +3,8 @@
 // attempt bookkeeping that survives between cron runs in the state file.
 import type { Phase, RelaunchState } from "./state.js";
 
-export type ProcessState = "running" | "dead" | "unreachable" | "not started";
+/** no-scheduler: the main process runs but its scheduler child is gone (the rank serves nothing). */
+export type ProcessState = "running" | "dead" | "no-scheduler" | "unreachable" | "not started";
 /** What `sky status` said of the cluster; `unavailable` when it could not be read at all. */
 export type SkyView = { status: string } | "missing" | { unavailable: string };
 
@@ -119,6 +120,15 @@ function onLiveSlice(ev: Evidence): Decision {
   const ranksWhere = (want: (p: ProcessState) => boolean) => ev.processes?.flatMap((p, rank) => (want(p) ? [rank] : [])) ?? [];
   const dead = ranksWhere((p) => p === "dead" || p === "not started");
   if (dead.length > 0) return verdict("servers-down", `the server of rank ${dead.join(", ")} is not running; the hosts are up`);
+  // Early in a start the scheduler is not spawned yet; after that, a main process without one serves nothing.
+  const starting = ev.phase === "starting" && withinStartWindow(ev);
+  const noScheduler = starting ? [] : ranksWhere((p) => p === "no-scheduler");
+  if (noScheduler.length > 0) {
+    return verdict(
+      "servers-down",
+      `rank ${noScheduler.join(", ")} runs without its scheduler process (it died; the main process stays up)`,
+    );
+  }
   const unreachable = ranksWhere((p) => p === "unreachable");
   if (unreachable.length > 0) {
     // Without the Cloud TPU API, "UP" came from SkyPilot's cache (plain sky status does not refresh): ask it

@@ -54,8 +54,9 @@ export function secretsEnvFile(values: Map<string, string>, apiKeySecret?: strin
 }
 
 // The server's first Python code, before sglang-jax's own (python -u -c BOOT KEY_FD NAMES <server flags>):
-// - the API key, read from KEY_FD ("-": none), goes into sys.argv in-process as --api-key: sglang-jax takes it
-//   only there, and it is then in no argv and no environment;
+// - the API key, read from KEY_FD ("-": none), goes into sys.argv in-process as --api-key=KEY (one word, so a
+//   key starting with "-" is not taken for an option by argparse): sglang-jax takes it only there, and it is
+//   then in no argv and no environment;
 // - a forked filter owns the log: every byte the server and its children write to stdout/stderr passes through
 //   it, each secret value (the key, and the variables NAMES lists) replaced by [REDACTED], because sglang-jax logs its
 //   whole ServerArgs, key included (docs/upstream/hostkeys-sglang-facts.md §B1). The filter ignores TERM and
@@ -91,7 +92,7 @@ const BOOT = [
   "      out(buf[:cut]); buf=buf[cut:]",
   "    out(buf); os._exit(0)",
   "  os.close(r); os.dup2(w,1); os.dup2(w,2); os.close(w)",
-  "if key is not None: sys.argv[1:1]=['--api-key',key]",
+  "if key is not None: sys.argv[1:1]=['--api-key='+key]",
   "runpy.run_module('sgl_jax.launch_server', run_name='__main__', alter_sys=True)",
 ].join("\n");
 
@@ -134,7 +135,10 @@ export function startCommand(files: RemoteFiles): string {
   const q = shellQuote;
   return [
     "cd",
+    // The log (and what the server makes) is the login user's alone; an older log keeps its mode through `>`.
+    "umask 077",
     `rm -f ${q(files.pid)}`,
+    `if [ -e ${q(files.log)} ]; then chmod 600 ${q(files.log)}; fi`,
     `setsid bash ${q(files.run)} > ${q(files.log)} 2>&1 < /dev/null &`,
     `for i in $(seq 1 100); do [ -s ${q(files.pid)} ] && break; sleep 0.05; done`,
     `cat ${q(files.pid)}`,
@@ -207,8 +211,27 @@ export function watchCommand(pid: number): string {
   return `while ${runningTest(pid)}; do echo . || exit 0; sleep 0.25; done; echo exited`;
 }
 
+/**
+ * Whether the server of process group `pid` runs: "dead" when its main process is gone; "no-scheduler" when
+ * the main process runs but no process of its group is titled `sglang::scheduler…` (sglang-jax's scheduler
+ * child, python/sgl_jax/srt/managers/scheduler.py run_scheduler_process: a SIGKILLed scheduler leaves the main
+ * process serving /health 200, engine.py); "alive" otherwise. Only the main process's group is searched.
+ */
 export function aliveCommand(pid: number): string {
-  return `${runningTest(pid)} && echo alive || echo dead`;
+  return [
+    `if ! { ${runningTest(pid)}; }; then echo dead; exit 0; fi`,
+    "for d in /proc/[0-9]*; do",
+    `  [ "$(sed 's/.*) //' $d/stat 2>/dev/null | cut -d' ' -f3)" = ${pid} ] || continue`,
+    `  case "$(tr '\\0' ' ' < $d/cmdline 2>/dev/null)" in sglang::scheduler*) echo alive; exit 0;; esac`,
+    "done",
+    "echo no-scheduler",
+  ].join("\n");
+}
+
+/** What aliveCommand printed. */
+export function parseAlive(stdout: string): "alive" | "dead" | "no-scheduler" | undefined {
+  const w = stdout.trim().split("\n").at(-1);
+  return w === "alive" || w === "dead" || w === "no-scheduler" ? w : undefined;
 }
 
 export function tailCommand(files: RemoteFiles, lines: number, follow: boolean): string {
@@ -259,15 +282,26 @@ export function sliceOfInstance(name: string): string | undefined {
   return /^t1v-n-[0-9a-f]+-w-\d+$/.test(name) ? name.replace(/-w-\d+$/, "") : undefined;
 }
 
+// Binds each port on the wildcard, dual-stack where the host has IPv6 ([::], as JAX's coordinator binds P
+// after the handshake: docs/upstream/hostkeys-sglang-facts.md), so a port held on any address (loopback
+// included) fails here as it would fail the server. SO_REUSEADDR only lets a port in TIME_WAIT (an earlier
+// check's) be bound again; on Linux it never allows a bind over a socket that listens.
 const LISTEN_PY = [
   "import socket,sys,time",
-  "host=sys.argv[1]; ports=[int(p) for p in sys.argv[2].split(',')]; deadline=time.time()+float(sys.argv[3]); want=int(sys.argv[4])",
+  "ports=[int(p) for p in sys.argv[2].split(',')]; deadline=time.time()+float(sys.argv[3]); want=int(sys.argv[4])",
+  "def bind(p):",
+  "  if socket.has_ipv6:",
+  "    try:",
+  "      s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
+  "      s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(('::',p)); return s",
+  "    except OSError as e:",
+  "      if e.errno not in (97, 99): raise",
+  "  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0',p)); return s",
   "socks=[]; got={}",
   "for p in ports:",
-  "  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
-  "  try: s.bind((host,p))",
+  "  try: s=bind(p)",
   "  except OSError as e: print('bind-failed %d %s' % (p, e.strerror), flush=True); sys.exit(3)",
-  "  s.listen(64); s.settimeout(0.1); socks.append(s)",
+  "  s.listen(128); s.settimeout(0.1); socks.append(s)",
   "print('listening', flush=True)",
   "while time.time() < deadline and any(got.get(s,0) < want for s in socks):",
   "  for s in socks:",
@@ -276,7 +310,7 @@ const LISTEN_PY = [
   "print('done', flush=True)",
 ].join("\n");
 
-/** On rank 0: a short-lived listener on the rendezvous ports; exits once each got `peers` connections. */
+/** A short-lived listener on the ports (every address); exits once each got `peers` connections. */
 export function portListenCommand(host: string, ports: number[], seconds: number, peers: number): string {
   return `python3 -c ${shellQuote(LISTEN_PY)} ${shellQuote(host)} ${ports.join(",")} ${seconds} ${peers}`;
 }
@@ -293,6 +327,33 @@ const CONNECT_PY = [
 /** On every other rank: try to connect to each port; prints {port: "ok" | reason}. */
 export function portConnectCommand(host: string, ports: number[], timeoutSeconds: number): string {
   return `python3 -c ${shellQuote(CONNECT_PY)} ${shellQuote(host)} ${ports.join(",")} ${timeoutSeconds}`;
+}
+
+const CONNECT_MANY_PY = [
+  "import json,socket,sys",
+  "p=int(sys.argv[2]); out={}",
+  "for h in [x for x in sys.argv[1].split(',') if x]:",
+  "  try: socket.create_connection((h,p), timeout=float(sys.argv[3])).close(); out[h]='ok'",
+  "  except OSError as e: out[h]=(e.strerror or str(e) or 'timed out')",
+  "print(json.dumps(out))",
+].join("\n");
+
+/** On one host: try to connect to `port` on each of the other hosts; prints {address: "ok" | reason}. */
+export function portConnectManyCommand(hosts: string[], port: number, timeoutSeconds: number): string {
+  return `python3 -c ${shellQuote(CONNECT_MANY_PY)} ${shellQuote(hosts.join(","))} ${port} ${timeoutSeconds}`;
+}
+
+/** The many-target connector's answer, {address: "ok" | reason}; undefined when it printed something else. */
+export function parseTargetsAnswer(stdout: string): Record<string, string> | undefined {
+  try {
+    const v: unknown = JSON.parse(stdout.trim());
+    if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
+    const entries = Object.entries(v);
+    if (!entries.every(([, x]) => typeof x === "string")) return undefined;
+    return Object.fromEntries(entries) as Record<string, string>;
+  } catch {
+    return undefined;
+  }
 }
 
 /** On rank 0: whether the scheduler logged the end of the startup handshake (sglang-jax.md §3). */

@@ -219,6 +219,25 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
     },
     // Hosts fine, servers not.
     {
+      what: "a scheduler died, its main process serves /health: restart",
+      world: { nodes: ["READY"], health: "failing", processes: ["running", "no-scheduler", "running", "running"] },
+      probes: ["tpu-nodes", "health", "processes"],
+      verdict: "servers-down",
+    },
+    {
+      what: "no scheduler yet, early in the start: still coming up",
+      world: {
+        nodes: ["READY"],
+        health: "unreachable",
+        processes: ["no-scheduler", "running"],
+        hosts: 2,
+        phase: "starting",
+        startedAt: ago(MIN),
+      },
+      probes: ["tpu-nodes", "health", "processes"],
+      verdict: "starting",
+    },
+    {
       what: "rank 2 dead",
       world: { nodes: ["READY"], health: "unreachable", processes: ["running", "running", "dead", "running"] },
       probes: ["tpu-nodes", "health", "processes"],

@@ -319,6 +319,44 @@ run: |
     expect(await serverProcesses("ports")).toEqual({});
   });
 
+  it("libtpu's port 8471 blocked on one host: every other rank's connection to it is named, nothing is started", async () => {
+    ok(await e.cli(upArgs("libtpu", ["us-east5-b"], ["-q"], 4)));
+    const rank2 = deployment("libtpu").hosts.find((h) => h.rank === 2);
+    const host = Object.values((await e.sim.state()).hosts).find((h) => h.alive && h.internalIp === rank2?.internalIp);
+    if (!rank2 || !host) throw new Error("no rank 2");
+    await e.sim.blockPort(host.id, 8471);
+    const r = await e.cli(["restart", "libtpu", "--json"]);
+    expect(r.code, r.stdout).toBe(1);
+    const doc = r.json as JsonFailure;
+    expect(doc.error.code).toBe("port_blocked");
+    for (const from of [0, 1, 3]) expect(doc.error.message).toContain(`rank ${from} (`);
+    expect(doc.error.message).toContain(`→ rank 2 ${rank2.internalIp}:8471`);
+    expect(doc.error.message).not.toMatch(/→ rank [013] /);
+    expect(doc.error.hint).toMatch(/8471 between every pair/);
+    expect(await serverProcesses("libtpu")).toEqual({});
+  });
+
+  it("the rendezvous port taken on rank 0's loopback: refused before the start, as JAX's bind on [::] would fail", async () => {
+    ok(await e.cli(upArgs("loopback", ["us-east5-b"], ["-q"], 4)));
+    const rank0 = deployment("loopback").hosts.find((h) => h.rank === 0);
+    const host = Object.values((await e.sim.state()).hosts).find((h) => h.alive && h.internalIp === rank0?.internalIp);
+    if (!host) throw new Error("no rank 0 host");
+    const squat = await e.sim.execOnHost(
+      host.id,
+      `nohup python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',10011)); s.listen(1); time.sleep(600)" >/dev/null 2>&1 & echo $!`,
+    );
+    await new Promise((res) => setTimeout(res, 500));
+    try {
+      const r = await e.cli(["restart", "loopback", "--json"]);
+      expect(r.code, r.stdout).toBe(1);
+      const doc = r.json as JsonFailure;
+      expect(doc.error.code).toBe("port_blocked");
+      expect(doc.error.message).toMatch(/rank 0 cannot listen on its rendezvous port: bind-failed 10011/);
+    } finally {
+      await e.sim.execOnHost(host.id, `kill ${squat.stdout.trim()}`);
+    }
+  });
+
   it("Ctrl-C during the launch: cancels the request, tears the cluster down, exits 130, keeps no state", async () => {
     await e.sim.setFaults({ sky: { hangProvision: true } });
     const m = await callCount();

@@ -334,6 +334,9 @@ except Exception as e: print(e)"`,
     // The secret file on the host is 0600 and only gcpuser's.
     const mode = await e2e.sim.execOnHost(rank0.id, "stat -c '%a %U' /home/gcpuser/.tpu-deploy/hostile/secrets.env");
     expect(mode.stdout.trim()).toBe("600 gcpuser");
+    // ... and so is the server's log.
+    const logMode = await e2e.sim.execOnHost(rank0.id, "stat -c '%a %U' /home/gcpuser/.tpu-deploy/hostile/server.log");
+    expect(logMode.stdout.trim()).toBe("600 gcpuser");
 
     expect((await e2e.cli(["down", "hostile", "-y"])).code).toBe(0);
     await expectNothingLeft("hostile");

@@ -251,7 +251,8 @@ describe("runScript + startCommand", () => {
     const home = newHome();
     const files = remoteFiles("sgl");
     const lib = installFakeServer(home);
-    const key = `sk-tpd-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+    // Starts with "-": as one word (--api-key=KEY) argparse cannot take it for an option.
+    const key = `-sk-tpd-${Math.random().toString(36).slice(2)}-${Date.now()}`;
     const secrets = new Map([
       ["HF_TOKEN", "hf_abc_0123456789"],
       ["SGLANG_API_KEY", key],
@@ -293,7 +294,7 @@ describe("runScript + startCommand", () => {
     watching = false;
     await watcher;
 
-    expect(seen.argv).toEqual(["--api-key", key, ...SERVER_ARGV.slice(4)]);
+    expect(seen.argv).toEqual([`--api-key=${key}`, ...SERVER_ARGV.slice(4)]);
     expect(seen.cmdline.join(" ")).not.toContain(key);
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain(key);
     expect(leaks).toEqual([]);
@@ -307,8 +308,9 @@ describe("runScript + startCommand", () => {
     const text = readFileSync(log, "utf8");
     expect(text).not.toContain(key);
     expect(text).not.toContain("hf_abc_0123456789");
-    expect(text).toContain("server_args=--api-key [REDACTED] --model-path meta-llama/Llama-3.1-8B --node-rank 2");
+    expect(text).toContain("server_args=--api-key=[REDACTED] --model-path meta-llama/Llama-3.1-8B --node-rank 2");
     expect(text).toContain("child sees [REDACTED]");
+    expect(statSync(log).mode & 0o777).toBe(0o600);
   });
 
   it("without an apiKeySecret, the server gets its argv as given (through the boot), in the same process", async () => {
@@ -488,15 +490,37 @@ describe("stopFromPidFileCommand", () => {
 });
 
 describe("watchCommand and aliveCommand", () => {
-  it("alive for a running process; dead for a zombie and for a pid that is gone", async () => {
+  it("no-scheduler for a running process without one; dead for a zombie and for a pid that is gone", async () => {
     const home = newHome();
     const { pid } = await unreapedChild(home);
-    expect(sh(home, aliveCommand(pid)).stdout).toBe("alive\n");
+    expect(sh(home, aliveCommand(pid)).stdout).toBe("no-scheduler\n");
     process.kill(pid, "SIGKILL");
     await waitFor("the zombie", () => procStat(pid)?.state === "Z");
     expect(spawnSync("kill", ["-0", String(pid)]).status).toBe(0); // kill -0 alone would call it alive
     expect(sh(home, aliveCommand(pid)).stdout).toBe("dead\n");
     expect(sh(home, aliveCommand(2 ** 22 + 1)).stdout).toBe("dead\n");
+  });
+
+  it("alive while a process of the group is titled sglang::scheduler…; no-scheduler once it died and the main process stays", async () => {
+    const home = newHome();
+    const files = remoteFiles("sched");
+    // The main process starts a child titled as sglang-jax titles its scheduler, then waits (as uvicorn would).
+    const { pid } = startGroup(home, files, [
+      "bash",
+      "-c",
+      '(exec -a sglang::scheduler_NP0 sleep 300) & echo $! > "$HOME/sched.pid"; sleep 300',
+    ]);
+    await waitFor(
+      "the scheduler child",
+      () => existsSync(join(home, "sched.pid")) && readFileSync(join(home, "sched.pid"), "utf8").trim() !== "",
+    );
+    await waitFor("its title", () => sh(home, aliveCommand(pid)).stdout === "alive\n");
+    const child = Number(readFileSync(join(home, "sched.pid"), "utf8").trim());
+    process.kill(child, "SIGKILL");
+    await waitFor("the scheduler gone", () => sh(home, aliveCommand(pid)).stdout === "no-scheduler\n");
+    // A titled process of another group does not count.
+    await killGroupAndReap(pid);
+    expect(sh(home, aliveCommand(pid)).stdout).toBe("dead\n");
   });
 
   it("watch ends with exited when the process dies, even while it is an unreaped zombie", async () => {
