@@ -341,17 +341,25 @@ run: |
     const rank0 = deployment("loopback").hosts.find((h) => h.rank === 0);
     const host = Object.values((await e.sim.state()).hosts).find((h) => h.alive && h.internalIp === rank0?.internalIp);
     if (!host) throw new Error("no rank 0 host");
+    // Another program holds 12000 on loopback only; the deployment moves its rendezvous there (a server-only
+    // change: the servers restart on the same hosts, after the port check).
     const squat = await e.sim.execOnHost(
       host.id,
-      `nohup python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',10011)); s.listen(1); time.sleep(600)" >/dev/null 2>&1 & echo $!`,
+      `nohup python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',12000)); s.listen(1); time.sleep(600)" >/dev/null 2>&1 & echo $!`,
     );
     await new Promise((res) => setTimeout(res, 500));
+    const held = await e.sim.execOnHost(
+      host.id,
+      "python3 -c \"import socket; socket.create_connection(('127.0.0.1',12000), timeout=2).close(); print('held')\"",
+    );
+    expect(held.stdout).toContain("held");
     try {
-      const r = await e.cli(["restart", "loopback", "--json"]);
+      const r = await e.cli(upArgs("loopback", ["us-east5-b"], ["--dist-port", "12000", "--json"], 4));
       expect(r.code, r.stdout).toBe(1);
       const doc = r.json as JsonFailure;
       expect(doc.error.code).toBe("port_blocked");
-      expect(doc.error.message).toMatch(/rank 0 cannot listen on its rendezvous port: bind-failed 10011/);
+      expect(doc.error.message).toMatch(/rank 0 cannot listen on its rendezvous port: bind-failed 12000/);
+      expect(await serverProcesses("loopback")).toEqual({});
     } finally {
       await e.sim.execOnHost(host.id, `kill ${squat.stdout.trim()}`);
     }

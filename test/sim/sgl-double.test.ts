@@ -648,9 +648,17 @@ describe("multi-host rendezvous", () => {
     expect(await httpGet("127.0.0.1", ports.http, "/health")).toEqual({ status: 200, body: "" });
     expect(await httpGet("127.0.0.1", ports.http, "/health_generate")).toMatchObject({ status: 503 });
     expect(r0.output()).not.toContain("Scheduler hit an exception");
-    // JAX's coordination service notices the missing task after the heartbeat timeout (4 s here).
-    for (const i of [0, 2, 3])
-      await waitFor(at(ranks, i), /Terminating process because the JAX distributed service detected fatal errors/, 20_000);
+    // JAX's coordination service notices the missing task after the heartbeat timeout (4 s here). The other
+    // ranks learn it from the coordinator, or, when the coordinator is slow to answer (a loaded machine), give
+    // up on its heartbeat first: both are how a real client ends (xla client.h).
+    await waitFor(r0, /Terminating process because the JAX distributed service detected fatal errors/, 20_000);
+    for (const i of [2, 3]) {
+      await waitFor(
+        at(ranks, i),
+        /Terminating process because (the JAX distributed service detected fatal errors|of missing heartbeat response from the coordinator)/,
+        20_000,
+      );
+    }
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3500);
     expect(r0.output()).toContain("task:1 heartbeat timeout");
     await waitFor(r0, /Child process unexpectedly failed with exitcode=256\. pid=\d+/);

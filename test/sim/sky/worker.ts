@@ -2,7 +2,7 @@
 // of faults.json), then submits the job. It runs detached in its own session so that the client can be
 // interrupted without stopping it; `sky api cancel` kills it. Spec (with secrets) arrives on stdin.
 import { createPublicKey, generateKeyPairSync, randomBytes, randomInt, randomUUID } from "node:crypto";
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHosts, killHosts, type HostSpec } from "../hosts.js";
 import { readFaults, readState, updateState, type SimCluster, type SimSlice } from "../state.js";
@@ -522,11 +522,14 @@ async function relaunchExisting(spec: LaunchSpec, existing: SimCluster, log: (li
 
 // skypilot-org/skypilot sky/utils/auth_utils.py get_or_generate_keys: one RSA-2048 key pair per user hash (sky-key, sky-key.pub under
 // ~/.sky/clients/<user_hash>/ssh on the API server), reused for every cluster of that user. The private key is
-// PKCS#1 PEM and the public key OpenSSH, both .strip()ped: no trailing newline (_generate_rsa_key_pair).
+// PKCS#1 PEM and the public key OpenSSH, both .strip()ped: no trailing newline (_generate_rsa_key_pair). SkyPilot
+// generates under a file lock, so two launches at once get one key; here the pair lands by link(2), which
+// only one writer wins, and a loser waits for the winner's pair.
 export function getOrGenerateKeys(root: string, userHash: string): { keyPath: string; pubKey: string } {
   const dir = join(serverDir(root), "clients", userHash, "ssh");
   const keyPath = join(dir, "sky-key");
-  if (existsSync(keyPath) && existsSync(`${keyPath}.pub`)) return { keyPath, pubKey: readFileSync(`${keyPath}.pub`, "utf8") };
+  const ready = () => existsSync(keyPath) && existsSync(`${keyPath}.pub`);
+  if (ready()) return { keyPath, pubKey: readFileSync(`${keyPath}.pub`, "utf8") };
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const { privateKey, publicKey } = generateKeyPairSync("rsa", {
     modulusLength: 2048,
@@ -535,9 +538,22 @@ export function getOrGenerateKeys(root: string, userHash: string): { keyPath: st
     publicKeyEncoding: { type: "spki", format: "der" },
   });
   const pubKey = openSshRsa(createPublicKey({ key: publicKey, format: "der", type: "spki" }).export({ format: "jwk" }));
-  writeFileSync(`${keyPath}.pub`, pubKey, { mode: 0o644 });
-  writeFileSync(keyPath, privateKey.trim(), { mode: 0o600 });
-  return { keyPath, pubKey };
+  const tmp = `${keyPath}.${process.pid}.${randomBytes(4).toString("hex")}`;
+  writeFileSync(`${tmp}.pub`, pubKey, { mode: 0o644 });
+  writeFileSync(tmp, privateKey.trim(), { mode: 0o600 });
+  try {
+    linkSync(`${tmp}.pub`, `${keyPath}.pub`);
+    linkSync(tmp, keyPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    // Another launch won: use its pair once both halves are there.
+    const until = Date.now() + 10_000;
+    while (!ready() && Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  } finally {
+    rmSync(tmp, { force: true });
+    rmSync(`${tmp}.pub`, { force: true });
+  }
+  return { keyPath, pubKey: readFileSync(`${keyPath}.pub`, "utf8") };
 }
 
 // The OpenSSH public key line for an RSA key (RFC 4253 "ssh-rsa" blob), without a comment.
