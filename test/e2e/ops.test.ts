@@ -76,6 +76,23 @@ describe("operations", () => {
     expect(Object.values(s.hosts).filter((h) => h.alive)).toEqual([]);
   });
 
+  it("sky down fails as GCP teardown does (exit 0, the cluster still listed): down says not verified, keeps the state, and succeeds once it can", async () => {
+    expect((await e2e.cli(["up", "-n", "stubborn", "--nodes", "1"])).code).toBe(0);
+    await e2e.sim.setFaults({ sky: { downFail: { clusters: ["stubborn"] } } });
+    const r = await e2e.cli(["down", "stubborn", "-y", "--json"]);
+    expect(r.code, r.stdout).toBe(1);
+    const err = (r.json as { error: { code: string; message: string } }).error;
+    expect(err.code).toBe("not_verified");
+    expect(err.message).toContain("stubborn");
+    expect(e2e.state("stubborn")).toBeDefined(); // the slice may still bill: its record stays
+    expect((await e2e.sim.state()).clusters.stubborn).toBeDefined();
+    await e2e.sim.setFaults({});
+    const again = await e2e.cli(["down", "stubborn", "-y"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(e2e.state("stubborn")).toBeUndefined();
+    expect((await e2e.sim.state()).clusters.stubborn).toBeUndefined();
+  });
+
   it("destructive commands refuse to run without -y when there is no terminal", async () => {
     const r = await e2e.cli(["down", "ghost"]);
     expect(r.code).toBe(2);
