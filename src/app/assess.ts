@@ -70,7 +70,12 @@ async function tpuNodes(ctx: AppContext, project: string, zone: string, nameOnCl
 async function skyView(ctx: AppContext, cluster: string, refresh: boolean): Promise<NonNullable<Evidence["sky"]>> {
   try {
     const rec = await skyRecord(ctx, cluster, { refresh });
-    return rec ? { status: rec.status } : "missing";
+    if (!rec) return "missing";
+    return {
+      status: rec.status,
+      ...(rec.init_kind ? { initKind: rec.init_kind } : {}),
+      ...(rec.init_status_reason ? { initReason: rec.init_status_reason } : {}),
+    };
   } catch (err) {
     if (!(err instanceof TpuDeployError) || err.code === "interrupted") throw err;
     return { unavailable: err.message.split("\n")[0] ?? err.message };

@@ -22,7 +22,8 @@ export interface ReplicaStatus {
   spot: boolean;
   /** When it reached its status (serving since, or the last event about it). */
   since: string | null;
-  sky: { status: string | null; nameOnCloud: string | null };
+  /** initKind/initReason: newer SkyPilot's init_kind and init_status_reason for an INIT cluster, else null. */
+  sky: { status: string | null; nameOnCloud: string | null; initKind: string | null; initReason: string | null };
   tpuNodes: { name: string; state: string }[] | null;
   hosts: {
     rank: number;
@@ -49,7 +50,7 @@ export interface DeploymentStatus extends Omit<ReplicaStatus, "replica" | "clust
   relaunches: number;
   history: HistoryEvent[];
   // Replica 0's, at the top as before replicas.
-  cluster: { status: string | null; nameOnCloud: string | null };
+  cluster: ReplicaStatus["sky"];
 }
 
 export async function statusOf(ctx: AppContext, states: DeploymentState[]): Promise<DeploymentStatus[]> {
@@ -152,7 +153,7 @@ async function replicaStatus(
     zone: r.zone ?? null,
     spot: r.spot,
     since: status === "serving" ? (r.servingSince ?? null) : (lastAbout?.at ?? null),
-    sky: { status: rec?.status ?? null, nameOnCloud },
+    sky: { status: rec?.status ?? null, nameOnCloud, initKind: rec?.init_kind ?? null, initReason: rec?.init_status_reason ?? null },
     tpuNodes,
     hosts,
     health,
@@ -174,8 +175,8 @@ function deploymentStatus(state: DeploymentState, replicas: ReplicaStatus[]): De
     phase: overallPhase(state),
     zone: first?.zone ?? null,
     spot: first?.spot ?? state.config.tpu.spot,
-    sky: first?.sky ?? { status: null, nameOnCloud: null },
-    cluster: first?.sky ?? { status: null, nameOnCloud: null },
+    sky: first?.sky ?? { status: null, nameOnCloud: null, initKind: null, initReason: null },
+    cluster: first?.sky ?? { status: null, nameOnCloud: null, initKind: null, initReason: null },
     tpuNodes: first?.tpuNodes ?? null,
     hosts: first?.hosts ?? [],
     health:

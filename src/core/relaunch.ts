@@ -5,8 +5,12 @@ import type { Phase, RelaunchState } from "./state.js";
 
 /** no-scheduler: the main process runs but its scheduler child is gone (the rank serves nothing). */
 export type ProcessState = "running" | "dead" | "no-scheduler" | "unreachable" | "not started";
-/** What `sky status` said of the cluster; `unavailable` when it could not be read at all. */
-export type SkyView = { status: string } | "missing" | { unavailable: string };
+/**
+ * What `sky status` said of the cluster; `unavailable` when it could not be read at all. `initKind` and
+ * `initReason`: newer SkyPilot's `init_kind` ("launching" | "unhealthy") and `init_status_reason` for an INIT
+ * cluster (docs/upstream/skypilot-seams.md §1); absent on builds that do not send them.
+ */
+export type SkyView = { status: string; initKind?: string; initReason?: string } | "missing" | { unavailable: string };
 
 export interface Evidence {
   /** The Cloud TPU API serves this slice (v6e, a project, a known zone and cluster name on the cloud). */
@@ -82,6 +86,8 @@ export function decide(ev: Evidence): Decision {
       const skyWhy = unavailable(sky);
       if (skyWhy !== undefined) return verdict("unknown", `no TPU node of the cluster, and sky status -r could not be read (${skyWhy})`);
       if (sky === "missing") return lostVerdict(ev, "the Cloud TPU API and sky status -r");
+      const view = sky as Exclude<SkyView, "missing" | { unavailable: string }>;
+      if (view.status === "INIT" && view.initKind === "launching") return initVerdict(view);
       return verdict(
         "unknown",
         `no TPU node of the cluster in the Cloud TPU API, but sky status -r says ${(sky as { status: string }).status}`,
@@ -103,11 +109,30 @@ export function decide(ev: Evidence): Decision {
   const sky = ev.skyRefreshed;
   if (unavailable(sky) !== undefined) return verdict("unknown", `sky status -r could not be read (${unavailable(sky)})`);
   if (sky === "missing") return lostVerdict(ev, "sky status -r");
-  const status = (sky as { status: string }).status;
-  if (status === "UP") return onLiveSlice(ev);
+  const view = sky as Exclude<SkyView, "missing" | { unavailable: string }>;
+  if (view.status === "UP") return onLiveSlice(ev);
+  return initVerdict(view);
+}
+
+/**
+ * A cluster SkyPilot does not call UP, without the Cloud TPU API. Where SkyPilot says why it is INIT, a launch
+ * still in progress (another run's, or SkyPilot's own retry) is left to finish; an abnormal one is named with
+ * SkyPilot's reason. Neither is proof the slice is gone, so neither is relaunched (fail safe).
+ */
+function initVerdict(view: { status: string; initKind?: string; initReason?: string }): Decision {
+  const reason = view.initReason ? ` (${view.initReason})` : "";
+  if (view.status === "INIT" && view.initKind === "launching") {
+    return verdict("starting", `SkyPilot reports the cluster still launching${reason}: waiting for it`);
+  }
+  if (view.status === "INIT" && view.initKind === "unhealthy") {
+    return verdict(
+      "unknown",
+      `SkyPilot reports the cluster unhealthy${reason}; without the Cloud TPU API tpu-deploy cannot tell a lost host from a failed check, so nothing is done: look with \`sky status -r\`, or \`tpu-deploy down\` and \`up\` to replace it`,
+    );
+  }
   return verdict(
     "unknown",
-    `sky status -r says ${status}: a host may be lost, or SkyPilot's own SSH check failed on a network blip; without the Cloud TPU API tpu-deploy cannot tell which, so nothing is done`,
+    `sky status -r says ${view.status}: a host may be lost, or SkyPilot's own SSH check failed on a network blip; without the Cloud TPU API tpu-deploy cannot tell which, so nothing is done`,
   );
 }
 

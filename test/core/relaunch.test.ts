@@ -171,6 +171,36 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
       probes: ["sky-status", "sky-refresh"],
       verdict: "unknown",
     },
+    // Newer SkyPilot says why a cluster is INIT (init_kind): a launch in progress is waited for, an
+    // abnormal one is named and held; neither is relaunched.
+    {
+      what: "v7 INIT, refreshed INIT that SkyPilot calls launching: wait",
+      world: { apiServes: false, sky: INIT, skyRefreshed: { status: "INIT", initKind: "launching", initReason: "Retrying provisioning after 30s" } },
+      probes: ["sky-status", "sky-refresh"],
+      verdict: "starting",
+    },
+    {
+      what: "v7 INIT, refreshed INIT that SkyPilot calls unhealthy: hold",
+      world: {
+        apiServes: false,
+        sky: INIT,
+        skyRefreshed: { status: "INIT", initKind: "unhealthy", initReason: "Cluster is abnormal because one or more nodes terminated." },
+      },
+      probes: ["sky-status", "sky-refresh"],
+      verdict: "unknown",
+    },
+    {
+      what: "no TPU node yet while SkyPilot says launching: wait",
+      world: { nodes: [], skyRefreshed: { status: "INIT", initKind: "launching" } },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "starting",
+    },
+    {
+      what: "no TPU node while SkyPilot calls the INIT cluster unhealthy: hold",
+      world: { nodes: [], skyRefreshed: { status: "INIT", initKind: "unhealthy" } },
+      probes: ["tpu-nodes", "sky-refresh"],
+      verdict: "unknown",
+    },
     {
       what: "v7 INIT, refreshed UP: on to the servers",
       world: { apiServes: false, sky: INIT, skyRefreshed: UP, health: "ok" },

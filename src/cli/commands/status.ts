@@ -21,7 +21,7 @@ export async function statusCommand(opts: OutputFlags, args: string[], run: RunC
         for (const r of d.replicas) {
           const since = r.since ? ` since ${r.since}` : "";
           out.write(
-            `  ${many ? `replica ${r.replica} ` : ""}${r.cluster}: ${r.status}${since} in ${r.zone ?? "?"}, cluster ${r.sky.status ?? "gone"}, phase ${r.phase}\n`,
+            `  ${many ? `replica ${r.replica} ` : ""}${r.cluster}: ${r.status}${since} in ${r.zone ?? "?"}, cluster ${r.sky.status ?? "gone"}${r.sky.initKind ? ` (${r.sky.initKind}${r.sky.initReason ? `: ${r.sky.initReason}` : ""})` : ""}, phase ${r.phase}\n`,
           );
           if (r.legacyLayout) out.write(`    made as ${r.legacyLayout}: tpu-deploy up --recreate replaces it\n`);
           if (r.tpuNodes) for (const n of r.tpuNodes) out.write(`    tpu node ${n.name.split("/").at(-1)}: ${n.state}\n`);
