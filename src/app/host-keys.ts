@@ -113,8 +113,9 @@ export function hostKeyChangedError(name: string, errors: readonly SshError[]): 
     cause: errors[0],
     hint:
       `Nothing was sent to ${errors.length === 1 ? "that host" : "those hosts"}. Someone may be intercepting the connection, or the address ` +
-      `now belongs to another machine. If ${name}'s hosts were re-created outside tpu-deploy, \`tpu-deploy down ${name}\` then ` +
-      "`tpu-deploy up` start again on fresh hosts whose keys are checked; otherwise treat it as a security incident.",
+      `now belongs to another machine. If ${name}'s hosts were re-created outside tpu-deploy, \`tpu-deploy down ${name}\` ` +
+      "(`--replica R` for that replica only) then `tpu-deploy up` start again on fresh hosts whose keys are checked; " +
+      "otherwise treat it as a security incident.",
   });
 }
 
