@@ -124,8 +124,9 @@ export class SkyError extends TpuDeployError {
 }
 
 export type SshStage = "connect" | "auth" | "exec" | "forward" | "timeout";
-// Why a step failed, when the caller must tell cases apart (a refused forward means "still starting").
-export type SshFailure = "refused" | "unreachable" | "prohibited" | "lost" | "cancelled";
+// Why a step failed, when the caller must tell cases apart (a refused forward means "still starting";
+// host-key: the host offered a key other than the pinned one, and nothing was sent to it).
+export type SshFailure = "refused" | "unreachable" | "prohibited" | "lost" | "cancelled" | "host-key";
 
 // A step cancelled by the run's signal is an interruption (exit 130), not an SSH failure.
 export class SshError extends TpuDeployError {

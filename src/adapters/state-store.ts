@@ -25,7 +25,7 @@ import { NAME_PATTERN, resolveSpec } from "../core/config.js";
 import { checkName, stateHome } from "../core/paths.js";
 import { judgeLock, type LockInfo, parseLockInfo } from "../core/lock.js";
 import { deriveInstallationId, INSTALLATION_ID } from "../core/ownership.js";
-import { type DeploymentState, parseState, serializeState } from "../core/state.js";
+import { type DeploymentState, keepPinnedHostKeys, parseState, serializeState } from "../core/state.js";
 import { LockedError, OperationError, UsageError } from "../errors.js";
 
 export { checkName };
@@ -109,12 +109,19 @@ function bootId(): string | undefined {
 
 export class StateStore {
   private readonly now: () => Date;
+  /** Deployments whose lock this process holds (this store's own lock() calls). */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly env: NodeJS.ProcessEnv,
     opts: StateStoreOptions = {},
   ) {
     this.now = opts.now ?? (() => new Date());
+  }
+
+  /** Whether this process holds the deployment's lock, so it may write the state without taking it. */
+  holds(name: string): boolean {
+    return this.held.has(name);
   }
 
   private root(): string {
@@ -238,7 +245,18 @@ export class StateStore {
   }
 
   write(state: DeploymentState): void {
-    writeFileAtomic(this.path(state.name), serializeState(state, new Date()));
+    // Host keys pinned since the writer read its copy (a status that met a host first, in any replica) are kept.
+    writeFileAtomic(this.path(state.name), serializeState(keepPinnedHostKeys(this.onDisk(state.name), state), new Date()));
+  }
+
+  /** The stored state as it is on disk now, unresolved; undefined when absent or damaged (then replaced whole). */
+  private onDisk(name: string): Pick<DeploymentState, "replicas"> | undefined {
+    try {
+      const parsed = parseState(readFileSync(this.path(name), "utf8"));
+      return parsed.ok ? parsed.state : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   remove(name: string): void {
@@ -302,12 +320,14 @@ export class StateStore {
       try {
         linkSync(tmp, path);
         let released = false;
+        this.held.add(name);
         return {
           tookOverFrom,
           tookOverBecause,
           release: () => {
             if (released) return;
             released = true;
+            this.held.delete(name);
             try {
               if (parseLockInfo(readFileSync(path, "utf8"))?.pid === process.pid) unlinkSync(path);
             } catch {

@@ -64,8 +64,22 @@ export interface TpuNode {
   endpoints: TpuEndpoint[];
 }
 
+/** One entry of GetGuestAttributes: entry i is worker i (the response carries no worker id). */
+export interface TpuGuestAttributes {
+  queryPath: string;
+  queryValue: { items: { namespace: string; key: string; value: string }[] };
+}
+
 export interface TpuApi {
   listNodes(project: string, zone: string): Promise<TpuNode[]>;
+  /**
+   * The node's guest attributes, one entry per worker in worker order (all workers unless workerIds).
+   * Without a queryPath every namespace comes back, which is how gcloud asks for TPU VM host keys.
+   */
+  getGuestAttributes(
+    nodeName: string,
+    opts?: { queryPath?: string; workerIds?: string[]; signal?: AbortSignal },
+  ): Promise<TpuGuestAttributes[]>;
   /** null when the node does not exist. */
   getNode(name: string): Promise<TpuNode | null>;
   /** Resolves once the node is gone (also when it was already gone). Aborting stops waiting, not the deletion. */
@@ -223,6 +237,20 @@ export async function createTpuApi(env: NodeJS.ProcessEnv, opts: TpuApiOptions =
         if (err instanceof TpuApiError && err.status === "NOT_FOUND") return null;
         throw err;
       }
+    },
+    async getGuestAttributes(name, { queryPath, workerIds, signal } = {}) {
+      const [res] = await rpc(
+        "getGuestAttributes",
+        name,
+        () => client.getGuestAttributes({ name, ...(queryPath ? { queryPath } : {}), ...(workerIds ? { workerIds } : {}) }, callOpts()),
+        signal,
+      );
+      return (res.guestAttributes ?? []).map((g) => ({
+        queryPath: g.queryPath ?? "",
+        queryValue: {
+          items: (g.queryValue?.items ?? []).map((i) => ({ namespace: i.namespace ?? "", key: i.key ?? "", value: i.value ?? "" })),
+        },
+      }));
     },
     async deleteNode(name, { signal } = {}) {
       // NOT_FOUND: already gone, which is what the caller wants.

@@ -46,7 +46,7 @@ export async function assess(ctx: AppContext, state: DeploymentState, replica: R
         ev.health = await probeHealth(ctx, state, replica);
         break;
       case "processes":
-        ev.processes = await probeProcesses(ctx, replica);
+        ev.processes = await probeProcesses(ctx, state.name, replica);
         break;
       case "health-confirm":
         ev.healthConfirmed = await confirmFailing(ctx, state, replica);
@@ -83,7 +83,7 @@ async function skyView(ctx: AppContext, cluster: string, refresh: boolean): Prom
 }
 
 async function probeHealth(ctx: AppContext, state: DeploymentState, replica: ReplicaState): Promise<Evidence["health"]> {
-  const h = await probeRank0(ctx, replica.hosts, state.config.server.port, { generateTimeoutMs: 30_000 });
+  const h = await probeRank0(ctx, state.name, replica.hosts, state.config.server.port, { generateTimeoutMs: 30_000 });
   return h.kind === "serving" ? "ok" : h.kind === "wedged" ? "failing" : h.kind === "no-listener" ? "no-listener" : "unreachable";
 }
 
@@ -99,9 +99,9 @@ async function confirmFailing(ctx: AppContext, state: DeploymentState, replica: 
   return "failing";
 }
 
-async function probeProcesses(ctx: AppContext, replica: ReplicaState): Promise<ProcessState[]> {
+async function probeProcesses(ctx: AppContext, name: string, replica: ReplicaState): Promise<ProcessState[]> {
   const hosts = [...replica.hosts].sort((a, b) => a.rank - b.rank);
-  const hs = await sessionsFor(ctx, hosts, 15_000);
+  const hs = await sessionsFor(ctx, name, hosts, { timeoutMs: 15_000 });
   try {
     return await Promise.all(
       hosts.map(async (h): Promise<ProcessState> => {

@@ -12,6 +12,7 @@ import { type ReplicaState, serverKey } from "../core/state.js";
 import { OperationError, TpuDeployError } from "../errors.js";
 import { type AppContext, interruptedFrom, withSignal } from "./context.js";
 import { discoverCluster, skyRecord } from "./discover.js";
+import { firstUseNotice, isHostKeyChange } from "./host-keys.js";
 import { launchWithFailover } from "./launch.js";
 import { checkLibtpuPort, checkPorts } from "./port-check.js";
 import { probeRank0 } from "./probe.js";
@@ -60,7 +61,7 @@ export async function deployReplica(ctx: AppContext, run: ReplicaRun): Promise<R
       phase(`cluster ${replica.cluster} is up in ${rep().zone}: reusing it`);
       const unchanged = rep().phase === "serving" && run.previous !== undefined && serverKey(run.previous) === serverKey(config);
       if (unchanged && !run.forceRestart) {
-        const health = await probeRank0(ctx, rep().hosts, config.server.port, { generateTimeoutMs: 60_000 });
+        const health = await probeRank0(ctx, config.name, rep().hosts, config.server.port, { generateTimeoutMs: 60_000 });
         if (health.kind === "serving") {
           phase("already serving with these settings: nothing to do");
           run.onStarted?.();
@@ -77,7 +78,7 @@ export async function deployReplica(ctx: AppContext, run: ReplicaRun): Promise<R
 
     // 2. Find the hosts and their ranks.
     phase("finding hosts");
-    const found = await discoverCluster(ctx, config, replica.cluster, rep().zone);
+    const found = await discoverCluster(ctx, config, replica.cluster, rep().zone, rep().hosts);
     sessions = found.sessions;
     const hostsNow = toHostRecords(found.hosts);
     const dist = distInitAddrOf(found.hosts, config.server.distPort);
@@ -89,8 +90,10 @@ export async function deployReplica(ctx: AppContext, run: ReplicaRun): Promise<R
       startTime: previous.get(h.sshAlias + h.externalIp)?.startTime,
     }));
     save((r) => ({ ...r, phase: "starting", nameOnCloud: found.nameOnCloud, hosts: withOld, distInitAddr: dist }));
+    if (found.firstUse.length > 0) holder.event({ event: "host-keys-first-use", replica: i, detail: firstUseNotice(found.firstUse) });
+    const checked = found.hosts.every((h) => h.hostKeysFrom === "tpu-api") ? ", host keys checked against it" : "";
     ctx.report.info(
-      `  ${tag}${found.hosts.length} host(s), worker numbers from the ${found.source === "tpu-api" ? "Cloud TPU API" : "metadata server"}${found.hosts.length > 1 ? `; --dist-init-addr ${dist}` : ""}`,
+      `  ${tag}${found.hosts.length} host(s), worker numbers from the ${found.source === "tpu-api" ? `Cloud TPU API${checked}` : "metadata server"}${found.hosts.length > 1 ? `; --dist-init-addr ${dist}` : ""}`,
     );
 
     // 3. Stop what an earlier run started, then prove the rendezvous ports are open.
@@ -247,9 +250,12 @@ async function onFailure(
   } catch (cleanupErr) {
     ctx.report.warn(`cleanup failed: ${(cleanupErr as Error).message}; check with tpu-deploy status ${config.name}`);
   }
+  // A host that failed its key check stopped the run before anything was sent or stopped: the replica is
+  // as it was (its servers, if any, still run), and the proxy keeps treating its head as one.
+  const untouched = isHostKeyChange(err) && !how.interrupted;
   holder.updateReplica(i, (r) => ({
     ...r,
-    phase: r.phase === "launching" && !how.interrupted ? "launching" : "failed",
+    phase: untouched || (r.phase === "launching" && !how.interrupted) ? r.phase : "failed",
     lastError: { code, message: (e?.message ?? String(err)).slice(0, 2000) },
   }));
   holder.event({ event: how.interrupted ? "interrupted" : "failed", replica: i, detail: code });

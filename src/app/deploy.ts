@@ -211,10 +211,13 @@ export function clusterRefOf(state: DeploymentState, r: ReplicaState): Parameter
   };
 }
 
-/** Before a replica's cluster is torn down: stop its servers on whichever hosts still answer. */
+/**
+ * Before a replica's cluster is torn down: stop its servers on whichever hosts still answer. A host whose
+ * key changed is left alone (nothing is stopped there); the teardown removes it anyway.
+ */
 export async function stopQuietly(ctx: AppContext, name: string, r: ReplicaState): Promise<void> {
   if (r.hosts.length === 0) return;
-  const hs = await sessionsFor(ctx, r.hosts, 15_000);
+  const hs = await sessionsFor(ctx, name, r.hosts, { timeoutMs: 15_000, onHostKeyChanged: "skip" });
   try {
     const reachable = r.hosts.filter((h) => hs.sessions.has(h.sshAlias));
     await stopServers(hs.sessions, name, reachable, 5).catch(() => undefined);

@@ -7,11 +7,24 @@ import { closeSessions, connectAll } from "../adapters/ssh/connection.js";
 import type { HostSession } from "../adapters/ssh/session.js";
 import { nodesOfCluster, type TpuNode } from "../adapters/tpu-api.js";
 import type { Config } from "../core/config.js";
-import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost } from "../core/ranks.js";
-import type { SshTarget } from "../core/ssh-target.js";
+import { formatDuration } from "../core/duration.js";
+import type { HostKey, HostKeyPolicy, HostKeySource } from "../core/host-keys.js";
+import { assignRanks, type HostIdentity, isIpv4, joinWithTpuNodes, type RankedHost, type SkyHost } from "../core/ranks.js";
 import { metadataCommand, sliceOfInstance } from "../core/remote.js";
-import { CloudApiError, OperationError } from "../errors.js";
+import type { SshTarget } from "../core/ssh-target.js";
+import { type HostRecord, hostIdentity } from "../core/state.js";
+import { CloudApiError, OperationError, type SshError } from "../errors.js";
 import type { AppContext } from "./context.js";
+import {
+  type ApiKeys,
+  discoveredPolicy,
+  type FirstUse,
+  firstUseNotice,
+  hostKeyChangedError,
+  hostKeysFromTpuApi,
+  pinnedAfter,
+  withPinsOnDisk,
+} from "./host-keys.js";
 
 // What the metadata probe prints (core/remote.ts METADATA_PY).
 const metadataAnswer = z.object({
@@ -22,13 +35,21 @@ const metadataAnswer = z.object({
   tried: z.array(z.string()),
 });
 
+/** A ranked host with the host keys its connection was checked against (or trusted on first use). */
+export interface DiscoveredHost extends RankedHost {
+  hostKeys: HostKey[];
+  hostKeysFrom: HostKeySource;
+}
+
 export interface Discovered {
   record: SkyClusterRecord;
   nameOnCloud: string;
-  hosts: RankedHost[];
+  hosts: DiscoveredHost[];
   sessions: Map<string, HostSession>;
   source: "tpu-api" | "metadata";
   tpuNodes: TpuNode[];
+  /** Hosts trusted on first use just now (already warned about); the caller records it in the history. */
+  firstUse: FirstUse[];
 }
 
 export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?: boolean } = {}): Promise<SkyClusterRecord | undefined> {
@@ -37,16 +58,21 @@ export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?:
   return records.find((r) => r.name === name);
 }
 
-export async function connectSessions(ctx: AppContext, targets: readonly SshTarget[]): Promise<Map<string, HostSession>> {
+/** `name`: the deployment, named in the error when a host's key is not the pinned one. */
+export async function connectSessions(ctx: AppContext, name: string, targets: readonly SshTarget[]): Promise<Map<string, HostSession>> {
   const results = await connectAll(targets, { concurrency: 16, timeoutMs: 30_000, signal: ctx.signal });
   const sessions = new Map<string, HostSession>();
   const failures: string[] = [];
+  const keyChanged: SshError[] = [];
   for (const r of results) {
     if (r.kind === "ok") sessions.set(r.host, r.session);
+    else if (r.error.reason === "host-key") keyChanged.push(r.error);
     else failures.push(`${r.host}: ${r.error.message} (${r.error.hint})`);
   }
-  if (failures.length > 0) {
+  if (failures.length > 0 || keyChanged.length > 0) {
     await closeSessions([...sessions.values()]);
+    // A changed key is the one failure that must not read like "the host is down".
+    if (keyChanged.length > 0) throw hostKeyChangedError(name, keyChanged);
     throw new OperationError(
       "ssh_failed",
       `cannot reach ${failures.length} of ${targets.length} host(s) over SSH:\n  ${failures.join("\n  ")}`,
@@ -87,8 +113,18 @@ async function identitiesFromMetadata(ctx: AppContext, sessions: Map<string, Hos
   return identities;
 }
 
-/** The hosts of one replica's cluster, ranked by TPU worker number, with an open SSH session to each. */
-export async function discoverCluster(ctx: AppContext, config: Config, cluster: string, zone: string | undefined): Promise<Discovered> {
+/**
+ * The hosts of one replica's cluster, ranked by TPU worker number, with an open SSH session to each whose
+ * host key was checked. `recorded`: the hosts the state already knows for this replica, whose pinned keys
+ * count where the Cloud TPU API has none.
+ */
+export async function discoverCluster(
+  ctx: AppContext,
+  config: Config,
+  cluster: string,
+  zone: string | undefined,
+  recorded: readonly HostRecord[] = [],
+): Promise<Discovered> {
   const name = cluster;
   const record = await skyRecord(ctx, name);
   if (!record) {
@@ -107,6 +143,9 @@ export async function discoverCluster(ctx: AppContext, config: Config, cluster: 
   let identities: Map<string, HostIdentity> | undefined;
   let source: Discovered["source"] = "metadata";
   let tpuNodes: TpuNode[] = [];
+  // Why the Cloud TPU API cannot vouch for the hosts' keys, unless it can.
+  let noApi =
+    config.tpu.generation === "v7" ? "the Cloud TPU API does not serve TPU7x hosts" : "no project and zone to ask the Cloud TPU API";
   const project = config.tpu.project;
   if (config.tpu.generation === "v6e" && project && zone && nameOnCloud) {
     try {
@@ -123,15 +162,42 @@ export async function discoverCluster(ctx: AppContext, config: Config, cluster: 
         // Reached through a ProxyCommand (Docker images: HostName localhost): SSH addresses are not the
         // endpoints' addresses, so each host is asked instead.
         ctx.report.debug(`hosts behind a ProxyCommand: ${joined.errors.join("; ")}`);
+        noApi = "reached through a ProxyCommand, the hosts cannot be matched to TPU workers before connecting";
       } else {
         throw new OperationError("hosts_mismatch", joined.errors.join("; "));
       }
     } catch (err) {
       if (!(err instanceof CloudApiError)) throw err;
       ctx.report.warn(`Cloud TPU API unavailable (${err.message}); reading worker numbers from each host's metadata server`);
+      noApi = `Cloud TPU API unavailable: ${err.message}`;
     }
   }
-  const sessions = await connectSessions(ctx, targets);
+
+  // Pins made since the caller read its copy (a probe earlier in this run) count as well.
+  const pins = new Map(withPinsOnDisk(ctx, config.name, recorded).map((h) => [hostIdentity(h), h]));
+  const recordedOf = (t: SkyHost): HostRecord | undefined =>
+    pins.get(hostIdentity({ sshAlias: t.alias, externalIp: t.hostName, port: t.port }));
+  const waitMs = config.launch.hostKeyWaitMs;
+  let apiKeys = new Map<string, ApiKeys>();
+  if (identities) {
+    const workers = new Map([...identities].map(([alias, id]) => [alias, { node: id.sliceKey, workerId: id.workerId }]));
+    // Hosts pinned earlier need not wait for keys that may never come; new hosts do.
+    const waitFor = new Set(targets.filter((t) => !recordedOf(t)?.hostKeys?.length).map((t) => t.alias));
+    apiKeys = await hostKeysFromTpuApi(ctx, workers, { waitMs, waitFor });
+  }
+  const policies = new Map(targets.map((t): [string, HostKeyPolicy] => [t.alias, discoveredPolicy(apiKeys.get(t.alias), recordedOf(t))]));
+  const whyFirstUse = (alias: string): string => {
+    const a = apiKeys.get(alias);
+    if (a?.kind === "error") return a.why;
+    if (a?.kind === "missing") return `the Cloud TPU API showed none within ${formatDuration(waitMs)} (launch.hostKeyWait)`;
+    return noApi;
+  };
+
+  const sessions = await connectSessions(
+    ctx,
+    config.name,
+    targets.map((t) => ({ ...t, hostKeys: policies.get(t.alias) ?? { kind: "first-use" } })),
+  );
   try {
     // Without the Cloud TPU API (TPU7x, no project, or hosts behind a ProxyCommand whose HostName is not
     // their address): each host says who it is, and its instance name which slice it is in.
@@ -142,7 +208,15 @@ export async function discoverCluster(ctx: AppContext, config: Config, cluster: 
         hint: `inspect with \`sky status -v ${name}\`; if the cluster is damaged, \`tpu-deploy down ${config.name}\` and up again`,
       });
     }
-    return { record, nameOnCloud, hosts: ranked.hosts, sessions, source, tpuNodes };
+    const firstUse: FirstUse[] = [];
+    const hosts = ranked.hosts.map((h): DiscoveredHost => {
+      const policy = policies.get(h.alias) ?? { kind: "first-use" };
+      const offered = sessions.get(h.alias)?.hostKey;
+      if (policy.kind === "first-use" && offered) firstUse.push({ alias: h.alias, key: offered, why: whyFirstUse(h.alias) });
+      return { ...h, ...pinnedAfter(policy, offered) };
+    });
+    if (firstUse.length > 0) ctx.report.warn(firstUseNotice(firstUse));
+    return { record, nameOnCloud, hosts, sessions, source, tpuNodes, firstUse };
   } catch (err) {
     await closeSessions([...sessions.values()]);
     throw err;

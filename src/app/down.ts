@@ -97,7 +97,8 @@ export async function downDeployment(
 async function stopReplicaServers(ctx: AppContext, name: string, r: ReplicaState): Promise<void> {
   if (!r.hosts.some((h) => h.pgid !== undefined)) return;
   ctx.report.info(`stopping the servers on ${r.hosts.length} host(s) of ${r.cluster}`);
-  const hs = await sessionsFor(ctx, r.hosts, 10_000);
+  // A host whose key changed is left alone (nothing is stopped there); the teardown below removes it anyway.
+  const hs = await sessionsFor(ctx, name, r.hosts, { timeoutMs: 10_000, onHostKeyChanged: "skip" });
   try {
     if (hs.unreachable.length > 0) ctx.report.debug(`unreachable: ${hs.unreachable.map((u) => u.host.sshAlias).join(", ")}`);
     const reachable = r.hosts.filter((h) => hs.sessions.has(h.sshAlias));

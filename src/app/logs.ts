@@ -32,7 +32,7 @@ export async function readLogs(
   const which = opts.rank === "all" ? all : all.filter((h) => h.rank === opts.rank);
   if (which.length === 0) throw new UsageError(`--rank ${opts.rank}: ${name} has ranks 0..${Math.max(...all.map((h) => h.rank))}`);
   const secrets = [...knownSecrets(state.config, ctx.env).values()].filter((v) => [...v].length >= MIN_SECRET_LENGTH);
-  const hs = await sessionsFor(ctx, which);
+  const hs = await sessionsFor(ctx, name, which);
   const files = remoteFiles(name);
   try {
     const where = (h: { replica: number; rank: number }) => ({ replica: tagged ? h.replica : undefined, rank: h.rank });

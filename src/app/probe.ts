@@ -18,13 +18,14 @@ export type Rank0Health =
 
 export async function probeRank0(
   ctx: AppContext,
+  name: string,
   hosts: readonly HostRecord[],
   port: number,
   opts: { generateTimeoutMs: number; connectTimeoutMs?: number },
 ): Promise<Rank0Health> {
   const rank0 = hosts.find((h) => h.rank === 0);
   if (!rank0) return { kind: "unreachable", why: "no rank 0 is recorded" };
-  const hs = await sessionsFor(ctx, [rank0], opts.connectTimeoutMs ?? 15_000);
+  const hs = await sessionsFor(ctx, name, [rank0], { timeoutMs: opts.connectTimeoutMs ?? 15_000 });
   try {
     const s = hs.sessions.get(rank0.sshAlias);
     if (!s) return { kind: "unreachable", why: hs.unreachable[0]?.message ?? "no SSH session" };

@@ -13,6 +13,7 @@ import { MIN_SECRET_LENGTH } from "../core/redact.js";
 import type { DeploymentState, HostRecord } from "../core/state.js";
 import { ConfigError, OperationError } from "../errors.js";
 import type { AppContext } from "./context.js";
+import { isHostKeyChange } from "./host-keys.js";
 import { requireReplicas, requireState, sessionsFor } from "./hosts.js";
 
 export interface OpenProxy {
@@ -36,12 +37,19 @@ export async function openProxy(ctx: AppContext, name: string, opts: { listen: L
   const { apiKey, values } = proxySecrets(ctx, state);
   const port = state.config.server.port;
   const recorded = recordedHeads(ctx, name);
-  const links = heads.map((h) => ({ ...h, link: new HeadLink(ctx, () => recorded(h.replica)) }));
+  const links = heads.map((h) => ({ ...h, link: new HeadLink(ctx, name, () => recorded(h.replica)) }));
   const closeLinks = async (): Promise<void> => {
     await Promise.all(links.map((l) => l.link.close()));
   };
   // Every head is tried now, so a wrong host or key fails here rather than on the first request.
   const reached = await Promise.allSettled(links.map((l) => l.link.session()));
+  // A head whose host key changed is not "unreachable for now": the proxy would carry the API key to the
+  // other replicas while an impostor sits at that address. Say so and stop.
+  const keyChanged = reached.find((r): r is PromiseRejectedResult => r.status === "rejected" && isHostKeyChange(r.reason));
+  if (keyChanged) {
+    await closeLinks();
+    throw keyChanged.reason;
+  }
   if (reached.every((r) => r.status === "rejected")) {
     await closeLinks();
     const why = reached.map((r) => (r.status === "rejected" && r.reason instanceof Error ? r.reason.message : "")).join("; ");
@@ -151,6 +159,7 @@ class HeadLink {
 
   constructor(
     private readonly ctx: AppContext,
+    private readonly name: string,
     private readonly head: () => HostRecord | undefined,
   ) {}
 
@@ -169,7 +178,7 @@ class HeadLink {
       this.current = undefined;
       void cur.session.close().catch(() => undefined);
     }
-    this.connecting ??= sessionsFor(this.ctx, [host])
+    this.connecting ??= sessionsFor(this.ctx, this.name, [host])
       .then((hs) => {
         const s = hs.sessions.get(host.sshAlias);
         if (!s) throw new OperationError("ssh_failed", `cannot reach ${host.sshAlias}: ${hs.unreachable[0]?.message ?? "no session"}`);

@@ -185,6 +185,10 @@ async function checkReplica(
     };
   }
   const verdict = await assess(ctx, box.state, r);
+  // The probes may have pinned host keys of a state written before pinning (this run holds the lock, so the
+  // file is the box plus those pins). A host whose key changed made assess throw: nothing is done to it.
+  box.state = requireState(ctx, name);
+  r = replicaOf(box, i);
   const action = actionFor(verdict.kind);
   const seen = { ...base, verdict: verdict.kind, action, nextAttemptAt: null };
   if (action === "none") {

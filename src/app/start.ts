@@ -2,7 +2,6 @@
 import type { HostSession } from "../adapters/ssh/session.js";
 import type { Config } from "../core/config.js";
 import { bindRank, type ReplicaPlan } from "../core/plan.js";
-import type { RankedHost } from "../core/ranks.js";
 import {
   installAndStartCommand,
   MISSING_MARK,
@@ -16,6 +15,7 @@ import {
 import type { HostRecord } from "../core/state.js";
 import { OperationError, PartialFailureError } from "../errors.js";
 import { type AppContext, interruptedFrom, settleEach } from "./context.js";
+import type { DiscoveredHost } from "./discover.js";
 
 export const CONCURRENCY = 32;
 
@@ -26,7 +26,7 @@ export function sessionOf(sessions: Map<string, HostSession>, h: { sshAlias?: st
   return s;
 }
 
-export function toHostRecords(hosts: RankedHost[]): HostRecord[] {
+export function toHostRecords(hosts: DiscoveredHost[]): HostRecord[] {
   return hosts.map((h) => ({
     rank: h.rank,
     slice: h.slice,
@@ -38,6 +38,8 @@ export function toHostRecords(hosts: RankedHost[]): HostRecord[] {
     port: h.port,
     identityFile: h.identityFile,
     ...(h.proxyCommand ? { proxyCommand: h.proxyCommand } : {}),
+    hostKeys: h.hostKeys,
+    hostKeysFrom: h.hostKeysFrom,
   }));
 }
 

@@ -3,8 +3,9 @@
 import { nodesOfCluster } from "../adapters/tpu-api.js";
 import { aliveCommand, parseAlive } from "../core/remote.js";
 import { type DeploymentState, type HistoryEvent, overallPhase, type ReplicaState } from "../core/state.js";
-import { CloudApiError } from "../errors.js";
+import { CloudApiError, TpuDeployError } from "../errors.js";
 import { type AppContext, settleEach } from "./context.js";
+import { isHostKeyChange } from "./host-keys.js";
 import { sessionsFor } from "./hosts.js";
 import { probeRank0 } from "./probe.js";
 import type { SkyClusterRecord } from "../adapters/sky.js";
@@ -36,6 +37,8 @@ export interface ReplicaStatus {
   health: Health;
   uptimeSeconds: number | null;
   lastError: { code: string; message: string } | null;
+  /** Hosts that offered a key other than the pinned one: not talked to, and the command fails. */
+  hostKeysChanged: { code: string; message: string; hint?: string } | null;
   legacyLayout?: string;
 }
 
@@ -108,25 +111,15 @@ async function replicaStatus(
     process: h.pgid ? "unreachable" : "not started",
   }));
   let health: Health = rec ? "unknown" : "down";
+  let hostKeysChanged: ReplicaStatus["hostKeysChanged"] = null;
   if (rec?.status === "UP" && r.hosts.length > 0) {
-    const hs = await sessionsFor(ctx, r.hosts, 10_000);
     try {
-      await Promise.all(
-        r.hosts.map(async (h, i) => {
-          const s = hs.sessions.get(h.sshAlias);
-          const row = hosts[i];
-          if (!s || !h.pgid || !row) return;
-          const x = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000 }).catch(() => undefined);
-          const alive = x ? parseAlive(x.stdout) : undefined;
-          row.process = !x ? "unreachable" : alive === "alive" ? "running" : alive === "no-scheduler" ? "no-scheduler" : "dead";
-        }),
-      );
-    } finally {
-      await hs.close();
+      health = await liveHealth(ctx, state, r, hosts);
+    } catch (err) {
+      // No host of the replica is asked anything once one fails its key check: it shows as recorded, and why.
+      if (!isHostKeyChange(err) || !(err instanceof TpuDeployError)) throw err;
+      hostKeysChanged = { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
     }
-    const p = await probeRank0(ctx, r.hosts, config.server.port, { generateTimeoutMs: 30_000, connectTimeoutMs: 10_000 });
-    health =
-      p.kind === "serving" ? "serving" : p.kind === "wedged" ? "wedged" : hosts.some((x) => x.process === "running") ? "starting" : "down";
   }
   const since = r.servingSince ? Date.parse(r.servingSince) : Number.NaN;
   const lastAbout = state.history.findLast((e) => (e.replica ?? 0) === r.replica);
@@ -159,8 +152,45 @@ async function replicaStatus(
     health,
     uptimeSeconds: health === "serving" && Number.isFinite(since) ? Math.round((ctx.now().getTime() - since) / 1000) : null,
     lastError: r.lastError ?? null,
+    hostKeysChanged,
     ...(r.legacyLayout ? { legacyLayout: r.legacyLayout } : {}),
   };
+}
+
+/** Each rank's process (into the rows) and rank 0's health, over SSH, every host's key checked first. */
+async function liveHealth(ctx: AppContext, state: DeploymentState, r: ReplicaState, rows: ReplicaStatus["hosts"]): Promise<Health> {
+  const hs = await sessionsFor(ctx, state.name, r.hosts, { timeoutMs: 10_000 });
+  try {
+    await Promise.all(
+      r.hosts.map(async (h, i) => {
+        const s = hs.sessions.get(h.sshAlias);
+        const row = rows[i];
+        if (!s || !h.pgid || !row) return;
+        const x = await s.exec(aliveCommand(h.pgid), { timeoutMs: 10_000 }).catch(() => undefined);
+        const alive = x ? parseAlive(x.stdout) : undefined;
+        row.process = !x ? "unreachable" : alive === "alive" ? "running" : alive === "no-scheduler" ? "no-scheduler" : "dead";
+      }),
+    );
+  } finally {
+    await hs.close();
+  }
+  // hs.hosts: with any key just trusted on first use, so rank 0 is checked against it, not trusted again.
+  const p = await probeRank0(ctx, state.name, hs.hosts, state.config.server.port, { generateTimeoutMs: 30_000, connectTimeoutMs: 10_000 });
+  if (p.kind === "serving") return "serving";
+  if (p.kind === "wedged") return "wedged";
+  return rows.some((x) => x.process === "running") ? "starting" : "down";
+}
+
+/** The deployment's host key failures, from every replica: one entry for status to fail on. */
+function hostKeysChangedOf(replicas: readonly ReplicaStatus[]): ReplicaStatus["hostKeysChanged"] {
+  const changed = replicas.flatMap((r) => (r.hostKeysChanged ? [{ replica: r, error: r.hostKeysChanged }] : []));
+  const first = changed[0];
+  if (!first) return null;
+  const message =
+    replicas.length === 1
+      ? first.error.message
+      : changed.map((c) => `replica ${c.replica.replica} (${c.replica.cluster}): ${c.error.message}`).join("\n");
+  return { code: first.error.code, message, ...(first.error.hint ? { hint: first.error.hint } : {}) };
 }
 
 function deploymentStatus(state: DeploymentState, replicas: ReplicaStatus[]): DeploymentStatus {
@@ -191,6 +221,7 @@ function deploymentStatus(state: DeploymentState, replicas: ReplicaStatus[]): De
     preemptions: state.history.filter((e) => e.event === "preempted").length,
     relaunches: state.history.filter((e) => e.event === "relaunched").length,
     lastError: state.lastError ?? first?.lastError ?? null,
+    hostKeysChanged: hostKeysChangedOf(replicas),
     history: state.history.slice(-20),
   };
 }

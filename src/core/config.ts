@@ -148,8 +148,15 @@ const launchSchema = z
   .strictObject({
     timeout: duration.prefault("20m").describe(`how long sky launch may stay pending or provisioning in one zone: ${DURATION_FORM}`),
     template: z.string().min(1).optional().describe("a sky.yaml template to use instead of the built-in one"),
+    // Real hosts publish their keys during first boot, long before sky launch finishes; the wait covers a
+    // late guest agent. Where keys never appear (guest attributes disabled), every `up` pays it once.
+    hostKeyWait: duration
+      .prefault("2m")
+      .describe(
+        `how long to wait for new hosts' SSH host keys to appear in the Cloud TPU API (guest attributes) before trusting the key each host offers on first use: ${DURATION_FORM}`,
+      ),
   })
-  .transform(({ timeout, ...rest }) => ({ timeoutMs: timeout, ...rest }));
+  .transform(({ timeout, hostKeyWait, ...rest }) => ({ timeoutMs: timeout, hostKeyWaitMs: hostKeyWait, ...rest }));
 
 const relaunchSchema = z
   .strictObject({
@@ -488,7 +495,7 @@ export function specOf(c: Config): Record<string, unknown> {
       readyTimeout: seconds(c.server.readyTimeoutMs),
     }),
     sglang: { ...c.sglang },
-    launch: prune({ timeout: seconds(c.launch.timeoutMs), template: c.launch.template }),
+    launch: prune({ timeout: seconds(c.launch.timeoutMs), hostKeyWait: seconds(c.launch.hostKeyWaitMs), template: c.launch.template }),
     relaunch: prune({
       maxAttempts: c.relaunch.maxAttempts,
       onDemandAfter: c.relaunch.onDemandAfter,

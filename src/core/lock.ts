@@ -39,6 +39,8 @@ export const STUCK_AFTER_MS = 5 * 60_000;
 export const HOLD_MARGIN_MS = 30 * 60_000;
 /** down and gc: stop the servers, sky down (itself bounded at 20 min), verify. */
 export const TEARDOWN_HOLD_MS = 30 * 60_000;
+/** status, logs, proxy pinning host keys a state written before pinning lacked: one read and one write. */
+export const PIN_HOLD_MS = 60_000;
 
 /** up, restart, relaunch: the run's --timeout when given, else every zone's launch timeout plus the readiness timeout; plus the margin. */
 export function deployHoldMs(config: Pick<Config, "launch" | "tpu" | "server">, timeoutMs?: number): number {

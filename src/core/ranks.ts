@@ -2,10 +2,10 @@
 // Rank = slice offset + TPU worker number; slice 0 is the slice of SkyPilot's head host, so rank 0 is
 // worker 0 of the head's slice. SkyPilot's own order (head, then the rest by external IP as a string)
 // is NOT the worker order (skypilot.md §6) and is never used for ranks.
-import type { SshTarget } from "./ssh-target.js";
+import type { SshEndpoint } from "./ssh-target.js";
 
 /** A host from SkyPilot's SSH config; `index` is SkyPilot's: 0 for the head, N for `<c>-workerN`. */
-export type SkyHost = SshTarget & { index: number };
+export type SkyHost = SshEndpoint & { index: number };
 
 export interface HostIdentity {
   workerId: number;
@@ -27,7 +27,7 @@ export interface TpuNodeView {
 export type Joined = { ok: true; identities: Map<string, HostIdentity> } | { ok: false; errors: string[] };
 
 /** Match SSH targets to TPU node endpoints by address (HostName is the external IP, or the internal one). */
-export function joinWithTpuNodes(targets: readonly SshTarget[], nodes: TpuNodeView[]): Joined {
+export function joinWithTpuNodes(targets: readonly SshEndpoint[], nodes: TpuNodeView[]): Joined {
   const identities = new Map<string, HostIdentity>();
   const errors: string[] = [];
   for (const t of targets) {

@@ -5,6 +5,7 @@
 // Long because it holds the file's schema, the v1 reader and the pure updates together: one format, one file.
 import { z } from "zod";
 import type { Config } from "./config.js";
+import type { HostKey, HostKeySource } from "./host-keys.js";
 
 export type Phase =
   | "launching" // sky launch under way (or interrupted while under way)
@@ -26,6 +27,12 @@ export interface HostRecord {
   identityFile: string;
   /** SkyPilot's ProxyCommand for the host, when its config has one. */
   proxyCommand?: string | undefined;
+  /**
+   * The host's SSH host keys: every later connection must be offered one of them. Absent in states written
+   * before tpu-deploy pinned keys: the next connection trusts the key offered on first use and pins it.
+   */
+  hostKeys?: HostKey[] | undefined;
+  hostKeysFrom?: HostKeySource | undefined;
   /** Process group of the server (= pid of its session leader) and the leader's start time. */
   pgid?: number | undefined;
   startTime?: string | undefined;
@@ -137,6 +144,42 @@ export function newState(config: Config, spec: Record<string, unknown>): Deploym
   };
 }
 
+/**
+ * `next`, with the host keys the file on disk pinned (on first use, by a command that does not hold the
+ * lock) for hosts that `next` knows in the same replica at the same address but without keys: a writer
+ * holding an older copy of the state must not silently undo a pin, whichever replica it was made in. Keys
+ * `next` carries itself always win.
+ */
+export function keepPinnedHostKeys<S extends Pick<DeploymentState, "replicas">>(
+  onDisk: Pick<DeploymentState, "replicas"> | undefined,
+  next: S,
+): S {
+  const key = (replica: number, h: HostRecord) => `${replica}\0${hostIdentity(h)}`;
+  const pinned = new Map(
+    (onDisk?.replicas ?? []).flatMap((r) => r.hosts.flatMap((h) => (h.hostKeys?.length ? [[key(r.replica, h), h] as const] : []))),
+  );
+  if (pinned.size === 0) return next;
+  let changed = false;
+  const replicas = next.replicas.map((r) => {
+    let touched = false;
+    const hosts = r.hosts.map((h) => {
+      const old = h.hostKeys?.length ? undefined : pinned.get(key(r.replica, h));
+      if (!old) return h;
+      touched = true;
+      return { ...h, hostKeys: old.hostKeys, hostKeysFrom: old.hostKeysFrom };
+    });
+    if (!touched) return r;
+    changed = true;
+    return { ...r, hosts };
+  });
+  return changed ? { ...next, replicas } : next;
+}
+
+/** One host across state files: the same SSH alias at the same address and port. */
+export function hostIdentity(h: Pick<HostRecord, "sshAlias" | "externalIp" | "port">): string {
+  return `${h.sshAlias}\0${h.externalIp}\0${h.port}`;
+}
+
 export function addEvent(state: DeploymentState, event: Omit<HistoryEvent, "at">, now: Date): DeploymentState {
   const history = [...state.history, { at: now.toISOString(), ...event }].slice(-200);
   return { ...state, history };
@@ -168,6 +211,8 @@ const hostRecord = z.object({
   port: z.number().int(),
   identityFile: z.string(),
   proxyCommand: z.string().optional(),
+  hostKeys: z.array(z.object({ type: z.string().min(1), key: z.string().min(1) })).optional(),
+  hostKeysFrom: z.enum(["tpu-api", "first-use"]).optional(),
   pgid: z.number().int().positive().optional(),
   startTime: z.string().optional(),
 });

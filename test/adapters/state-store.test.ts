@@ -222,6 +222,68 @@ describe("the installation id (owner label value)", () => {
   });
 });
 
+describe("host keys pinned behind a writer's back", () => {
+  const KEY = { type: "ssh-ed25519", key: "AAAAC3NzaC1lZDI1NTE5AAAAICzIIkOoZ4t+r6IHZGmBVfAGUpGnkGisTUgijgsbMS37" };
+  const host = (alias: string, ip: string) => ({
+    rank: 0,
+    slice: 0,
+    workerId: 0,
+    sshAlias: alias,
+    externalIp: ip,
+    internalIp: "10.0.0.2",
+    user: "gcpuser",
+    port: 22,
+    identityFile: "/k",
+  });
+  function twoReplicas(name: string): DeploymentState {
+    const r = resolveConfig([{ label: "tpu-deploy.yaml", keyName: (p) => p, data: { name, replicas: 2, tpu: { nodes: 1 } } }], {});
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    const s = newState(r.config, specOf(r.config));
+    return {
+      ...s,
+      replicas: s.replicas.map((x) => ({ ...x, phase: "serving" as const, hosts: [host(x.cluster, `198.18.0.${10 + x.replica}`)] })),
+    };
+  }
+
+  it("write keeps a pin on disk that the writer's older copy lacks, in whichever replica it was made", () => {
+    const store = storeIn(newHome());
+    const old = twoReplicas("pins");
+    store.write(old);
+    // Another process pinned replica 1's host on first use.
+    const pinned = store.read("pins");
+    if (!pinned) throw new Error("no state");
+    store.write({
+      ...pinned,
+      replicas: pinned.replicas.map((r) =>
+        r.replica === 1 ? { ...r, hosts: r.hosts.map((h) => ({ ...h, hostKeys: [KEY], hostKeysFrom: "first-use" as const })) } : r,
+      ),
+    });
+    // The older copy's writer changes replica 0 only.
+    store.write({ ...old, replicas: old.replicas.map((r) => (r.replica === 0 ? { ...r, phase: "starting" as const } : r)) });
+    const back = store.read("pins");
+    expect(back?.replicas.map((r) => r.phase)).toEqual(["starting", "serving"]);
+    expect(back?.replicas[1]?.hosts[0]).toMatchObject({ hostKeys: [KEY], hostKeysFrom: "first-use" });
+    expect(back?.replicas[0]?.hosts[0]?.hostKeys).toBeUndefined();
+  });
+
+  it("holds says whether this store holds the deployment's lock", () => {
+    const store = storeIn(newHome());
+    expect(store.holds("held")).toBe(false);
+    const lock = store.lock("held", "up", HOLD);
+    expect(store.holds("held")).toBe(true);
+    lock.release();
+    expect(store.holds("held")).toBe(false);
+  });
+
+  it("launch.hostKeyWait survives the recorded spec", () => {
+    const r = resolveConfig([{ label: "tpu-deploy.yaml", keyName: (p) => p, data: { name: "wait", launch: { hostKeyWait: "3s" } } }], {});
+    if (!r.ok) throw new Error(JSON.stringify(r.issues));
+    const store = storeIn(newHome());
+    store.write(newState(r.config, specOf(r.config)));
+    expect(store.read("wait")?.config.launch.hostKeyWaitMs).toBe(3000);
+  });
+});
+
 describe("a crash in the middle of a write", () => {
   it("a stale temp file from a crashed write changes nothing", () => {
     const home = newHome();

@@ -40,6 +40,9 @@ function fixture(): SimState {
         zone: ZONE,
         hostname: `t1v-n-${seq}-w-${workerId}`,
         alive: true,
+        // Booted long ago: the guest agent has published the keys. The blob only has to be well-formed base64.
+        hostKeys: [{ type: "ssh-ed25519", key: Buffer.from(`ed25519 key of h${seq}`).toString("base64") }],
+        bootedAt: 1,
       };
       s.hosts[h.id] = h;
       return h.id;
@@ -198,13 +201,34 @@ describe("createTpuApi against the emulator", () => {
     ]);
   });
 
+  it("reads guest attributes per worker, in worker order, through the real client", async () => {
+    const { api, root } = await rig();
+    const s = await readState(root);
+    const ga = await api.getGuestAttributes(HEAD);
+    expect(ga.map((g) => g.queryValue.items.filter((i) => i.namespace === "hostkeys").map((i) => i.value))).toEqual(
+      (s.nodes[HEAD]?.hostIds ?? []).map((id) => [s.hosts[id]?.hostKeys?.[0]?.key]),
+    );
+    const one = await api.getGuestAttributes(HEAD, { workerIds: ["3"], queryPath: "hostkeys/" });
+    expect(one).toEqual([
+      {
+        queryPath: "hostkeys/",
+        queryValue: {
+          items: [{ namespace: "hostkeys", key: "ssh-ed25519", value: s.hosts[s.nodes[HEAD]?.hostIds[3] ?? ""]?.hostKeys?.[0]?.key }],
+        },
+      },
+    ]);
+    const missing = await failure(api.getGuestAttributes(nodeName("gone")));
+    expect(missing).toMatchObject({ status: "NOT_FOUND", method: "getGuestAttributes" });
+  });
+
   it("makes no write RPC when it only reads", async () => {
     const { api, root } = await rig();
     await api.listNodes(PROJECT, ZONE);
     await api.getNode(HEAD);
     await api.listAcceleratorTypes(PROJECT, ZONE);
+    await api.getGuestAttributes(HEAD);
     const methods = new Set((await readCalls(root, "tpu")).map((c) => String(c.method)));
-    expect([...methods].sort()).toEqual(["GetNode", "ListAcceleratorTypes", "ListNodes"]);
+    expect([...methods].sort()).toEqual(["GetGuestAttributes", "GetNode", "ListAcceleratorTypes", "ListNodes"]);
   });
 });
 

@@ -140,7 +140,7 @@ describe("defaults when nothing is given", () => {
     expect(c.server.env).toEqual({});
     expect(c.server.secrets).toEqual([]);
     expect(c.server.public).toBe(false);
-    expect(c.launch).toEqual({ timeoutMs: 20 * 60_000, template: undefined });
+    expect(c.launch).toEqual({ timeoutMs: 20 * 60_000, hostKeyWaitMs: 2 * 60_000, template: undefined });
     expect(c.relaunch.maxAttempts).toBe(10);
     expect(c.sglang).toEqual({
       repo: "https://github.com/sgl-project/sglang-jax.git",
@@ -237,6 +237,7 @@ describe("every key of the file", () => {
     ["sglang.dir", "/opt/sglang-jax", (c) => c.sglang.dir, "/opt/sglang-jax"],
     ["launch.timeout", 90, (c) => c.launch.timeoutMs, 90_000],
     ["launch.template", "my.sky.yaml", (c) => c.launch.template, "my.sky.yaml"],
+    ["launch.hostKeyWait", "30s", (c) => c.launch.hostKeyWaitMs, 30_000],
     ["relaunch.maxAttempts", 3, (c) => c.relaunch.maxAttempts, 3],
     ["relaunch.onDemandAfter", 2, (c) => c.relaunch.onDemandAfter, 2],
     ["relaunch.webhook", "https://hooks.example.com/tpu", (c) => c.relaunch.webhook, "https://hooks.example.com/tpu"],
@@ -857,6 +858,7 @@ describe("JSON Schema of tpu-deploy.yaml", () => {
       "sglang.python",
       "sglang.dir",
       "launch.timeout",
+      "launch.hostKeyWait",
       "relaunch.maxAttempts",
     ]);
     expect(resolveOk([file(defaults)])).toEqual(resolveOk([]));

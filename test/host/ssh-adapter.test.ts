@@ -40,7 +40,26 @@ async function freePort(): Promise<number> {
 }
 
 function target(over: Partial<SshTarget> = {}): SshTarget {
-  return { alias: "c", hostName: "127.0.0.1", port: sshPort, user: "root", identityFile: join(dir, "id_rsa"), ...over };
+  return {
+    alias: "c",
+    hostName: "127.0.0.1",
+    port: sshPort,
+    user: "root",
+    identityFile: join(dir, "id_rsa"),
+    hostKeys: { kind: "first-use" },
+    ...over,
+  };
+}
+
+/** A public key file as {type, key}, and its fingerprint as ssh-keygen prints it. */
+async function publicKey(file: string): Promise<{ type: string; key: string; fingerprint: string }> {
+  const [type = "", key = ""] = (await readFile(join(dir, `${file}.pub`), "utf8")).trim().split(/\s+/);
+  const fingerprint = (await run("ssh-keygen", ["-lf", join(dir, `${file}.pub`)])).stdout.split(" ")[1] ?? "";
+  return { type, key, fingerprint };
+}
+
+function acceptedLogins(): number {
+  return sshdLog.split("\n").filter((l) => l.includes("Accepted publickey")).length;
 }
 
 async function connect(over: Partial<SshTarget> = {}): Promise<HostSession> {
@@ -108,6 +127,7 @@ beforeAll(async () => {
   // SkyPilot's cluster key is a PEM RSA key; also check a modern ed25519 key and one the host does not know.
   await Promise.all([
     keygen("host_key", "-t", "ed25519"),
+    keygen("host_key_ecdsa", "-t", "ecdsa"),
     keygen("id_rsa", "-t", "rsa", "-b", "2048", "-m", "PEM"),
     keygen("id_ed25519", "-t", "ed25519"),
     keygen("id_wrong", "-t", "ed25519"),
@@ -122,6 +142,7 @@ beforeAll(async () => {
       `Port ${sshPort}`,
       "ListenAddress 127.0.0.1",
       `HostKey ${join(dir, "host_key")}`,
+      `HostKey ${join(dir, "host_key_ecdsa")}`,
       `PidFile ${join(dir, "sshd.pid")}`,
       `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
       "PermitRootLogin prohibit-password",
@@ -358,6 +379,60 @@ describe("connect", () => {
       for (const sock of sockets) sock.destroy();
       await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
+  });
+});
+
+describe("host keys", () => {
+  const pin = (...keys: { type: string; key: string }[]): SshTarget["hostKeys"] => ({
+    kind: "pinned",
+    keys: keys.map(({ type, key }) => ({ type, key })),
+    from: "tpu-api",
+  });
+
+  it("connects when the host offers the pinned key, and says which key it offered", async () => {
+    const host = await publicKey("host_key");
+    const s = await connect({ hostKeys: pin(host) });
+    expect(s.hostKey).toEqual({ type: host.type, key: host.key });
+    expect((await s.exec("echo ok")).stdout).toBe("ok\n");
+  });
+
+  it("asks only for the pinned types, so a host pinned by its ecdsa key is checked by that key", async () => {
+    const ecdsa = await publicKey("host_key_ecdsa");
+    const s = await connect({ hostKeys: pin(ecdsa) });
+    expect(s.hostKey).toEqual({ type: ecdsa.type, key: ecdsa.key });
+  });
+
+  it("refuses a host whose key is not the pinned one before logging in: host key changed, with both fingerprints", async () => {
+    const host = await publicKey("host_key");
+    const other = await publicKey("id_wrong"); // any other ed25519 key
+    const logins = acceptedLogins();
+    const err = await caught(connect({ hostKeys: pin(other) }));
+    expect(err).toBeInstanceOf(SshError);
+    expect(err).toMatchObject({ host: "c", stage: "connect", reason: "host-key", code: "ssh_failed" });
+    expect(err.message).toContain("host key changed");
+    expect(err.message).toContain(`127.0.0.1:${sshPort}`);
+    expect(err.message).toContain(`ssh-ed25519 ${host.fingerprint}`); // offered
+    expect(err.message).toContain(`ssh-ed25519 ${other.fingerprint}`); // expected
+    expect(err.hint).toMatch(/nothing was sent/i);
+    // The private key was never offered to it: sshd saw no login.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(acceptedLogins()).toBe(logins);
+  });
+
+  it("on first use accepts the key the host offers and reports it, for the caller to pin", async () => {
+    const host = await publicKey("host_key");
+    const s = await connect({ hostKeys: { kind: "first-use" } });
+    expect(s.hostKey).toEqual({ type: host.type, key: host.key });
+  });
+
+  it("connectAll reports a changed key for that host only", async () => {
+    const other = await publicKey("id_wrong");
+    const results = await connectAll([target({ alias: "good" }), target({ alias: "bad", hostKeys: pin(other) })], { timeoutMs: 10_000 });
+    for (const r of results) if (r.kind === "ok") opened.push(r.session);
+    expect(results.map((r) => [r.host, r.kind, r.kind === "error" ? r.error.reason : undefined])).toEqual([
+      ["good", "ok", undefined],
+      ["bad", "error", "host-key"],
+    ]);
   });
 });
 

@@ -42,6 +42,16 @@ function ssh(h: SimHost, cmd: string, timeoutMs = 30_000, input = ""): { stdout:
   return { stdout: r.stdout, stderr: r.stderr, code: r.status ?? -1 };
 }
 
+/** What the host's sshd offers, as sorted "type base64" lines. */
+function keyscan(h: SimHost): string[] {
+  const r = spawnSync("ssh-keyscan", ["-T", "5", "-t", "ecdsa,ed25519,rsa", h.externalIp], { encoding: "utf8", timeout: 20_000 });
+  return r.stdout
+    .split("\n")
+    .filter((l) => l.startsWith(h.externalIp))
+    .map((l) => l.split(" ").slice(1, 3).join(" "))
+    .sort();
+}
+
 function host(i: number): SimHost {
   const h = hosts[i];
   if (!h) throw new Error(`no host ${i}`);
@@ -84,6 +94,29 @@ describe("simulated hosts", () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.split("\n").slice(0, 3)).toEqual([h.hostname, "gcpuser", "/home/gcpuser"]);
     }
+  });
+
+  it("give every host its own host keys (the guest agent's ecdsa, ed25519, rsa), as the state publishes them", () => {
+    const offered = hosts.map((h) => keyscan(h));
+    hosts.forEach((h, i) => {
+      expect(h.hostKeys?.map((k) => k.type)).toEqual(["ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"]);
+      expect(offered[i]).toEqual(h.hostKeys?.map((k) => `${k.type} ${k.key}`).sort());
+      expect(h.bootedAt).toBeGreaterThan(0);
+    });
+    const ed25519 = hosts.map((h) => h.hostKeys?.find((k) => k.type === "ssh-ed25519")?.key);
+    expect(new Set(ed25519).size).toBe(hosts.length);
+  });
+
+  it("replaceHostKeys: sshd offers new keys at once; the TPU API's copy stays unless published", async () => {
+    const h = host(0);
+    const before = (await sim.state()).hosts[h.id]?.hostKeys;
+    const fresh = await sim.replaceHostKeys(h.id);
+    expect(keyscan(h)).toEqual(fresh.map((k) => `${k.type} ${k.key}`).sort());
+    expect(fresh.map((k) => k.key)).not.toContain(before?.[1]?.key);
+    expect((await sim.state()).hosts[h.id]?.hostKeys).toEqual(before);
+    expect(ssh(h, "whoami").stdout).toBe("gcpuser\n");
+    const published = await sim.replaceHostKeys(h.id, { publish: true });
+    expect((await sim.state()).hosts[h.id]?.hostKeys).toEqual(published);
   });
 
   it("refuse a key that was not authorized, and root", () => {

@@ -8,7 +8,7 @@ import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { appendFile, chmod, chown, cp, mkdir, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { basename, join } from "node:path";
-import { pidAlive, readSimConfig, readState, updateState, withFileLock, type SimHost, type SimState } from "./state.js";
+import { pidAlive, readSimConfig, readState, updateState, withFileLock, type SimHost, type SimHostKey, type SimState } from "./state.js";
 
 export const EXT_BRIDGE = "tpdext";
 export const INT_BRIDGE = "tpdint";
@@ -26,6 +26,9 @@ const SIM_ID_RE = /^[A-Za-z0-9]{6}$/;
 const NETNS_RE = /^tpd-([A-Za-z0-9]{6})-(h\d+)$/;
 const LINK_RE = /^tpd[xi]([A-Za-z0-9]{6})\d+$/;
 const SSHD_START_TIMEOUT_MS = 20_000;
+// What the guest agent generates at first boot, in its order: host_key_types defaults to "ecdsa,ed25519,rsa"
+// (GoogleCloudPlatform/guest-agent google_guest_agent/instance_setup.go generateSSHKeys).
+const HOST_KEY_TYPES = ["ecdsa", "ed25519", "rsa"] as const;
 // A sim dir without sim.json is one being created right now (startSim writes it right after mkdtemp).
 const UNBORN_GRACE_MS = 60_000;
 
@@ -62,8 +65,9 @@ export function hostDir(root: string, hostId: string): string {
   return join(root, "hosts", hostId);
 }
 
-export function hostKeyPath(root: string): string {
-  return join(root, "keys", "ssh_host_ed25519_key");
+/** The host's own sshd host keys (private; `.pub` beside each), one per type the guest agent makes. */
+export function hostKeyFiles(root: string, hostId: string): string[] {
+  return HOST_KEY_TYPES.map((t) => join(hostDir(root, hostId), `ssh_host_${t}_key`));
 }
 
 export function hostPath(root: string): string {
@@ -110,11 +114,23 @@ export async function ensureGcpUser(): Promise<{ uid: number; gid: number }> {
   });
 }
 
-export async function ensureHostKey(root: string): Promise<void> {
-  const key = hostKeyPath(root);
-  if (await exists(key)) return;
-  await mkdir(join(root, "keys"), { recursive: true, mode: 0o755 });
-  await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "tpd-sim-host", "-f", key]);
+// Fresh host keys for one host, as a VM gets them at first boot (each VM its own). Returns the public keys.
+async function generateHostKeys(root: string, hostId: string, hostname: string): Promise<SimHostKey[]> {
+  const files = hostKeyFiles(root, hostId);
+  return await Promise.all(
+    HOST_KEY_TYPES.map(async (t, i) => {
+      const file = files[i] ?? "";
+      await rm(file, { force: true });
+      await rm(`${file}.pub`, { force: true });
+      // RSA at 2048 bits, not ssh-keygen's 3072: half the CPU per host on a shared 2-core machine, and the
+      // size matters to nothing the sim checks.
+      const bits = t === "rsa" ? ["-b", "2048"] : [];
+      await must("ssh-keygen", ["-q", "-t", t, ...bits, "-N", "", "-C", `root@${hostname}`, "-f", file]);
+      const [type, key] = (await readFile(`${file}.pub`, "utf8")).trim().split(/\s+/);
+      if (!type || !key) throw new Error(`ssh-keygen wrote no public key to ${file}.pub`);
+      return { type, key };
+    }),
+  );
 }
 
 // Creates the hosts, records them in state.json (alive once their sshd accepts TCP) and returns them.
@@ -123,10 +139,15 @@ export async function createHosts(root: string, specs: HostSpec[]): Promise<SimH
   if (specs.length === 0) return [];
   const cfg = await readSimConfig(root);
   const user = await ensureGcpUser();
-  await ensureHostKey(root);
   const hosts = await allocateHosts(root, cfg.id, specs);
+  const keys = new Map<string, SimHostKey[]>();
   try {
-    await Promise.all(hosts.map((h, i) => prepareHostDir(root, h, specs[i]?.authorizedKeys ?? [], user, cfg.metadataAddr, cfg.project)));
+    await Promise.all(
+      hosts.map(async (h, i) => {
+        await prepareHostDir(root, h, specs[i]?.authorizedKeys ?? [], user, cfg.metadataAddr, cfg.project);
+        keys.set(h.id, await generateHostKeys(root, h.id, h.hostname));
+      }),
+    );
     await ipBatch(
       hosts.flatMap((h) => {
         const v = vethNames(cfg.id, h.id);
@@ -148,14 +169,48 @@ export async function createHosts(root: string, specs: HostSpec[]): Promise<SimH
     ).catch(() => undefined);
     throw e;
   }
+  const bootedAt = Date.now();
   const ids = new Set(hosts.map((h) => h.id));
   await updateState(root, (s) => {
     for (const id of ids) {
       const h = s.hosts[id];
-      if (h) h.alive = true;
+      if (!h) continue;
+      h.alive = true;
+      h.hostKeys = keys.get(id) ?? [];
+      h.bootedAt = bootedAt;
     }
   });
-  return hosts.map((h) => ({ ...h, alive: true }));
+  return hosts.map((h) => ({ ...h, alive: true, hostKeys: keys.get(h.id) ?? [], bootedAt }));
+}
+
+/**
+ * Gives a running host new host keys and makes its sshd use them (SIGHUP: sshd re-executes itself and
+ * reads its keys again), as an impostor at the host's address, or a reinstalled machine, would look.
+ * The TPU API keeps showing the keys published at first boot, unless `publish` (a guest agent that ran
+ * its first-boot step again). Resolves once sshd offers the new ed25519 key.
+ */
+export async function replaceHostKeys(root: string, hostId: string, opts: { publish?: boolean } = {}): Promise<SimHostKey[]> {
+  const h = (await readState(root)).hosts[hostId];
+  if (!h?.alive) throw new Error(`replaceHostKeys: host ${hostId} is not running`);
+  const pid = await sshdPid(root, hostId, h.netns);
+  if (pid === null) throw new Error(`replaceHostKeys: no sshd on host ${hostId}`);
+  const keys = await generateHostKeys(root, hostId, h.hostname);
+  const ed25519 = keys.find((k) => k.type === "ssh-ed25519")?.key ?? "";
+  process.kill(pid, "SIGHUP");
+  const deadline = Date.now() + SSHD_START_TIMEOUT_MS;
+  for (;;) {
+    const r = await run("ssh-keyscan", ["-T", "2", "-t", "ed25519", h.externalIp], undefined, 5_000);
+    if (r.stdout.includes(ed25519)) break;
+    if (Date.now() > deadline) throw new Error(`sshd of host ${hostId} did not take its new host keys: ${r.stderr.trim()}`);
+    await sleep(50);
+  }
+  if (opts.publish) {
+    await updateState(root, (s) => {
+      const x = s.hosts[hostId];
+      if (x) x.hostKeys = keys;
+    });
+  }
+  return keys;
 }
 
 export async function authorizeKey(root: string, hostId: string, pubkey: string): Promise<void> {
@@ -498,7 +553,7 @@ async function prepareHostDir(
     `# sshd of simulated TPU VM ${h.id} (${h.hostname})`,
     "ListenAddress 0.0.0.0:22",
     "AddressFamily inet",
-    `HostKey ${hostKeyPath(root)}`,
+    ...hostKeyFiles(root, h.id).map((f) => `HostKey ${f}`),
     `PidFile ${join(dir, "sshd.pid")}`,
     `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
     "PubkeyAuthentication yes",

@@ -9,12 +9,12 @@ import { fileURLToPath } from "node:url";
 import {
   blockPort as blockHostPort,
   cleanupLeftovers,
-  ensureHostKey,
   ensureNetwork,
   execOnHost as execOnSimHost,
   EXT_GATEWAY,
   killHosts,
   killProcessesOfSim,
+  replaceHostKeys as replaceSimHostKeys,
   SIM_ROOT_PREFIX,
   simIdOfRoot,
   teardownSimNetwork,
@@ -28,6 +28,7 @@ import {
   writeInitialState,
   writeSimConfig,
   type Faults,
+  type SimHostKey,
   type SimState,
   type SimTpuNodeState,
 } from "./state.js";
@@ -61,6 +62,8 @@ export interface Sim {
   state(): Promise<SimState>;
   skyCalls(): Promise<SkyCall[]>;
   execOnHost(hostId: string, cmd: string): Promise<{ stdout: string; stderr: string; code: number }>;
+  /** New host keys on a running host and its sshd restarted on them; the TPU API still shows the old ones unless publish. */
+  replaceHostKeys(hostId: string, opts?: { publish?: boolean }): Promise<SimHostKey[]>;
   stop(): Promise<void>;
 }
 
@@ -120,7 +123,6 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
       });
     }
     await chmodReadable(root);
-    await ensureHostKey(root);
     await ensureNetwork(id);
 
     const started = await startServices(servicesJs, root);
@@ -198,6 +200,9 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
     },
     async execOnHost(hostId, cmd) {
       return await execOnSimHost(root, hostId, cmd);
+    },
+    async replaceHostKeys(hostId, opts = {}) {
+      return await replaceSimHostKeys(root, hostId, opts);
     },
     stop() {
       stopping ??= (async () => {

@@ -85,6 +85,20 @@ export interface SimHost {
   zone: string;
   hostname: string;
   alive: boolean;
+  /**
+   * The host's public SSH host keys as its guest agent published them (guest attributes hostkeys/<type>),
+   * in the agent's order (ecdsa, ed25519, rsa). Published once, at first boot: replacing the keys on
+   * the host later does not change these (replaceHostKeys).
+   */
+  hostKeys?: SimHostKey[];
+  /** When sshd first accepted connections (ms); the keys show in the TPU API faults.guestAttributes later. */
+  bootedAt?: number;
+}
+
+/** `type` as in known_hosts (ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa); `key` the base64 blob. */
+export interface SimHostKey {
+  type: string;
+  key: string;
 }
 
 export interface SkyFaults {
@@ -120,9 +134,18 @@ export interface ServerFaults {
   healthCheckTimeoutMs?: number | null;
 }
 
+// What the TPU API's GetGuestAttributes shows of the hosts' guest agents.
+export interface GuestAttributeFaults {
+  /** How long after boot a host's SSH host keys appear (the agent's first-boot step); default 1000 ms. */
+  hostKeysDelayMs?: number;
+  /** The keys never appear (no guest agent step, guest attributes disabled by policy, a pre-2022 TPU). */
+  noHostKeys?: boolean;
+}
+
 export interface Faults {
   sky?: SkyFaults;
   server?: ServerFaults;
+  guestAttributes?: GuestAttributeFaults;
 }
 
 export interface SimConfig {

@@ -7,7 +7,7 @@ import { protos, v2 } from "@google-cloud/tpu";
 import { grpc, type ClientOptions } from "google-gax";
 import { PassThroughClient } from "google-auth-library";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { emptyState, readCalls, readState, writeInitialState, type SimHost, type SimState } from "./state.js";
+import { emptyState, readCalls, readState, updateState, writeFaults, writeInitialState, type SimHost, type SimState } from "./state.js";
 import { startTpuEmulator, type TpuEmulator } from "./tpu-emulator.js";
 
 const PROJECT = "tpd-sim-project";
@@ -145,7 +145,6 @@ describe("TPU API emulator", () => {
   });
 
   it("reflects state.json changes on the next call (no caching)", async () => {
-    const { updateState } = await import("./state.js");
     await updateState(root, (s) => {
       const n = s.nodes[V6E16];
       if (n) n.state = "PREEMPTED";
@@ -257,6 +256,43 @@ describe("TPU API emulator", () => {
     expect((await rpcError(client.createNode({ parent: `projects/${PROJECT}/locations/${ZONE}`, nodeId: "x", node: {} }))).code).toBe(
       grpc.status.UNIMPLEMENTED,
     );
+  });
+
+  it("shows each worker's host keys by position (no worker id), only some time after boot, and never with noHostKeys", async () => {
+    const keysOf = (id: string) => [
+      { type: "ecdsa-sha2-nistp256", key: `AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY${id}` },
+      { type: "ssh-ed25519", key: `AAAAC3NzaC1lZDI1NTE5${id}` },
+      { type: "ssh-rsa", key: `AAAAB3NzaC1yc2E${id}` },
+    ];
+    await updateState(root, (s) => {
+      for (const h of Object.values(s.hosts)) {
+        h.hostKeys = keysOf(h.id);
+        h.bootedAt = Date.now();
+      }
+    });
+    await writeFaults(root, { guestAttributes: { hostKeysDelayMs: 500 } });
+    const hostKeyItems = (ga: protos.google.cloud.tpu.v2.IGetGuestAttributesResponse) =>
+      ga.guestAttributes?.map((g) => (g.queryValue?.items ?? []).filter((i) => i.namespace === "hostkeys").map((i) => [i.key, i.value]));
+    const [early] = await client.getGuestAttributes({ name: V6E16 });
+    expect(hostKeyItems(early)).toEqual([[], [], [], []]);
+    expect(early.guestAttributes?.[0]?.queryValue?.items?.map((i) => i.key)).toEqual(["hostname"]);
+    await new Promise((r) => setTimeout(r, 600));
+    const [all] = await client.getGuestAttributes({ name: V6E16 });
+    // Worker order (h3, h1, h4, h2), not host order.
+    expect(hostKeyItems(all)?.map((items) => items.find(([k]) => k === "ssh-ed25519")?.[1])).toEqual(
+      ["h3", "h1", "h4", "h2"].map((id) => `AAAAC3NzaC1lZDI1NTE5${id}`),
+    );
+    expect(hostKeyItems(all)?.[0]).toEqual(keysOf("h3").map((k) => [k.type, k.key]));
+    expect(Object.keys(all.guestAttributes?.[0] ?? {}).sort()).toEqual(["queryPath", "queryValue"]);
+    const [one] = await client.getGuestAttributes({ name: V6E16, workerIds: ["2"], queryPath: "hostkeys/" });
+    expect(one.guestAttributes?.[0]?.queryValue?.items?.map((i) => [i.namespace, i.key, i.value])).toEqual(
+      keysOf("h4").map((k) => ["hostkeys", k.type, k.key]),
+    );
+    const [ed] = await client.getGuestAttributes({ name: V6E16, workerIds: ["0"], queryPath: "hostkeys/ssh-ed25519" });
+    expect(ed.guestAttributes?.[0]?.queryValue?.items?.map((i) => i.value)).toEqual(["AAAAC3NzaC1lZDI1NTE5h3"]);
+    await writeFaults(root, { guestAttributes: { noHostKeys: true } });
+    const [none] = await client.getGuestAttributes({ name: V6E16 });
+    expect(hostKeyItems(none)).toEqual([[], [], [], []]);
   });
 
   it("records every RPC in calls/tpu.jsonl, reads and writes alike", async () => {

@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import * as protoLoader from "@grpc/proto-loader";
 import { grpc, protobuf } from "google-gax";
 import { killHosts } from "./hosts.js";
-import { appendCall, readState, updateState, type SimState, type SimTpuNode } from "./state.js";
+import { appendCall, readFaults, readState, updateState, type SimHost, type SimState, type SimTpuNode } from "./state.js";
 
 export interface TpuEmulatorOptions {
   root: string;
@@ -62,6 +62,8 @@ const V6E_TOPOLOGY: Record<string, string> = {
 const RUNTIME_VERSIONS = ["tpu-ubuntu2204-base", "tpu-vm-base", "v2-alpha-tpuv5", "v2-alpha-tpuv5-lite", "v2-alpha-tpuv6e"];
 const DEFAULT_PAGE_SIZE = 50;
 const ENDPOINT_PORT = 8470;
+// No documented number; keys appear once the guest agent's first-boot step ran (hostkeys-sglang-facts.md §A).
+const DEFAULT_HOST_KEYS_DELAY_MS = 1000;
 
 const ZONE_RE = "[a-z]+-[a-z]+[0-9]+-[a-z]";
 const PROJECT_RE = "[a-z][a-z0-9-]{4,28}[a-z0-9]";
@@ -281,14 +283,25 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
       const page = paginate(all, req, maxPageSize);
       return { runtimeVersions: page.items, nextPageToken: page.next, unreachable: [] };
     },
+    // One entry per requested worker, in worker order, with no worker id in it: clients map entries to
+    // workers by position (gcloud tpu_vm/ssh.py _ParseHostKeySuffixes; hostkeys-sglang-facts.md §A).
     async GetGuestAttributes(req) {
-      const s = await readState(root);
+      const [s, faults] = await Promise.all([readState(root), readFaults(root)]);
       const node = findNode(req.name, s, "tpu.nodes.get");
       const workers = node.hostIds.map((_, i) => String(i));
       const wanted = Array.isArray(req.workerIds) && req.workerIds.length > 0 ? req.workerIds.map(String) : workers;
       for (const w of wanted) if (!workers.includes(w)) throw invalid("worker_ids", w, `a worker id of ${node.name}`);
       const queryPath = typeof req.queryPath === "string" ? req.queryPath : "";
-      return { guestAttributes: wanted.map(() => ({ queryPath, queryValue: { items: [] } })) };
+      const ga = faults.guestAttributes ?? {};
+      const delayMs = ga.hostKeysDelayMs ?? DEFAULT_HOST_KEYS_DELAY_MS;
+      return {
+        guestAttributes: wanted.map((w) => {
+          const h = s.hosts[node.hostIds[Number(w)] ?? ""];
+          const published = h !== undefined && ga.noHostKeys !== true && h.bootedAt !== undefined && Date.now() >= h.bootedAt + delayMs;
+          const items = h ? guestAttributeItems(h, published).filter((i) => matchesQueryPath(i, queryPath)) : [];
+          return { queryPath, queryValue: { items } };
+        }),
+      };
     },
   };
 
@@ -343,6 +356,22 @@ export async function startTpuEmulator(opts: TpuEmulatorOptions): Promise<TpuEmu
       return closed;
     },
   };
+}
+
+// The guest agent writes each host key to guest-attributes/hostkeys/<type> (guest-agent instance_setup.go
+// generateSSHKeys → writeGuestAttributes("hostkeys/"+type, key)) once its first-boot step ran. Asked
+// without a queryPath, the API also returns other namespaces (gcloud's IAP path reads key "hostname";
+// the namespace it sits in is not documented, so an empty one here): clients must filter on "hostkeys".
+function guestAttributeItems(h: SimHost, keysPublished: boolean): Msg[] {
+  const keys = keysPublished ? (h.hostKeys ?? []).map((k) => ({ namespace: "hostkeys", key: k.type, value: k.key })) : [];
+  return [{ namespace: "", key: "hostname", value: h.hostname }, ...keys];
+}
+
+// A queryPath names a namespace ("hostkeys/") or one key in it ("hostkeys/ssh-ed25519"); empty means all.
+function matchesQueryPath(item: Msg, queryPath: string): boolean {
+  if (queryPath === "") return true;
+  const [ns = "", key = ""] = queryPath.split("/");
+  return item.namespace === ns && (key === "" || item.key === key);
 }
 
 function timestamp(ms: number): Msg {

@@ -5,7 +5,8 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { Duplex } from "node:stream";
 import pLimit from "p-limit";
-import type { ConnectConfig } from "ssh2";
+import type { Algorithms, ConnectConfig } from "ssh2";
+import { checkHostKey, describeHostKey, type HostKeyCheck, serverHostKeyAlgorithms } from "../../core/host-keys.js";
 import { expandProxyCommand } from "../../core/ssh-config.js";
 import type { SshTarget } from "../../core/ssh-target.js";
 import { SshError, type SshFailure, type SshStage } from "../../errors.js";
@@ -47,21 +48,26 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
   if (proxy) client.once("close", () => proxy.stop());
   const session = new Ssh2HostSession(target, client);
   const where = `${target.user}@${target.hostName}:${target.port}`;
+  // What the host offered when the check refused it: ssh2 then only says "Host denied (verification failed)".
+  let refused: Extract<HostKeyCheck, { ok: false }> | undefined;
   let ready = false;
   try {
     await runStep<void>(host, "connect", `SSH connection to ${where}`, { timeoutMs, signal: opts.signal }, (step) => {
       client.once("ready", () => step.resolve());
-      session.onConnectError = (err) => step.reject(connectError(target, err, timeoutMs));
+      session.onConnectError = (err) => step.reject(refused ? hostKeyChanged(target, refused, err) : connectError(target, err, timeoutMs));
       session.onConnectClose = () =>
         step.reject(
-          new SshError({
-            host,
-            stage: "connect",
-            reason: "lost",
-            message: `${where} closed the connection during the SSH handshake`,
-            hint: "sshd on the host may be restarting or refusing connections (MaxStartups); retry in a moment.",
-          }),
+          refused
+            ? hostKeyChanged(target, refused)
+            : new SshError({
+                host,
+                stage: "connect",
+                reason: "lost",
+                message: `${where} closed the connection during the SSH handshake`,
+                hint: "sshd on the host may be restarting or refusing connections (MaxStartups); retry in a moment.",
+              }),
         );
+      const algorithms = serverHostKeyAlgorithms(target.hostKeys);
       const config: ConnectConfig = {
         host: target.hostName,
         port: target.port,
@@ -71,9 +77,17 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
         readyTimeout: timeoutMs,
         keepaliveInterval: opts.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_MS,
         keepaliveCountMax: KEEPALIVE_COUNT_MAX,
-        // SkyPilot's config says StrictHostKeyChecking no and UserKnownHostsFile=/dev/null: TPU hosts get
-        // fresh host keys on every (re)launch, so there is nothing to pin them to.
-        hostVerifier: () => true,
+        // SkyPilot's config says StrictHostKeyChecking no; tpu-deploy checks anyway. The verifier runs before
+        // ssh2 offers the private key or opens a channel, and ssh2 then checks that the host signed the
+        // exchange with this key, so a host that fails here has been sent nothing.
+        hostVerifier: (blob: Buffer) => {
+          const r = checkHostKey(target.hostKeys, blob);
+          if (r.ok) session.hostKey = r.key;
+          else refused = r;
+          return r.ok;
+        },
+        // Ask only for the pinned key types, or a host holding several keys may answer with an unpinned one.
+        ...(algorithms ? { algorithms: { serverHostKey: algorithms as Algorithms["serverHostKey"] } } : {}),
         // ProxyCommand (gcp.ssh_proxy_command, Docker images): SSH over the command's stdin/stdout, as ssh does.
         ...(proxy ? { sock: proxy.sock } : {}),
       };
@@ -143,11 +157,35 @@ export async function closeSessions(sessions: readonly HostSession[]): Promise<v
   await Promise.allSettled(sessions.map((s) => s.close()));
 }
 
+// Generic: the use cases, which know the deployment's name, replace it with one that names it.
+const HOST_KEY_HINT =
+  "Nothing was sent to it. Someone may be intercepting the connection, or the address now belongs to another machine. " +
+  "If the hosts were re-created outside tpu-deploy, `tpu-deploy down NAME` and `tpu-deploy up` start again on fresh hosts whose keys are checked; otherwise treat it as a security incident.";
+
+function hostKeyChanged(target: SshTarget, r: Extract<HostKeyCheck, { ok: false }>, cause?: Error, noneOffered = false): SshError {
+  const policy = target.hostKeys;
+  const from = policy.kind === "pinned" && policy.from === "tpu-api" ? "as the Cloud TPU API published it" : "pinned on first use";
+  const expected = r.expected.map(describeHostKey).join(", ") || "no usable key";
+  // No offered key: the host has none of the pinned types (ssh2: "no matching host key format"), or sent junk.
+  const offered = r.offered ? describeHostKey(r.offered) : noneOffered ? "none of the pinned key types" : "an unreadable key";
+  return new SshError({
+    host: target.alias,
+    stage: "connect",
+    reason: "host-key",
+    cause,
+    message: `host key changed: ${target.hostName}:${target.port} offered ${offered}, expected ${expected} (${from})`,
+    hint: HOST_KEY_HINT,
+  });
+}
+
 function connectError(target: SshTarget, err: Error, timeoutMs: number): SshError {
   const host = target.alias;
   const where = `${target.hostName}:${target.port}`;
   const level = (err as Error & { level?: string }).level;
   const code = (err as Error & { code?: string }).code;
+  if (target.hostKeys.kind === "pinned" && /no matching host key format/i.test(err.message)) {
+    return hostKeyChanged(target, { ok: false, offered: undefined, expected: target.hostKeys.keys }, err, true);
+  }
   if (level === "client-authentication") {
     return new SshError({
       host,

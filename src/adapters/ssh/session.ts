@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { StringDecoder } from "node:string_decoder";
 import type { Duplex } from "node:stream";
 import type { Client } from "ssh2";
+import type { HostKey } from "../../core/host-keys.js";
 import type { SshTarget } from "../../core/ssh-target.js";
 import { SshError, type SshFailure, type SshStage } from "../../errors.js";
 import { runStep, type StepLimits } from "./step.js";
@@ -24,6 +25,8 @@ export interface ExecResult {
 export interface HostSession {
   readonly host: string;
   readonly target: SshTarget;
+  /** The host key the host proved it holds in the handshake (the pinned one, or the one trusted on first use). */
+  readonly hostKey: HostKey | undefined;
   readonly closed: boolean;
   exec(cmd: string, opts?: ExecOptions): Promise<ExecResult>;
   forwardOut(destHost: string, destPort: number, opts?: StepLimits): Promise<Duplex>;
@@ -37,6 +40,7 @@ const KILL_TIMEOUT_MS = 5_000;
 
 export class Ssh2HostSession implements HostSession {
   readonly host: string;
+  hostKey: HostKey | undefined; // set by connectHost once the handshake accepted it
   // Set by connectHost during the handshake only; later errors just explain a "lost" connection (lastError).
   onConnectError: ((err: Error) => void) | undefined;
   onConnectClose: (() => void) | undefined;

@@ -1,6 +1,7 @@
 import { requireState } from "../../app/hosts.js";
 import { statusOf } from "../../app/status.js";
 import { formatDuration } from "../../core/duration.js";
+import { EXIT } from "../../errors.js";
 import { appContext } from "../context.js";
 import type { OutputFlags } from "../io.js";
 import type { CommandResult, RunContext } from "../program.js";
@@ -28,6 +29,7 @@ export async function statusCommand(opts: OutputFlags, args: string[], run: RunC
           for (const h of r.hosts)
             out.write(`    rank ${String(h.rank).padEnd(3)} ${h.sshHost.padEnd(24)} ${h.internalIp.padEnd(15)} ${h.process}\n`);
           if (r.lastError) out.write(`    last error (${r.lastError.code}): ${r.lastError.message.split("\n")[0]}\n`);
+          if (r.hostKeysChanged) out.write(`    not contacted: ${r.hostKeysChanged.message.split("\n").join("\n    ")}\n`);
         }
         if (d.preemptions || d.relaunches) out.write(`  preemptions ${d.preemptions}, relaunches ${d.relaunches}\n`);
         for (const e of d.history.slice(-5))
@@ -35,6 +37,17 @@ export async function statusCommand(opts: OutputFlags, args: string[], run: RunC
             `  ${e.at}  ${e.event}${e.replica !== undefined && many ? ` replica ${e.replica}` : ""}${e.zone ? ` ${e.zone}` : ""}${e.durationMs ? ` (${formatDuration(e.durationMs)})` : ""}${e.detail ? `: ${e.detail.split("\n")[0]}` : ""}\n`,
           );
       }
+    }
+    // A host that fails its key check makes status fail: the user must see it even from a script.
+    const changed = deployments.flatMap((d) => (d.hostKeysChanged ? [{ name: d.name, ...d.hostKeysChanged }] : []));
+    const first = changed[0];
+    if (first) {
+      const message = changed.map((c) => (deployments.length > 1 ? `${c.name}: ${c.message}` : c.message)).join("\n");
+      if (!opts.json) {
+        run.io.stderr.write(`tpu-deploy status: ${message}\n`);
+        if (first.hint) run.io.stderr.write(`  hint: ${first.hint}\n`);
+      }
+      return { code: EXIT.failed, json: { code: first.code, message, ...(first.hint ? { hint: first.hint } : {}), deployments } };
     }
     return { code: 0, json: { deployments } };
   } finally {
