@@ -175,7 +175,11 @@ describe("decide: evidence in order, stopping at the first conclusive answer", (
     // abnormal one is named and held; neither is relaunched.
     {
       what: "v7 INIT, refreshed INIT that SkyPilot calls launching: wait",
-      world: { apiServes: false, sky: INIT, skyRefreshed: { status: "INIT", initKind: "launching", initReason: "Retrying provisioning after 30s" } },
+      world: {
+        apiServes: false,
+        sky: INIT,
+        skyRefreshed: { status: "INIT", initKind: "launching", initReason: "Retrying provisioning after 30s" },
+      },
       probes: ["sky-status", "sky-refresh"],
       verdict: "starting",
     },
