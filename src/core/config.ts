@@ -8,7 +8,7 @@
 import { z } from "zod";
 import type { ConfigIssue } from "../errors.js";
 import { DURATION_PATTERN, MAX_TIMER_MS, timerDuration } from "./duration.js";
-import { ownedFlagConflicts } from "./server-args.js";
+import { ignoredFlagWarnings, ownedFlagConflicts } from "./server-args.js";
 import {
   ambiguousV7,
   DEFAULT_ZONES,
@@ -451,7 +451,7 @@ export function resolveConfig(sources: ConfigSource[], env: NodeJS.ProcessEnv = 
       sglang: f.sglang,
       launch: f.launch,
       relaunch: f.relaunch,
-      warnings: [...topology.warnings],
+      warnings: [...topology.warnings, ...ignoredFlagWarnings(f.server.args)],
     },
   };
 }

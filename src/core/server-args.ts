@@ -46,6 +46,23 @@ export const KNOWN_SERVER_FLAGS = [
   "--load-format",
 ];
 
+/**
+ * Flags sglang-jax accepts and then ignores: passing one changes nothing, so up says so. `--dist-timeout` is
+ * parsed in server_args.py and read nowhere else (docs/upstream/sglang-jax.md §1); the rendezvous waits
+ * JAX's own initialization_timeout (300 s) whatever it says.
+ */
+export const IGNORED_SERVER_FLAGS: Record<string, string> = {
+  "--dist-timeout":
+    "sglang-jax parses --dist-timeout but never uses it; the multi-host rendezvous waits JAX's initialization_timeout (300 s) regardless, and server.readyTimeout bounds how long up waits",
+};
+
+export function ignoredFlagWarnings(args: readonly string[]): string[] {
+  return args.flatMap((arg) => {
+    const why = IGNORED_SERVER_FLAGS[arg.split("=", 1)[0] ?? arg];
+    return why ? [`server.args ${arg}: ${why}`] : [];
+  });
+}
+
 export function ownedFlagConflicts(args: readonly string[]): string[] {
   const problems: string[] = [];
   for (const arg of args) {

@@ -590,6 +590,17 @@ describe("server args that repeat orchestrator-owned flags", () => {
   it("reports every offending arg, not just the first", () => {
     expect(ownedFlagConflicts(["--port=1", "--page-size=64", "--nnode=2", "--model", "m"])).toHaveLength(3);
   });
+
+  it("--dist-timeout passes but is named as ignored by sglang-jax, in either form", () => {
+    for (const args of [["--dist-timeout=600"], ["--dist-timeout", "600"]]) {
+      const c = resolveOk([flags({ serverArg: args })]);
+      expect(c.server.args).toEqual(args);
+      expect(c.warnings.filter((w) => w.includes("--dist-timeout"))).toEqual([
+        expect.stringMatching(/never uses it.*initialization_timeout/),
+      ]);
+    }
+    expect(resolveOk([flags({ serverArg: ["--page-size=64"] })]).warnings.some((w) => w.includes("server.args"))).toBe(false);
+  });
 });
 
 describe("secrets: names only", () => {
