@@ -6,7 +6,7 @@ import { httpViaSsh } from "../adapters/ssh/http.js";
 import { auditServerInfo } from "../core/audit.js";
 import type { Config } from "../core/config.js";
 import { formatDuration } from "../core/duration.js";
-import { remoteFiles, rendezvousDoneCommand, watchCommand } from "../core/remote.js";
+import { parseWatchEnd, remoteFiles, rendezvousDoneCommand, watchCommand } from "../core/remote.js";
 import type { HostRecord } from "../core/state.js";
 import { SshError } from "../errors.js";
 import { OperationError } from "../errors.js";
@@ -45,19 +45,30 @@ export async function waitReady(
     opts.onPhase?.(p);
   };
   const watchAbort = new AbortController();
-  const stopWatch = () => watchAbort.abort();
+  // Ends a request in flight (a /health_generate can wait 20 s on a dead scheduler) when a rank dies.
+  const requestAbort = new AbortController();
+  const stopWatch = () => {
+    watchAbort.abort();
+    requestAbort.abort();
+  };
   ctx.signal.addEventListener("abort", stopWatch, { once: true });
 
   // One long-lived exec per rank that returns only when the server process exits.
+  // A rank whose scheduler died while its main process lives on (it serves /health, never a generation) is a
+  // crash too: the wait ends at once instead of at server.readyTimeout.
   const deaths: HostRecord[] = [];
+  const schedulerOnly = new Set<HostRecord>();
   const died = new Promise<void>((resolve) => {
     for (const h of hosts) {
       if (!h.pgid) continue;
       sessionOf(sessions, h)
         .exec(watchCommand(h.pgid), { timeoutMs: opts.timeoutMs + 60_000, signal: watchAbort.signal })
         .then((r) => {
-          if (watchAbort.signal.aborted || !/exited/.test(r.stdout)) return;
+          const end = parseWatchEnd(r.stdout);
+          if (watchAbort.signal.aborted || !end) return;
+          if (end === "scheduler-exited") schedulerOnly.add(h);
           deaths.push(h);
+          requestAbort.abort();
           resolve();
         })
         .catch(() => undefined);
@@ -70,7 +81,7 @@ export async function waitReady(
     httpViaSsh(s0, rank0.internalIp, config.server.port, {
       path,
       timeoutMs,
-      signal: watchAbort.signal,
+      signal: requestAbort.signal,
       headers: path.startsWith("/health") ? {} : headers,
     });
   const deadline = started + opts.timeoutMs;
@@ -111,6 +122,7 @@ export async function waitReady(
           if (hg.status === 200) break;
         }
       } catch (err) {
+        if (deaths.length > 0) break;
         if (!(err instanceof SshError)) throw err;
         // connection refused: no listener yet (still starting); anything else is retried too
       }
@@ -122,18 +134,24 @@ export async function waitReady(
       await sleep(1000);
       const dead = [...deaths].sort((a, b) => a.rank - b.rank);
       const only = dead.length === 1 ? dead[0] : undefined;
+      const how = (d: HostRecord) =>
+        schedulerOnly.has(d)
+          ? "lost its scheduler process during start (the main process stays up, serving nothing)"
+          : "exited during start";
       if (only) {
         const log = await lastLogLines(sessions, config.name, only, 30);
         throw new OperationError(
           "server_crashed",
-          `rank ${only.rank} (${only.sshAlias}) exited during start; its last log lines:\n${indent(log)}`,
+          `rank ${only.rank} (${only.sshAlias}) ${how(only)}; its last log lines:\n${indent(log)}`,
           {
             hint: `see everything with \`tpu-deploy logs ${config.name} --rank ${only.rank}\``,
           },
         );
       }
       const logs = await Promise.all(dead.map((d) => lastLogLines(sessions, config.name, d, 15)));
-      const shown = dead.map((d, i) => `rank ${d.rank} (${d.sshAlias}):\n${indent(logs[i] ?? "")}`).join("\n");
+      const shown = dead
+        .map((d, i) => `rank ${d.rank} (${d.sshAlias})${schedulerOnly.has(d) ? ", scheduler process gone" : ""}:\n${indent(logs[i] ?? "")}`)
+        .join("\n");
       throw new OperationError(
         "server_crashed",
         `ranks ${dead.map((d) => d.rank).join(", ")} exited during start (when one fails, the others stop with it); their last log lines:\n${indent(shown)}`,

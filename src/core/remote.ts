@@ -206,9 +206,31 @@ function runningTest(pid: number): string {
   return `kill -0 ${pid} 2>/dev/null && [ "$(sed 's/.*) //' /proc/${pid}/stat 2>/dev/null | cut -c1)" != Z ]`;
 }
 
-/** Exits when the process dies; prints its state every 250 ms so a closed channel ends the loop (EPIPE). */
+/**
+ * Exits when the process dies ("exited"), or when the scheduler child of its group, once seen, is gone while
+ * the main process lives on ("scheduler-exited": a SIGKILLed scheduler, e.g. by the OOM killer, sends the main
+ * process nothing and /health stays 200; sglang-jax engine.py, see aliveCommand). Prints a dot every 250 ms
+ * so a closed channel ends the loop (EPIPE). The scheduler is looked for once a second with pgrep (procps, on
+ * every TPU VM image); where pgrep is missing it is never "seen", so only the main process's exit counts. A
+ * scheduler that dies within the watch's first second is not seen either (model loading takes minutes).
+ */
 export function watchCommand(pid: number): string {
-  return `while ${runningTest(pid)}; do echo . || exit 0; sleep 0.25; done; echo exited`;
+  return [
+    "seen=0; n=0",
+    `while ${runningTest(pid)}; do`,
+    "  if [ $((n % 4)) = 0 ]; then",
+    `    if pgrep -g ${pid} -f '^sglang::scheduler' >/dev/null 2>&1; then seen=1; elif [ $seen = 1 ] && ${runningTest(pid)}; then echo scheduler-exited; exit 0; fi`,
+    "  fi",
+    "  n=$((n + 1)); echo . || exit 0; sleep 0.25",
+    "done",
+    "echo exited",
+  ].join("\n");
+}
+
+/** What watchCommand ended with: the main process exited, or only its scheduler; undefined if neither. */
+export function parseWatchEnd(stdout: string): "exited" | "scheduler-exited" | undefined {
+  const w = stdout.trim().split("\n").at(-1);
+  return w === "exited" || w === "scheduler-exited" ? w : undefined;
 }
 
 /**

@@ -278,6 +278,28 @@ run: |
     expect(await serverProcesses("crash")).toEqual({});
   });
 
+  it("a scheduler killed during start while its main process serves /health: fails at once, naming it", async () => {
+    // Real sglang-jax: a SIGKILLed scheduler sends nothing; the main process logs the SIGCHLD and keeps
+    // answering /health, so only the process tree shows the crash (engine.py sigchld_handler).
+    await e.sim.setFaults({ server: { crash: { rank: 0, when: "after-ready", how: "sigkill" }, loadDelayMs: 5000 } });
+    // (The load delay stands for model loading, minutes on a real host: the scheduler is seen alive first.)
+    const p = e.spawnCli(upArgs("schedkill", ["us-east5-b"], ["--ready-timeout", "3m"]));
+    await p.waitFor(/starting ranks/, 120_000);
+    const t0 = Date.now();
+    const code = await p.exit;
+    expect(code, p.stderr()).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const err = p.stderr();
+    expect(err).toMatch(
+      /rank 0 \(schedkill[-\w]*\) lost its scheduler process during start \(the main process stays up, serving nothing\)/,
+    );
+    expect(err).toMatch(/Child process unexpectedly failed with exitcode=/);
+    expect(deployment("schedkill").lastError?.code).toBe("server_crashed");
+    // The main process that stayed up is stopped too.
+    expect(await serverProcesses("schedkill")).toEqual({});
+    ok(await e.cli(["down", "schedkill", "-y"]));
+  });
+
   it("a wedged server (/health 200, /health_generate 503): readiness_timeout after about --ready-timeout", async () => {
     await e.sim.setFaults({ server: { wedged: true } });
     const p = e.spawnCli(upArgs("wedged", ["us-east5-b"], ["--ready-timeout", "20s"]));

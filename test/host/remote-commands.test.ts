@@ -21,6 +21,7 @@ import {
   stopFromPidFileCommand,
   tailCommand,
   watchCommand,
+  parseWatchEnd,
   writeFromStdin,
 } from "../../src/core/remote.js";
 
@@ -535,6 +536,41 @@ describe("watchCommand and aliveCommand", () => {
     expect(Date.now() - t).toBeLessThan(2_000);
     expect(procStat(pid)?.state).toBe("Z");
     expect(r.stdout).toMatch(/^(\.\n)+exited\n$/);
+  });
+
+  it("watch ends with scheduler-exited when the titled child, once seen, dies while the main process stays", async () => {
+    const home = newHome();
+    const files = remoteFiles("wsched");
+    const { pid } = startGroup(home, files, [
+      "bash",
+      "-c",
+      '(exec -a sglang::scheduler_NP0 sleep 300) & echo $! > "$HOME/sched.pid"; sleep 300',
+    ]);
+    await waitFor(
+      "the scheduler child",
+      () => existsSync(join(home, "sched.pid")) && readFileSync(join(home, "sched.pid"), "utf8").trim() !== "",
+    );
+    await waitFor("its title", () => sh(home, aliveCommand(pid)).stdout === "alive\n");
+    const watch = shAsync(home, watchCommand(pid));
+    await new Promise((r) => setTimeout(r, 1500)); // seen at least once
+    expect(watch.child.exitCode).toBeNull();
+    process.kill(Number(readFileSync(join(home, "sched.pid"), "utf8").trim()), "SIGKILL");
+    const t = Date.now();
+    const r = await watch.done;
+    expect(Date.now() - t).toBeLessThan(2_500);
+    expect(parseWatchEnd(r.stdout)).toBe("scheduler-exited");
+    expect(running(pid)).toBe(true);
+    await killGroupAndReap(pid);
+  });
+
+  it("watch of a process that never had a scheduler ends only when the process does", async () => {
+    const home = newHome();
+    const { pid } = await unreapedChild(home);
+    const watch = shAsync(home, watchCommand(pid));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(watch.child.exitCode).toBeNull();
+    process.kill(pid, "SIGKILL");
+    expect(parseWatchEnd((await watch.done).stdout)).toBe("exited");
   });
 
   it("watch ends when its stdout is closed (the SSH channel went away)", async () => {

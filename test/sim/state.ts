@@ -119,7 +119,10 @@ export interface SkyFaults {
 
 export interface ServerCrashFault {
   rank: number;
-  when: "before-rendezvous" | "after-rendezvous";
+  /** after-ready: once the scheduler told the main process it is ready (the HTTP server then starts). */
+  when: "before-rendezvous" | "after-rendezvous" | "after-ready";
+  /** exception (default): the scheduler raises and SIGQUITs the main process; sigkill: only the scheduler dies. */
+  how?: "exception" | "sigkill";
 }
 
 export interface ServerFaults {

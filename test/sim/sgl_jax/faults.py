@@ -52,9 +52,13 @@ def read_faults():
     if crash is not None and not (
         isinstance(crash, dict)
         and isinstance(crash.get("rank"), int)
-        and crash.get("when") in ("before-rendezvous", "after-rendezvous")
+        and crash.get("when") in ("before-rendezvous", "after-rendezvous", "after-ready")
+        and crash.get("how", "exception") in ("exception", "sigkill")
     ):
-        raise FaultsError(f"{path}: server.crash must be {{\"rank\": int, \"when\": \"before-rendezvous\"|\"after-rendezvous\"}}")
+        raise FaultsError(
+            f"{path}: server.crash must be {{\"rank\": int, \"when\": \"before-rendezvous\"|\"after-rendezvous\"|\"after-ready\", "
+            "\"how\"?: \"exception\"|\"sigkill\"}}"
+        )
     for key in ("loadDelayMs", "slowHealthGenerateMs", "jaxInitTimeoutMs", "jaxHeartbeatTimeoutMs"):
         if not isinstance(out[key], (int, float)) or out[key] < 0:
             raise FaultsError(f"{path}: server.{key} must be a non-negative number")

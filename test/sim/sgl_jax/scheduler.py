@@ -196,6 +196,8 @@ class Scheduler:
             "max_req_input_len": context_length - 1,
             "world": self.world,
         })
+        if crash_due(faults, rank, "after-ready"):
+            self._crash("after-ready")
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         if rank == 0:
             self.loop_rank0()
@@ -203,6 +205,11 @@ class Scheduler:
             self.loop_follower()
 
     def _crash(self, when):
+        if (self.faults.get("crash") or {}).get("how") == "sigkill":
+            # Test-only knob: the scheduler killed from outside (the OOM killer, an operator's kill -9). It
+            # logs nothing and sends the main process no SIGQUIT; the main process only logs the SIGCHLD and
+            # lives on, /health 200 (lifecycle.py, after engine.py sigchld_handler).
+            os.kill(os.getpid(), signal.SIGKILL)
         self.fail(
             f"rank {self.rank} crashed {when.replace('-', ' ')} (injected: faults.server.crash)",
             "RuntimeError: injected crash (faults.server.crash)",
