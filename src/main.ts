@@ -1,7 +1,7 @@
 // Entry point used by bin/ and by in-process tests: never calls process.exit. Builds the dependencies
 // once (or takes a test's), runs one command, closes what it opened.
 import { realpathSync } from "node:fs";
-import { type Deps, type DepsOptions, makeDeps } from "./app/deps.js";
+import type { Deps, DepsOptions } from "./app/deps.js";
 import type { Io } from "./cli/io.js";
 import { runProgram } from "./cli/program.js";
 
@@ -33,10 +33,25 @@ export async function run(
   signal: AbortSignal = new AbortController().signal,
   opts: RunOptions = {},
 ): Promise<number> {
-  const deps = opts.deps ?? makeDeps(io.env, { ...opts, self: opts.self ?? runningSelf() });
+  // Built when a command runs, not before: the state store's schemas load zod, which --help and --version
+  // do not need (their start-up is measured against bare node in bench/startup.ts).
+  let deps = opts.deps;
+  const ctx = {
+    io,
+    signal,
+    get deps(): Deps {
+      if (!deps) throw new Error("internal: the dependencies are used before a command runs");
+      return deps;
+    },
+    prepare: async () => {
+      if (deps) return;
+      const { makeDeps } = await import("./app/deps.js");
+      deps = makeDeps(io.env, { ...opts, self: opts.self ?? runningSelf() });
+    },
+  };
   try {
-    return await runProgram(argv, { io, signal, deps });
+    return await runProgram(argv, ctx);
   } finally {
-    await deps.close();
+    await deps?.close();
   }
 }

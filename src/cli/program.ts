@@ -10,6 +10,8 @@ export interface RunContext {
   io: Io;
   signal: AbortSignal;
   deps: Deps;
+  /** Makes `deps` ready; called once a command is about to run (so --help never builds them). */
+  prepare?: () => Promise<void>;
 }
 
 /** A command's outcome. With a non-zero code, `json` is the error document: {code, message, hint?, ...details}. */
@@ -50,6 +52,7 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
       const flags = opts as OutputFlags;
       try {
         const handler = await load();
+        await ctx.prepare?.();
         const result = await handler(opts, args, ctx);
         if (flags.json && result.json !== undefined) {
           const payload = result.code === EXIT.ok ? { ok: true as const, result: result.json } : { ok: false as const, error: result.json };

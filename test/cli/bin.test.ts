@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { firstLaunch, type PlanDoc } from "../helpers/run-cli.js";
 import { StateStore } from "../../src/adapters/state-store.js";
@@ -46,6 +47,27 @@ process.on("exit", () => {
 });
 `;
 
+// ESM packages never reach require.cache: a resolve hook (module.register) names each package an ESM
+// import reached, on stderr, from the loader's own thread.
+const ESM_HOOKS = `
+import { writeSync } from "node:fs";
+const seen = new Set();
+export async function resolve(spec, ctx, next) {
+  const r = await next(spec, ctx);
+  const m = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(r.url);
+  if (m && !seen.has(m[1])) { seen.add(m[1]); writeSync(2, "ESM-PACKAGE " + m[1] + "\\n"); }
+  return r;
+}
+`;
+
+function esmPackages(stderr: string): string[] {
+  return stderr
+    .split("\n")
+    .filter((l) => l.startsWith("ESM-PACKAGE "))
+    .map((l) => l.slice("ESM-PACKAGE ".length))
+    .sort();
+}
+
 function heavyModules(stderr: string): string[] {
   const line = stderr.split("\n").find((l) => l.startsWith("HEAVY-MODULES "));
   if (!line) throw new Error(`no HEAVY-MODULES line in stderr:\n${stderr}`);
@@ -65,7 +87,11 @@ beforeAll(() => {
   expect(statSync(MAIN_JS).isFile()).toBe(true);
   const dir = mkdtempSync(join(tmpdir(), "tpu-deploy-bin-"));
   preloadPath = join(dir, "heavy-modules.mjs");
-  writeFileSync(preloadPath, PRELOAD);
+  writeFileSync(join(dir, "esm-hooks.mjs"), ESM_HOOKS);
+  writeFileSync(
+    preloadPath,
+    `${PRELOAD}\nimport { register } from "node:module";\nregister(${JSON.stringify(pathToFileURL(join(dir, "esm-hooks.mjs")).href)});\n`,
+  );
   cwd = mkdtempSync(join(tmpdir(), "tpu-deploy-bin-cwd-"));
   env = { PATH: process.env.PATH, HOME: dir, TPU_DEPLOY_HOME: join(dir, "state") };
 }, 120_000);
@@ -110,6 +136,8 @@ describe("bin/tpu-deploy.js", () => {
     expect(res.status).toBe(0);
     expect(res.stdout).toContain("Usage: tpu-deploy");
     expect(heavyModules(res.stderr)).toEqual([]);
+    // Not zod either: the schemas load when a command runs (main.ts builds the dependencies then).
+    expect(esmPackages(res.stderr)).toEqual(["commander"]);
     expect(elapsed).toBeLessThan(1500);
 
     for (const command of ["up", "render"]) {
