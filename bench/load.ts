@@ -2,7 +2,8 @@
 // simulated host's network namespace (`ip netns exec … node load.js`: the direct connection to rank 0) and on
 // this machine (through `tpu-deploy proxy`). Sends N small chat requests, `concurrency` at a time, each
 // connection kept alive as a real client would, and prints one JSON line: every latency and the wall time.
-//   node dist/bench/load.js URL N CONCURRENCY [WARMUP]
+//   node dist/bench/load.js URL N CONCURRENCY [WARMUP] [fresh]
+// `fresh`: a new TCP connection for every request (no keep-alive), to show what a connection's set-up costs.
 import { Agent, request } from "node:http";
 
 export interface LoadResult {
@@ -40,9 +41,9 @@ function once(url: URL, agent: Agent): Promise<number> {
   });
 }
 
-export async function load(target: string, n: number, concurrency: number, warmup: number): Promise<LoadResult> {
+export async function load(target: string, n: number, concurrency: number, warmup: number, fresh = false): Promise<LoadResult> {
   const url = new URL(target);
-  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const agent = new Agent({ keepAlive: !fresh, maxSockets: concurrency });
   const problems: Record<string, number> = {};
   const note = (what: string) => {
     problems[what] = (problems[what] ?? 0) + 1;
@@ -78,11 +79,11 @@ export async function load(target: string, n: number, concurrency: number, warmu
 }
 
 if (process.argv[1]?.endsWith("load.js")) {
-  const [url, n, c, w] = process.argv.slice(2);
+  const [url, n, c, w, mode] = process.argv.slice(2);
   if (!url || !n || !c) {
     process.stderr.write("usage: load.js URL N CONCURRENCY [WARMUP]\n");
     process.exit(2);
   }
-  const r = await load(url, Number(n), Number(c), Number(w ?? 0));
+  const r = await load(url, Number(n), Number(c), Number(w ?? 0), mode === "fresh");
   process.stdout.write(`${JSON.stringify(r)}\n`);
 }

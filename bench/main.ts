@@ -74,7 +74,8 @@ async function main(): Promise<number> {
       await coordination(cloud, results, { sizes: args.sizes, iterations: args.iterations });
       coordinationTargets(results, args.sizes, enforce);
     }
-    if (args.only.has("watch")) await watchAndRelaunch(cloud, results, { iterations: args.iterations, intervalS: args.watchIntervalS, enforce });
+    if (args.only.has("watch"))
+      await watchAndRelaunch(cloud, results, { iterations: args.iterations, intervalS: args.watchIntervalS, enforce });
     if (args.only.has("proxy"))
       await proxy(cloud, results, {
         latencyRequests: args.proxyRequests,

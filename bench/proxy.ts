@@ -36,18 +36,32 @@ export async function proxy(cloud: Cloud, results: Results, opts: ProxyOptions):
     const head = cloud.productHosts("bench-p2", 0)[0];
     const headHost = (await cloud.clusterHosts("bench-p2")).find((h) => h.internalIp === head?.internalIp);
     if (!head || !headHost) throw new Error("bench-p2 has no rank 0");
-    const direct = (n: number, c: number) => runLoad(`http://${head.internalIp}:30000${PATH}`, n, c, headHost.netns);
+    const direct = (n: number, c: number, fresh = false) => runLoad(`http://${head.internalIp}:30000${PATH}`, n, c, headHost.netns, fresh);
     const proxied = (p: OpenedProxy, n: number, c: number) => runLoad(`${p.url}${PATH}`, n, c);
 
     // Latency: one request at a time, the two paths alternating in halves so that drift hits both alike.
     const half = Math.ceil(opts.latencyRequests / 2);
-    const lat = { direct: [] as number[], proxied: [] as number[] };
+    const lat = { direct: [] as number[], proxied: [] as number[], fresh: [] as number[] };
     for (let k = 0; k < 2; k++) {
       lat.direct.push(...(await direct(half, 1)).latenciesMs);
       lat.proxied.push(...(await proxied(p2, half, 1)).latenciesMs);
+      lat.fresh.push(...(await direct(half, 1, true)).latenciesMs);
     }
-    const d = results.add("proxy.latency.direct", "ms", lat.direct, "POST /v1/chat/completions to rank 0 from inside its host's network namespace, one at a time");
+    const d = results.add(
+      "proxy.latency.direct",
+      "ms",
+      lat.direct,
+      "POST /v1/chat/completions to rank 0 from inside its host's network namespace, one at a time",
+    );
     const p = results.add("proxy.latency.proxied", "ms", lat.proxied, "the same through `tpu-deploy proxy` (2 replicas) on this machine");
+    // Not a target: the proxy opens a new SSH channel, and so a new TCP connection from sshd to the server, for
+    // every request, while the direct client keeps its connection; this shows what that set-up alone costs.
+    results.add(
+      "proxy.latency.directNewConnection",
+      "ms",
+      lat.fresh,
+      "the direct path again, with a new TCP connection for every request (no keep-alive)",
+    );
     const addedMedian = p.summary.median - d.summary.median;
     const addedP99 = p.summary.p99 - d.summary.p99;
     results.add("proxy.latency.addedMedian", "ms", [addedMedian], "median proxied − median direct");
@@ -112,9 +126,9 @@ async function openProxy(cloud: Cloud, name: string): Promise<OpenedProxy> {
 }
 
 /** load.ts as its own process; in a host's network namespace when `netns` is given. */
-function runLoad(url: string, n: number, concurrency: number, netns?: string): Promise<LoadResult> {
+function runLoad(url: string, n: number, concurrency: number, netns?: string, fresh = false): Promise<LoadResult> {
   const load = join(repoRoot(), "dist", "bench", "load.js");
-  const argv = [process.execPath, load, url, String(n), String(concurrency), "10"];
+  const argv = [process.execPath, load, url, String(n), String(concurrency), "10", ...(fresh ? ["fresh"] : [])];
   const [cmd = "", ...args] = netns ? ["ip", "netns", "exec", netns, ...argv] : argv;
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -135,4 +149,3 @@ function runLoad(url: string, n: number, concurrency: number, netns?: string): P
     });
   });
 }
-

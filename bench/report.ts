@@ -102,11 +102,11 @@ export function markdown(results: Results, run: { startedAt: Date; before: Machi
     out.push(
       "### Coordination fan-out (ms; median (min–max))",
       "",
-      "| hosts | tpu-deploy: known → ranks started | known → serving | sequential ssh: known → ranks started | known → serving | speed-up (ranks started) | SSH connections per host | readiness detection | CPU s of tpu-deploy | peak RSS MB |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "| hosts | tpu-deploy: known → ranks started | known → serving | sequential ssh: known → ranks started | known → serving | speed-up (ranks started) | SSH connections per host | readiness detection | CPU s of tpu-deploy | peak RSS MB | machine CPU busy, % |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
       ...sizes.map((h) => {
         const conns = results.get("coordination.sshConnectionsPerHost", { hosts: h })?.summary;
-        return `| ${h} | ${range("coordination.ranksStarted", h)} | ${range("coordination.serving", h)} | ${range("coordination.baseline.ranksStarted", h)} | ${range("coordination.baseline.serving", h)} | ${(med("coordination.baseline.ranksStarted", h) / med("coordination.ranksStarted", h)).toFixed(1)}× | ${conns ? `${conns.min}–${conns.max}` : "–"} | ${range("readiness.detection", h)} | ${range("product.up.cpuSeconds", h)} | ${range("product.up.peakRssMb", h)} |`;
+        return `| ${h} | ${range("coordination.ranksStarted", h)} | ${range("coordination.serving", h)} | ${range("coordination.baseline.ranksStarted", h)} | ${range("coordination.baseline.serving", h)} | ${(med("coordination.baseline.ranksStarted", h) / med("coordination.ranksStarted", h)).toFixed(1)}× | ${conns ? `${conns.min}–${conns.max}` : "–"} | ${range("readiness.detection", h)} | ${range("product.up.cpuSeconds", h)} | ${range("product.up.peakRssMb", h)} | ${range("coordination.machineCpuBusy", h)} |`;
       }),
       "",
     );

@@ -2,7 +2,7 @@
 // the same run; the report (report.ts) only formats them.
 import { type Summary, summarize } from "./stats.js";
 
-export type Unit = "ms" | "s" | "MB" | "count" | "req/s" | "x";
+export type Unit = "ms" | "s" | "MB" | "count" | "req/s" | "x" | "%";
 
 export interface Metric {
   /** Stable name, e.g. `coordination.ranksStarted`; with `params` it names one measured series. */

@@ -33,6 +33,8 @@ interface OurRun {
   connections: number[];
   cpuMs: number;
   peakRssKb: number;
+  /** Share of the machine's CPU time busy (all processes) from `finding hosts` to `rendezvous`, 0..1. */
+  machineBusy: number;
 }
 
 interface BaselineRun {
@@ -71,7 +73,13 @@ export async function coordination(cloud: Cloud, results: Results, opts: Coordin
       "tpu-deploy up: TPU API ListNodes received → `rendezvous` line",
       p,
     );
-    results.add("coordination.serving", "ms", ours.map((r) => r.knownToServing), "tpu-deploy up: ListNodes received → `serving` line", p);
+    results.add(
+      "coordination.serving",
+      "ms",
+      ours.map((r) => r.knownToServing),
+      "tpu-deploy up: ListNodes received → `serving` line",
+      p,
+    );
     results.add(
       "coordination.baseline.ranksStarted",
       "ms",
@@ -100,7 +108,13 @@ export async function coordination(cloud: Cloud, results: Results, opts: Coordin
       "double's first /health_generate 200 (calls/server.jsonl) → up's `serving` line",
       p,
     );
-    results.add("product.up.cpuSeconds", "s", ours.map((r) => r.cpuMs / 1000), "utime+stime of the tpu-deploy process (/proc)", p);
+    results.add(
+      "product.up.cpuSeconds",
+      "s",
+      ours.map((r) => r.cpuMs / 1000),
+      "utime+stime of the tpu-deploy process (/proc)",
+      p,
+    );
     results.add(
       "product.up.peakRssMb",
       "MB",
@@ -121,13 +135,21 @@ async function ourRun(cloud: Cloud, name: string, hosts: number, env: Record<str
   // Counted synchronously as the `finding hosts` line arrives: sky's own SSH sessions (setup) are over by then,
   // and tpu-deploy has not connected yet (it runs `sky status` and reads SkyPilot's SSH config first).
   let before: Map<string, number> | undefined;
+  let cpuAtFinding: CpuTimes | undefined;
+  let cpuAtStarted: CpuTimes | undefined;
   const onLine = (l: TimedLine) => {
-    if (before === undefined && PHASE("finding hosts").test(l.text)) before = cloud.acceptedSsh(hostIdsNow(cloud, name));
+    if (before === undefined && PHASE("finding hosts").test(l.text)) {
+      before = cloud.acceptedSsh(hostIdsNow(cloud, name));
+      cpuAtFinding = machineCpu();
+    }
+    if (cpuAtStarted === undefined && PHASE("rendezvous").test(l.text)) cpuAtStarted = machineCpu();
   };
   const run = await cloud.must(args, { onLine });
   const started = findLine(run.lines, PHASE("rendezvous"), "every rank started");
   const serving = findLine(run.lines, PHASE("serving"), "serving");
-  const list = (await cloud.calls("tpu")).filter((c) => c.method === "ListNodes" && Number(c.t) >= run.startedAt && Number(c.t) <= started.t);
+  const list = (await cloud.calls("tpu")).filter(
+    (c) => c.method === "ListNodes" && Number(c.t) >= run.startedAt && Number(c.t) <= started.t,
+  );
   const known = Number(list.at(-1)?.t);
   if (!Number.isFinite(known)) throw new Error(`no Cloud TPU API ListNodes call during ${args.join(" ")}`);
   const simHosts = await cloud.clusterHosts(name);
@@ -146,7 +168,29 @@ async function ourRun(cloud: Cloud, name: string, hosts: number, env: Record<str
     connections: simHosts.map((h) => (after.get(h.id) ?? 0) - (first.get(h.id) ?? 0)),
     cpuMs: run.usage.cpuMs,
     peakRssKb: run.usage.peakRssKb,
+    machineBusy: cpuAtFinding && cpuAtStarted ? busyShare(cpuAtFinding, cpuAtStarted) : Number.NaN,
   };
+}
+
+interface CpuTimes {
+  busy: number;
+  total: number;
+}
+
+/**
+ * The machine's CPU time so far, from the first line of /proc/stat (in ticks, all cores). The simulated hosts
+ * share this machine's cores, so when every core is busy while tpu-deploy coordinates, the wall time measures
+ * the simulation's CPU (sshd, shells, Python doubles) as much as the coordination: shown next to the numbers.
+ */
+function machineCpu(): CpuTimes {
+  const f = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
+}
+
+function busyShare(a: CpuTimes, b: CpuTimes): number {
+  return b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : Number.NaN;
 }
 
 /**
@@ -278,6 +322,11 @@ export function coordinationTargets(results: Results, sizes: number[], enforce: 
     baseline >= 10 * ours,
     `${fmtMs(ours)} vs ${fmtMs(baseline)} (${(baseline / ours).toFixed(1)}× faster)`,
   );
+  const busy = med("coordination.machineCpuBusy", large);
+  if (busy >= 90)
+    results.note(
+      `at ${large} hosts the machine's cores were ${busy.toFixed(0)}% busy (median) from \`finding hosts\` to \`rendezvous\`: the simulated hosts' sshd, shells and Python share them, so that wall time is bounded by the simulation's CPU, not only by tpu-deploy's fan-out`,
+    );
   const conns = sizes.flatMap((h) => results.get("coordination.sshConnectionsPerHost", { hosts: h })?.values ?? []);
   results.target(
     `exactly one SSH connection per host during coordination${tag}`,

@@ -4,6 +4,8 @@
 // - `watch --interval 15s` idle: its resident memory between and during healthy passes;
 // - preemption at a random moment (the TPU node turns PREEMPTED, its hosts die): time from then until watch
 //   prints that the relaunch starts.
+import { spawnSync } from "node:child_process";
+import { repoRoot } from "../test/sim/sim.js";
 import type { Cloud } from "./cloud.js";
 import { sleep } from "./cloud.js";
 import type { Results } from "./results.js";
@@ -27,7 +29,13 @@ export async function watchAndRelaunch(cloud: Cloud, results: Results, opts: Wat
 async function relaunchCost(cloud: Cloud, results: Results, opts: WatchOptions): Promise<void> {
   const hostIds = (await cloud.clusterHosts(NAME)).map((h) => h.id);
   const rows = { wall: [] as number[], skyLaunch: [] as number[], skyStatus: [] as number[], skyOther: [] as number[] };
-  const more = { tpuReads: [] as number[], tpuWrites: [] as number[], healthProbes: [] as number[], health: [] as number[], ssh: [] as number[] };
+  const more = {
+    tpuReads: [] as number[],
+    tpuWrites: [] as number[],
+    healthProbes: [] as number[],
+    health: [] as number[],
+    ssh: [] as number[],
+  };
   for (let i = 0; i < opts.iterations; i++) {
     const sky0 = (await cloud.calls("sky")).length;
     const tpu0 = (await cloud.calls("tpu")).length;
@@ -92,8 +100,21 @@ async function watchRuns(cloud: Cloud, results: Results, opts: WatchOptions): Pr
     const peak = (w.usage()?.peakRssKb ?? Number.NaN) / 1024;
     results.add("memory.watchIdle.rssMb", "MB", rss, "VmRSS of the watch process, every 200 ms while it watches a healthy deployment");
     results.add("memory.watchIdle.peakRssMb", "MB", [peak], "VmHWM of the watch process after its first idle passes");
+    // Not a target: what the libraries watch needs cost before tpu-deploy's own code runs, so that a miss can
+    // be told apart from growth in tpu-deploy itself.
+    results.add("memory.floor.nodeMb", "MB", [nodeRss([])], "RSS of `node` that loads nothing");
+    results.add(
+      "memory.floor.librariesMb",
+      "MB",
+      [nodeRss(["ssh2", "google-gax", "@google-cloud/tpu"])],
+      "RSS of `node` that only loads ssh2, google-gax and @google-cloud/tpu and makes a TpuClient (what watch loads)",
+    );
     const tag = opts.enforce ? "" : " (smoke: not enforced)";
-    results.target(`watch idle under 100 MB${tag}`, peak < 100, `peak ${peak.toFixed(1)} MB (VmHWM), RSS at most ${Math.max(...rss).toFixed(1)} MB`);
+    results.target(
+      `watch idle under 100 MB${tag}`,
+      peak < 100,
+      `peak ${peak.toFixed(1)} MB (VmHWM), RSS at most ${Math.max(...rss).toFixed(1)} MB`,
+    );
 
     const detection: number[] = [];
     for (let i = 0; i < opts.iterations; i++) {
@@ -106,13 +127,9 @@ async function watchRuns(cloud: Cloud, results: Results, opts: WatchOptions): Pr
       process.stdout.write(`  preemption ${i + 1}: relaunch started ${fmtMs(started.t - preemptedAt)} after it\n`);
       await w.waitFor(/serving again/, { after: started.t, timeoutMs: 300_000 });
     }
-    results.add(
-      "preemption.detection",
-      "ms",
-      detection,
-      `TPU node PREEMPTED at a random moment → watch's "relaunching" line`,
-      { intervalS: opts.intervalS },
-    );
+    results.add("preemption.detection", "ms", detection, `TPU node PREEMPTED at a random moment → watch's "relaunching" line`, {
+      intervalS: opts.intervalS,
+    });
     const max = Math.max(...detection);
     results.target(
       `preemption detected within interval + 2 s (${opts.intervalS + 2} s), every run${opts.enforce ? "" : " (smoke: not enforced)"}`,
@@ -123,4 +140,19 @@ async function watchRuns(cloud: Cloud, results: Results, opts: WatchOptions): Pr
     w.child.kill("SIGTERM");
     await w.done;
   }
+}
+
+/** RSS in MB of a fresh node process after importing `modules` (and making a TPU client when it is among them). */
+function nodeRss(modules: string[]): number {
+  const code = [
+    ...modules.map((m, i) => `const m${i} = await import(${JSON.stringify(m)});`),
+    modules.includes("@google-cloud/tpu")
+      ? `new m${modules.indexOf("@google-cloud/tpu")}.v2.TpuClient({ apiEndpoint: "127.0.0.1", port: 1, sslCreds: (await import("google-gax")).grpc.credentials.createInsecure() });`
+      : "",
+    "process.stdout.write(String(process.memoryUsage().rss / 1048576));",
+  ].join("\n");
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], { cwd: repoRoot(), encoding: "utf8" });
+  const mb = Number(r.stdout.trim());
+  if (r.status !== 0 || !Number.isFinite(mb)) throw new Error(`node -e (${modules.join(", ")}) failed: ${r.stderr}`);
+  return mb;
 }
