@@ -48,23 +48,44 @@ export async function coordination(cloud: Cloud, results: Results, opts: Coordin
   const sizes = [...opts.sizes].sort((a, b) => a - b);
   for (const hosts of sizes) {
     const name = `bench-${hosts}`;
+    const failures: string[] = [];
     const ours: OurRun[] = [];
     const base: BaselineRun[] = [];
     for (let i = 0; i < opts.iterations; i++) {
       // Every run after the first changes a server setting, so `up` keeps the slice and restarts the servers:
       // the same discover → port check → start → ready path, without provisioning again.
       const env: Record<string, string> = i === 0 ? {} : { TPD_BENCH_RUN: String(i) };
-      ours.push(await ourRun(cloud, name, hosts, env));
+      // A run that fails is reported (and fails the benchmark) but does not throw away the other runs and
+      // sizes: on a loaded machine a 64-host start can fail for the simulation's own reasons, and which run
+      // failed, and how, is worth as much as the numbers.
+      try {
+        ours.push(await ourRun(cloud, name, hosts, env));
+      } catch (err) {
+        failures.push(`tpu-deploy up, run ${i + 1}: ${firstLines(err)}`);
+        process.stdout.write(`  ${hosts} host(s), run ${i + 1}: tpu-deploy up FAILED: ${firstLines(err)}\n`);
+        continue;
+      }
       const r = ours.at(-1);
       process.stdout.write(
         `  ${hosts} host(s), run ${i + 1}: tpu-deploy ranks started ${fmtMs(r?.knownToStarted ?? Number.NaN)}, serving ${fmtMs(r?.knownToServing ?? Number.NaN)}\n`,
       );
-      base.push(await baselineRun(cloud, name, hosts, env));
+      try {
+        base.push(await baselineRun(cloud, name, hosts, env));
+      } catch (err) {
+        failures.push(`sequential ssh baseline, run ${i + 1}: ${firstLines(err)}`);
+        process.stdout.write(`  ${hosts} host(s), run ${i + 1}: baseline FAILED: ${firstLines(err)}\n`);
+        continue;
+      }
       const b = base.at(-1);
       process.stdout.write(
         `  ${hosts} host(s), run ${i + 1}: sequential ssh ranks started ${fmtMs(b?.knownToStarted ?? Number.NaN)}, serving ${fmtMs(b?.knownToServing ?? Number.NaN)}\n`,
       );
     }
+    results.target(
+      `every coordination run at ${hosts} host(s) completed`,
+      failures.length === 0,
+      failures.length === 0 ? `${opts.iterations} of ${opts.iterations}` : failures.join("; "),
+    );
     const p = { hosts };
     results.add(
       "coordination.ranksStarted",
@@ -170,6 +191,17 @@ async function ourRun(cloud: Cloud, name: string, hosts: number, env: Record<str
     peakRssKb: run.usage.peakRssKb,
     machineBusy: cpuAtFinding && cpuAtStarted ? busyShare(cpuAtFinding, cpuAtStarted) : Number.NaN,
   };
+}
+
+/** An error's first lines (the tpu-deploy error a failed run printed), for one line of the report. */
+function firstLines(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const lines = text.split("\n");
+  const said = lines.filter((l) => /tpu-deploy (up|relaunch|down)?:|ERROR|exited/.test(l)).slice(0, 4);
+  return (said.length > 0 ? said : lines.slice(0, 3))
+    .map((l) => l.trim())
+    .join(" / ")
+    .slice(0, 600);
 }
 
 interface CpuTimes {
