@@ -1,7 +1,8 @@
 // `npm run bench`: tpu-deploy's orchestration measured on the simulated cloud, side by side with baselines in
 // the same run (issue 12). Needs root (the simulated hosts are network namespaces running sshd).
 //   node dist/bench/main.js [--smoke] [--json FILE] [--write-md FILE] [--only SECTION,...]
-// --smoke: 1 and 4 hosts, one iteration, 50 proxy requests; every metric is still emitted, no target enforced.
+// --smoke: 1 and 4 hosts (4 is the smallest multi-host v6e slice: --nodes 2 is two 1-host replicas), one
+// iteration, 50 proxy requests; every metric is still emitted, no target enforced.
 // The full run enforces every target and exits 1 naming each one missed. Not part of the timed tests.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { ensureSimPrerequisites, PreflightError } from "../test/sim/preflight.js";

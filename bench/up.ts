@@ -130,6 +130,13 @@ export async function coordination(cloud: Cloud, results: Results, opts: Coordin
       p,
     );
     results.add(
+      "coordination.machineCpuBusy",
+      "%",
+      ours.map((r) => r.machineBusy * 100),
+      "share of the machine's CPU (every core, every process: the simulated hosts run here) busy from `finding hosts` to `rendezvous`",
+      p,
+    );
+    results.add(
       "product.up.cpuSeconds",
       "s",
       ours.map((r) => r.cpuMs / 1000),

@@ -20,6 +20,7 @@ const KINDS: Record<string, string[]> = {
     "coordination.baseline.ranksStarted",
     "coordination.baseline.serving",
     "coordination.sshConnectionsPerHost",
+    "coordination.machineCpuBusy",
   ],
   "readiness detection": ["readiness.detection"],
   "preemption detection": ["preemption.detection"],
@@ -96,7 +97,8 @@ describe("npm run bench -- --smoke", () => {
       const series = doc?.metrics.filter((m) => m.name === name) ?? [];
       expect(series.length, `${name} missing from the smoke run's metrics`).toBeGreaterThan(0);
       for (const m of series) {
-        expect(m.values.length, `${name} has no values`).toBeGreaterThan(0);
+        const failed = (doc?.targets ?? []).filter((t) => !t.met && / completed$/.test(t.requirement)).map((t) => t.measured);
+        expect(m.values.length, `${name} has no values ${failed.join("; ")}`).toBeGreaterThan(0);
         for (const v of [...m.values, m.summary.median, m.summary.min, m.summary.max])
           expect(Number.isFinite(v), `${name} ${JSON.stringify(m.params)}: ${v}`).toBe(true);
       }
