@@ -85,9 +85,15 @@ export async function checkPorts(ctx: AppContext, sessions: Map<string, HostSess
  */
 export const LIBTPU_PORT = 8471;
 
+const CONNECT_TIMEOUT_S = 3;
+
 export async function checkLibtpuPort(ctx: AppContext, sessions: Map<string, HostSession>, hosts: HostRecord[]): Promise<void> {
   if (hosts.length < 2) return;
-  const listenSeconds = 30;
+  // Every listener must outlive the slowest connector: connectors run CONCURRENCY at a time and each tries
+  // every other host in turn, each try bounded. With a fixed 30 s, a 64-host slice on slow hosts had its later
+  // connectors find the first listeners already gone ("Connection refused") and failed a healthy slice. A long
+  // window costs nothing: a listener exits as soon as every peer connected, and all are stopped on a failure.
+  const listenSeconds = 30 + Math.ceil(hosts.length / CONCURRENCY) * (hosts.length - 1) * CONNECT_TIMEOUT_S;
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -122,9 +128,9 @@ export async function checkLibtpuPort(ctx: AppContext, sessions: Map<string, Hos
       portConnectManyCommand(
         targets.map((x) => x.internalIp),
         LIBTPU_PORT,
-        3,
+        CONNECT_TIMEOUT_S,
       ),
-      { timeoutMs: 10_000 + targets.length * 3_500, signal: ctx.signal },
+      { timeoutMs: 10_000 + targets.length * (CONNECT_TIMEOUT_S * 1000 + 500), signal: ctx.signal },
     );
     const answer = parseTargetsAnswer(r.stdout);
     if (answer === undefined)

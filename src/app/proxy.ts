@@ -179,9 +179,10 @@ class HeadLink {
       void cur.session.close().catch(() => undefined);
     }
     this.connecting ??= sessionsFor(this.ctx, this.name, [host])
-      .then((hs) => {
+      .then(async (hs) => {
         const s = hs.sessions.get(host.sshAlias);
         if (!s) throw new OperationError("ssh_failed", `cannot reach ${host.sshAlias}: ${hs.unreachable[0]?.message ?? "no session"}`);
+        await turnOffNagleOnHost(s);
         this.current = { session: s, host };
         return this.current;
       })
@@ -196,6 +197,16 @@ class HeadLink {
     await this.connecting?.catch(() => undefined);
     await this.current?.session.close();
   }
+}
+
+/**
+ * sshd before OpenSSH 10.1 sets TCP_NODELAY on a connection only once a session runs a command (session.c
+ * do_exec_no_pty → packet.c ssh_packet_set_interactive); a connection that only forwards keeps Nagle on, and an
+ * answer that reaches sshd in two parts (head, then body) waits for this side's delayed ACK, ~40 ms, on many
+ * requests. One no-op command turns it off for the connection's lifetime. Best effort: forwarding works without.
+ */
+export async function turnOffNagleOnHost(session: HostSession): Promise<void> {
+  await session.exec(":", { timeoutMs: PROBE_TIMEOUT_MS }).catch(() => undefined);
 }
 
 function sameHost(a: HostRecord, b: HostRecord): boolean {

@@ -91,7 +91,27 @@ export async function ensureNetwork(simId: string): Promise<void> {
     for (const br of [EXT_BRIDGE, INT_BRIDGE]) {
       await writeFile(`/proc/sys/net/ipv6/conf/${br}/disable_ipv6`, "1").catch(() => undefined);
     }
+    await roomForNeighbours();
   });
+}
+
+// The kernel's ARP table is one for every network namespace, and its default hard limit (gc_thresh3 = 1024
+// entries) is what one real machine needs. A simulated 64-host slice whose hosts all talk to each other (the
+// libtpu port check: 64 × 63 pairs) needs ~4,000: past the limit the kernel logs "neighbor table overflow",
+// drops the first SYN to a host it cannot resolve and every such connection waits out a retransmit, something
+// no real slice (one kernel per host) has. The limits are only raised, never lowered; best effort.
+const NEIGH_LIMITS: [string, number][] = [
+  ["gc_thresh1", 8192],
+  ["gc_thresh2", 16384],
+  ["gc_thresh3", 32768],
+];
+
+async function roomForNeighbours(): Promise<void> {
+  for (const [key, want] of NEIGH_LIMITS) {
+    const path = `/proc/sys/net/ipv4/neigh/default/${key}`;
+    const now = Number((await readFile(path, "utf8").catch(() => "")).trim());
+    if (Number.isFinite(now) && now < want) await writeFile(path, String(want)).catch(() => undefined);
+  }
 }
 
 // gcpuser with a usable (not locked) password field so key-only sshd without PAM accepts it.

@@ -123,6 +123,9 @@ export async function startSim(opts: StartSimOptions = {}): Promise<Sim> {
       });
     }
     await chmodReadable(root);
+    // The sglang-jax double runs as gcpuser on the hosts (where SIM_ROOT is mounted at the same path) and
+    // appends its calls/server.jsonl there.
+    await chmod(join(root, "calls"), 0o1777);
     await ensureNetwork(id);
 
     const started = await startServices(servicesJs, root);

@@ -131,6 +131,8 @@ export interface ServerFaults {
   neverReady?: boolean;
   wedged?: boolean;
   slowHealthGenerateMs?: number;
+  // Rank 0's engine takes this long per generation request, one request at a time (re-read for every batch).
+  requestTimeMs?: number;
   ignoreSigtermRanks?: number[];
   jaxInitTimeoutMs?: number;
   jaxHeartbeatTimeoutMs?: number;
@@ -159,7 +161,9 @@ export interface SimConfig {
   createdBy: number;
 }
 
-export type CallKind = "sky" | "tpu";
+// sky: the fake sky's invocations; tpu: Cloud TPU API RPCs; server: rank 0's answers on /health and
+// /health_generate, written by the sglang-jax double on the hosts (test/sim/sgl_jax/http_server.py record_call).
+export type CallKind = "sky" | "tpu" | "server";
 
 export function statePath(root: string): string {
   return join(root, "state.json");

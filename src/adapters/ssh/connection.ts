@@ -98,6 +98,10 @@ export async function connectHost(target: SshTarget, opts: ConnectOptions = {}):
       }
     });
     ready = true;
+    // SSH carries small request/response exchanges here (commands, HTTP through forwards): with Nagle on, a
+    // packet waits for the previous one's ACK, which the host may delay ~40 ms. OpenSSH's own client turns it
+    // off too (packet.c set_nodelay).
+    client.setNoDelay(true);
     return session;
   } finally {
     session.onConnectError = undefined;

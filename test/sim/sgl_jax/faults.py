@@ -9,6 +9,10 @@ DEFAULTS = {
     "neverReady": False,
     "wedged": False,
     "slowHealthGenerateMs": 0,
+    # Every generation request (and /health_generate's one-token request) takes this long in rank 0's engine,
+    # one request after another: a replica at capacity answers 1000/requestTimeMs requests a second, however
+    # many wait. Re-read for every batch, like "wedged".
+    "requestTimeMs": 0,
     "ignoreSigtermRanks": [],
     "jaxInitTimeoutMs": 300000,
     # XLA's coordination service declares a task dead after heartbeat_timeout = 100 s (openxla/xla
@@ -59,7 +63,7 @@ def read_faults():
             f"{path}: server.crash must be {{\"rank\": int, \"when\": \"before-rendezvous\"|\"after-rendezvous\"|\"after-ready\", "
             "\"how\"?: \"exception\"|\"sigkill\"}}"
         )
-    for key in ("loadDelayMs", "slowHealthGenerateMs", "jaxInitTimeoutMs", "jaxHeartbeatTimeoutMs"):
+    for key in ("loadDelayMs", "slowHealthGenerateMs", "requestTimeMs", "jaxInitTimeoutMs", "jaxHeartbeatTimeoutMs"):
         if not isinstance(out[key], (int, float)) or out[key] < 0:
             raise FaultsError(f"{path}: server.{key} must be a non-negative number")
     hc = out["healthCheckTimeoutMs"]

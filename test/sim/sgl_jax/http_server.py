@@ -2,6 +2,7 @@
 the main process; whatever needs the engine goes through the TokenizerManager to the scheduler process."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -30,6 +31,11 @@ def make_server(host, port, app):
         protocol_version = "HTTP/1.1"
         server_version = "uvicorn"
         sys_version = ""
+        # uvicorn runs on asyncio, which sets TCP_NODELAY on every TCP connection it accepts (CPython
+        # asyncio/selector_events.py: _SelectorSocketTransport calls base_events._set_nodelay, since 3.7).
+        # Without it the head and the body, written separately here, wait out the client's delayed ACK
+        # (~40 ms) on every answer: a stall the real server does not have.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):
             pass
@@ -75,6 +81,25 @@ def make_server(host, port, app):
 
     cls = _Server6 if ":" in host else _Server
     return cls((host, port), Handler)
+
+
+def record_call(port, path, status):
+    """Test observation only (not in sglang-jax): one JSON line per answer rank 0 gives on /health and
+    /health_generate, appended to $TPD_SIM_ROOT/calls/server.jsonl as {t: epoch ms as the answer goes out, host,
+    port, path, status}, so a test or benchmark can tell when the server started answering (and how often it
+    was probed) without reading the server's log, whose timestamps have whole seconds. Never fails a request."""
+    root = os.environ.get("TPD_SIM_ROOT")
+    if not root:
+        return
+    line = json.dumps({"t": round(time.time() * 1000, 1), "host": socket.gethostname(), "port": port, "path": path, "status": status})
+    try:
+        fd = os.open(os.path.join(root, "calls", "server.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())  # one short O_APPEND write: never interleaved with another host's
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 NOT_FOUND = (404, "application/json", {"detail": "Not Found"})
@@ -209,6 +234,7 @@ class ApiApp:
 
     # --- routes ----------------------------------------------------------------------------------
     def r_health(self, query, body, client):
+        record_call(self.sa.port, "/health", 200)
         return EMPTY_200  # `return Response(status_code=200)`: no engine check at all
 
     def r_health_generate(self, query, body, client):
@@ -227,8 +253,10 @@ class ApiApp:
             time.sleep(1)
             if self.tm.last_receive_tstamp > tic:
                 self.tm.discard(rid)
+                record_call(self.sa.port, "/health_generate", 200)
                 return EMPTY_200
         self.tm.discard(rid)
+        record_call(self.sa.port, "/health_generate", 503)
         self.log.info(
             "Health check failed. Server couldn't get a response from detokenizer for last "
             f"{timeout:g} seconds. tic start time: {time.strftime('%H:%M:%S', time.localtime(tic))}. "

@@ -232,6 +232,13 @@ class Scheduler:
         except FaultsError:
             return False
 
+    @staticmethod
+    def _request_time_s():
+        try:
+            return (read_faults().get("requestTimeMs") or 0) / 1000.0
+        except FaultsError:
+            return 0.0
+
     def _reply(self, obj):
         with self._send_lock:
             self.conn.send(obj)
@@ -262,7 +269,10 @@ class Scheduler:
             if self.pub is not None:
                 self.pub.publish({"type": "REQS", "reqs": [r.get("rid") for r in batch], "bid": bid})
             self.run_batch(bid)
+            per_request = self._request_time_s()
             for r in batch:
+                if per_request:
+                    time.sleep(per_request)  # faults.server.requestTimeMs: one request at a time
                 self._reply({"type": "out", "rid": r.get("rid")})
 
     def loop_follower(self):
