@@ -429,3 +429,45 @@ describe("replicas", () => {
     expect((await send(p)).status).toBe(200);
   });
 });
+
+describe("kept-alive upstream channels", () => {
+  it("sends request after request over one channel (no new channel, no new connection to the server)", async () => {
+    const a = await replica("a", json({ from: "a" }));
+    const p = await proxy([a.upstream]);
+    for (let i = 0; i < 5; i++) expect((await send(p)).status).toBe(200);
+    expect(a.seen).toHaveLength(5);
+    expect(a.opens).toBe(1);
+    // The proxy no longer asks the server to close after each answer.
+    expect(a.seen.map((s) => s.headers.connection)).toEqual(Array(5).fill("keep-alive"));
+  });
+
+  it("drops a channel left idle (below uvicorn's 5 s keep-alive), and opens a new one for the next request", async () => {
+    const a = await replica("a", json({ from: "a" }));
+    const p = await proxy([a.upstream]);
+    expect((await send(p)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 2_600));
+    expect((await send(p)).status).toBe(200);
+    expect(a.opens).toBe(2);
+  });
+
+  it("a kept-alive channel the server closes just as it is reused: the request goes again, and the upstream stays in", async () => {
+    // Answers the first request of each connection with keep-alive, then drops the connection at its
+    // second request without a byte: what a server closing an idle connection looks like from the reuse side.
+    const served = new WeakSet<object>();
+    const a = await replica("a", (req, res) => {
+      if (served.has(req.socket)) {
+        req.socket.destroy();
+        return;
+      }
+      served.add(req.socket);
+      json({ from: "a" })(req, res, "");
+    });
+    const p = await proxy([a.upstream]);
+    expect((await send(p)).status).toBe(200);
+    const r = await send(p, { method: "POST", path: "/generate", body: "{}" });
+    expect(r.status).toBe(200);
+    expect(a.opens).toBe(2);
+    expect(p.events).toEqual([]);
+    expect(p.stats()).toEqual([expect.objectContaining({ id: "a", healthy: true, outstanding: 0 })]);
+  });
+});

@@ -7,7 +7,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Outg
 import { pipeline, type Readable, Transform } from "node:stream";
 import { checkLocalRequest } from "../../core/local-request.js";
 import { byteStreamRedactor, redactor } from "../../core/redact.js";
-import { type Exchange, exchange, type UpstreamRequest } from "./exchange.js";
+import { ChannelAgent, type Exchange, exchange, type UpstreamRequest } from "./exchange.js";
 import { type ListenOn, listenOn } from "./listen.js";
 import { type PoolEvent, type Upstream, UpstreamPool, type UpstreamStat } from "./pool.js";
 
@@ -48,6 +48,16 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
     onEvent: opts.onEvent,
   });
   const inFlight = new Set<Exchange>();
+  // One keep-alive agent per upstream: its idle channels are reused by the next request to it.
+  const agents = new Map<string, ChannelAgent>();
+  const agentFor = (u: Upstream): ChannelAgent => {
+    let agent = agents.get(u.id);
+    if (!agent) {
+      agent = new ChannelAgent(() => u.open());
+      agents.set(u.id, agent);
+    }
+    return agent;
+  };
 
   const answer = (res: ServerResponse, status: number, message: string, close = false): void => {
     if (res.headersSent) {
@@ -61,7 +71,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
     res.end(`tpu-deploy proxy: ${redactText(message)}\n`);
   };
 
-  const relay = (up: IncomingMessage, res: ServerResponse, done: () => void): void => {
+  const relay = (up: IncomingMessage, res: ServerResponse, done: (err?: Error | null) => void): void => {
     const encoding = up.headers["content-encoding"];
     if (encoding !== undefined && encoding !== "identity") {
       // Asked for identity; a compressed body could carry a secret past the redactor, so it is not passed on.
@@ -83,7 +93,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
       },
     });
     // Each chunk is written as it comes (SSE streams token by token), less a short held-back tail.
-    pipeline(up, redacting, res, () => done());
+    pipeline(up, redacting, res, (err) => done(err));
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -111,18 +121,13 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
     }
     const tried = new Set<string>();
     let lastError = "no upstream";
+    let staleRetried = false;
     for (let upstream = pool.pick(tried); upstream && !clientGone; upstream = pool.pick(tried)) {
       tried.add(upstream.id);
       const release = pool.begin(upstream.id);
       let ex: Exchange | undefined;
       try {
-        const channel = await upstream.open();
-        if (clientGone) {
-          channel.destroy();
-          release();
-          return;
-        }
-        const current = exchange(channel, {
+        const current = exchange(agentFor(upstream), {
           method: req.method ?? "GET",
           path: req.url ?? "/",
           headers: upstreamHeaders(req, body, opts.headers),
@@ -130,12 +135,17 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
         });
         ex = current;
         inFlight.add(current);
-        res.once("close", () => current.abort());
+        let completed = false;
+        res.once("close", () => {
+          if (!completed) current.abort();
+        });
         const up = await current.response;
         pool.answered(upstream.id);
-        relay(up, res, () => {
+        relay(up, res, (err) => {
+          // A completed answer leaves its channel to the agent for the next request; anything else ends it.
+          completed = !err;
           release();
-          current.abort();
+          if (err) current.abort();
           inFlight.delete(current);
         });
         return;
@@ -146,6 +156,13 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
           inFlight.delete(ex);
         }
         if (clientGone) return; // the client hung up: not the upstream's fault
+        // A kept-alive channel the server closed just as it was reused says nothing about the server: once,
+        // the same request goes again (to whichever upstream the pool picks), without counting a failure.
+        if (ex?.reused() && Buffer.isBuffer(body) && !staleRetried) {
+          staleRetried = true;
+          tried.delete(upstream.id);
+          continue;
+        }
         const why = err instanceof Error ? err.message : String(err);
         lastError = `${upstream.id}: ${why}`;
         pool.fail(upstream.id, why);
@@ -172,6 +189,7 @@ export async function startHttpProxy(opts: HttpProxyOptions): Promise<HttpProxy>
     close: async () => {
       pool.close();
       for (const ex of inFlight) ex.abort();
+      for (const agent of agents.values()) agent.destroy();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await listening.cleanup();
@@ -252,7 +270,6 @@ function upstreamHeaders(
   }
   // Plain bodies only, so the redactor sees the bytes the client will read.
   out["accept-encoding"] = "identity";
-  out.connection = "close";
   return out;
 }
 

@@ -36,6 +36,11 @@ def make_server(host, port, app):
         # Without it the head and the body, written separately here, wait out the client's delayed ACK
         # (~40 ms) on every answer: a stall the real server does not have.
         disable_nagle_algorithm = True
+        # uvicorn closes a kept-alive connection idle for timeout_keep_alive seconds; sglang's launch_server
+        # passes 5 (sgl-project/sglang python/sglang/srt/entrypoints/http_server.py, uvicorn.run(...,
+        # timeout_keep_alive=5)); sglang-jax's http_server.py is taken to do the same (inferred, not read).
+        # socketserver applies it to every read of the connection, so an idle one is closed after 5 s.
+        timeout = 5
 
         def log_message(self, *args):
             pass
