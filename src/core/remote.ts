@@ -210,15 +210,16 @@ function runningTest(pid: number): string {
  * Exits when the process dies ("exited"), or when the scheduler child of its group, once seen, is gone while
  * the main process lives on ("scheduler-exited": a SIGKILLed scheduler, e.g. by the OOM killer, sends the main
  * process nothing and /health stays 200; sglang-jax engine.py, see aliveCommand). Prints a dot every 250 ms
- * so a closed channel ends the loop (EPIPE). The scheduler is looked for once a second with pgrep (procps, on
- * every TPU VM image); where pgrep is missing it is never "seen", so only the main process's exit counts. A
- * scheduler that dies within the watch's first second is not seen either (model loading takes minutes).
+ * so a closed channel ends the loop (EPIPE). The scheduler is looked for every 4 s with pgrep (procps, on
+ * every TPU VM image; each call reads all of /proc, which on the simulated cloud's one machine is every
+ * host's processes); where pgrep is missing it is never "seen", so only the main process's exit counts. A
+ * scheduler that dies before the first look is not seen either (model loading takes minutes).
  */
 export function watchCommand(pid: number): string {
   return [
     "seen=0; n=0",
     `while ${runningTest(pid)}; do`,
-    "  if [ $((n % 4)) = 0 ]; then",
+    "  if [ $((n % 16)) = 0 ]; then",
     `    if pgrep -g ${pid} -f '^sglang::scheduler' >/dev/null 2>&1; then seen=1; elif [ $seen = 1 ] && ${runningTest(pid)}; then echo scheduler-exited; exit 0; fi`,
     "  fi",
     "  n=$((n + 1)); echo . || exit 0; sleep 0.25",

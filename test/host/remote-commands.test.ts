@@ -552,12 +552,12 @@ describe("watchCommand and aliveCommand", () => {
     );
     await waitFor("its title", () => sh(home, aliveCommand(pid)).stdout === "alive\n");
     const watch = shAsync(home, watchCommand(pid));
-    await new Promise((r) => setTimeout(r, 1500)); // seen at least once
+    await new Promise((r) => setTimeout(r, 1000)); // seen at the watch's first look
     expect(watch.child.exitCode).toBeNull();
     process.kill(Number(readFileSync(join(home, "sched.pid"), "utf8").trim()), "SIGKILL");
     const t = Date.now();
     const r = await watch.done;
-    expect(Date.now() - t).toBeLessThan(2_500);
+    expect(Date.now() - t).toBeLessThan(6_000); // the next look, at most 4 s on
     expect(parseWatchEnd(r.stdout)).toBe("scheduler-exited");
     expect(running(pid)).toBe(true);
     await killGroupAndReap(pid);
