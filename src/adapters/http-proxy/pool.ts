@@ -6,7 +6,7 @@ import type { Duplex } from "node:stream";
 export interface Upstream {
   /** For people and events, e.g. `llama-serve/0 rank 0 (10.0.0.2:30000)`. */
   id: string;
-  /** A new byte stream to that replica's rank 0 server (an SSH channel); one per request. */
+  /** A new byte stream to that replica's rank 0 server (an SSH channel); kept alive for later requests by the proxy's agent. */
   open(): Promise<Duplex>;
   /** True when the server answers; the signal ends a probe that took too long. */
   probe(signal: AbortSignal): Promise<boolean>;
