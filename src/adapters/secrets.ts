@@ -112,3 +112,11 @@ export function knownSecrets(config: Config, env: NodeJS.ProcessEnv): Map<string
   }
   return out;
 }
+
+/**
+ * The known secret values long enough to redact safely (shorter ones are refused before any launch), for
+ * redacting remote text where it enters tpu-deploy: logs, log tails quoted in errors.
+ */
+export function redactableSecrets(config: Config, env: NodeJS.ProcessEnv): string[] {
+  return [...knownSecrets(config, env).values()].filter((v) => [...v].length >= MIN_SECRET_LENGTH);
+}

@@ -1,8 +1,8 @@
 // `tpu-deploy logs`: each rank's server log from its host, line by line, tagged with the rank. Secrets are
 // redacted again here (the host's log is filtered as it is written; a log from an older start may not be):
 // every value known here, and any api_key field sglang-jax prints.
-import { knownSecrets } from "../adapters/secrets.js";
-import { MIN_SECRET_LENGTH, streamRedactor } from "../core/redact.js";
+import { redactableSecrets } from "../adapters/secrets.js";
+import { streamRedactor } from "../core/redact.js";
 import { remoteFiles, tailCommand } from "../core/remote.js";
 import { UsageError } from "../errors.js";
 import type { AppContext } from "./context.js";
@@ -31,7 +31,7 @@ export async function readLogs(
   const all = replicas.flatMap((r) => r.hosts.map((h) => ({ ...h, replica: r.replica })));
   const which = opts.rank === "all" ? all : all.filter((h) => h.rank === opts.rank);
   if (which.length === 0) throw new UsageError(`--rank ${opts.rank}: ${name} has ranks 0..${Math.max(...all.map((h) => h.rank))}`);
-  const secrets = [...knownSecrets(state.config, ctx.env).values()].filter((v) => [...v].length >= MIN_SECRET_LENGTH);
+  const secrets = redactableSecrets(state.config, ctx.env);
   const hs = await sessionsFor(ctx, name, which);
   const files = remoteFiles(name);
   try {

@@ -93,7 +93,7 @@ export async function waitReady(
       if (deaths.length > 0) break;
       if (ctx.signal.aborted) throw interruptedFrom(ctx.signal);
       if (Date.now() > deadline) {
-        const log = await lastLogLines(sessions, config.name, rank0, 20);
+        const log = await lastLogLines(ctx, sessions, config, rank0, 20);
         throw new OperationError(
           "readiness_timeout",
           `the cluster did not serve within ${formatDuration(opts.timeoutMs)}; rank 0's last log lines:\n${indent(log)}`,
@@ -139,7 +139,7 @@ export async function waitReady(
           ? "lost its scheduler process during start (the main process stays up, serving nothing)"
           : "exited during start";
       if (only) {
-        const log = await lastLogLines(sessions, config.name, only, 30);
+        const log = await lastLogLines(ctx, sessions, config, only, 30);
         throw new OperationError(
           "server_crashed",
           `rank ${only.rank} (${only.sshAlias}) ${how(only)}; its last log lines:\n${indent(log)}`,
@@ -148,7 +148,7 @@ export async function waitReady(
           },
         );
       }
-      const logs = await Promise.all(dead.map((d) => lastLogLines(sessions, config.name, d, 15)));
+      const logs = await Promise.all(dead.map((d) => lastLogLines(ctx, sessions, config, d, 15)));
       const shown = dead
         .map((d, i) => `rank ${d.rank} (${d.sshAlias})${schedulerOnly.has(d) ? ", scheduler process gone" : ""}:\n${indent(logs[i] ?? "")}`)
         .join("\n");

@@ -1,7 +1,9 @@
 // Starting and stopping sglang-jax on every host of a replica, in parallel over SSH (one session per host).
 import type { HostSession } from "../adapters/ssh/session.js";
+import { redactableSecrets } from "../adapters/secrets.js";
 import type { Config } from "../core/config.js";
 import { bindRank, type ReplicaPlan } from "../core/plan.js";
+import { redactor } from "../core/redact.js";
 import {
   installAndStartCommand,
   MISSING_MARK,
@@ -144,10 +146,20 @@ function missingPrerequisites(config: Config, missing: { rank: number; host: str
   );
 }
 
-export async function lastLogLines(sessions: Map<string, HostSession>, name: string, h: HostRecord, n = 30): Promise<string> {
+/**
+ * A rank's last log lines, for an error message. Redacted here as `logs` redacts (the host's log is filtered
+ * as it is written; a log from an older start may not be): error text reaches the terminal, --json and state.
+ */
+export async function lastLogLines(
+  ctx: AppContext,
+  sessions: Map<string, HostSession>,
+  config: Config,
+  h: HostRecord,
+  n = 30,
+): Promise<string> {
   try {
-    const r = await sessionOf(sessions, h).exec(tailCommand(remoteFiles(name), n, false), { timeoutMs: 10_000 });
-    return r.stdout;
+    const r = await sessionOf(sessions, h).exec(tailCommand(remoteFiles(config.name), n, false), { timeoutMs: 10_000 });
+    return redactor(redactableSecrets(config, ctx.env))(r.stdout);
   } catch {
     return "(log unavailable)";
   }
