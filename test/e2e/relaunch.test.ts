@@ -247,6 +247,11 @@ describe("spot v6e-16 through its life", () => {
     expect(after.history.at(-1)).toMatchObject({ event: "restarted" });
     expect(hook.events.map((x) => x.event)).toEqual(["started", "succeeded"]);
     expect(hook.events[0]).toMatchObject({ version: 1, name: "s16", attempt: 1, zone: "us-east5-a", time: expect.any(String) });
+    // The secret's value (only in the secrets file) is in no webhook body and not in status --json.
+    expect(JSON.stringify(hook.events)).not.toContain("hf_only_in_the_file");
+    const st = await e.cli(["status", "s16", "--json"], { env: NO_ENV_SECRET });
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stdout).not.toContain("hf_only_in_the_file");
   });
 
   it("two relaunch runs at once after a preemption: exactly one acts", async () => {
