@@ -115,6 +115,16 @@ function launchRequests(name: string): { requestId: string; status: string }[] {
     .filter((r) => r.name === "sky.launch" && r.clusterName === name);
 }
 
+/** Waits until `up` has started its servers (the state records their process groups): readiness is next. */
+async function serversStarted(p: { waitFor: (re: RegExp, ms: number) => Promise<unknown> }, name: string): Promise<void> {
+  await p.waitFor(/starting ranks/, 180_000);
+  const until = Date.now() + 60_000;
+  while (!deployment(name).hosts.some((h) => h.pgid)) {
+    if (Date.now() > until) throw new Error(`${name}: no server started within 60 s of "starting ranks"`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+}
+
 beforeAll(async () => {
   e = await startE2E();
 });
@@ -415,6 +425,53 @@ run: |
     expect(await leftovers("ctrlc")).toEqual({ cluster: false, hosts: [], nodes: [] });
     expect(skyStatusNames()).not.toContain("ctrlc");
     expect(existsSync(join(e.stateHome, "deployments", "ctrlc", "state.json"))).toBe(false);
+  });
+
+  it("Ctrl-C while waiting for the servers: keeps the slice, stops the servers, says how to continue; up again serves on it", async () => {
+    // Issue: an interrupt late in up used to tear down the slice it had just launched (possibly after a long
+    // wait for capacity). Only a launch in flight is torn down; later the slice stays and the servers stop.
+    await e.sim.setFaults({ server: { neverReady: true } });
+    const m = await callCount();
+    const p = e.spawnCli(upArgs("keepint", ["us-east5-b"], ["--ready-timeout", "10m"]));
+    await serversStarted(p, "keepint");
+    expect(Object.keys(await serverProcesses("keepint")).length).toBeGreaterThan(0);
+    p.child.kill("SIGINT");
+    const code = await p.exit;
+    expect(code, p.stderr()).toBe(130);
+    const err = p.stderr();
+    expect(err).toMatch(/keepint: stopping the servers started by this run/);
+    expect(err).toMatch(
+      /keepint is kept \(v6e-8: 8 chips keep billing while it stays up\): tpu-deploy up keepint continues, tpu-deploy down keepint removes it/,
+    );
+    expect(err).not.toMatch(/tearing down/);
+    expect((await callsSince(m)).some((a) => a[0] === "down")).toBe(false);
+    const left = await leftovers("keepint");
+    expect(left.cluster).toBe(true);
+    expect(left.hosts.length).toBeGreaterThan(0);
+    expect(await serverProcesses("keepint")).toEqual({});
+    const s = deployment("keepint");
+    expect(s.lastError?.code).toBe("interrupted");
+    expect(s.hosts.length).toBe(left.hosts.length);
+
+    // Rerun as the message says: the kept cluster is reused (no second launch) and serves.
+    await e.sim.setFaults({});
+    const m2 = await callCount();
+    const r = ok(await e.cli(upArgs("keepint", ["us-east5-b"])));
+    expect(r.stderr).toMatch(/cluster keepint is up in us-east5-b: reusing it/);
+    expect(launchZones(await callsSince(m2), "keepint")).toEqual([]);
+    expect(deployment("keepint").phase).toBe("serving");
+    ok(await e.cli(["down", "keepint", "-y"]));
+  });
+
+  it("SIGHUP while waiting for the servers with --down-on-interrupt: tears the slice down, exits 130, nothing left", async () => {
+    await e.sim.setFaults({ server: { neverReady: true } });
+    const p = e.spawnCli(upArgs("downint", ["us-east5-b"], ["--ready-timeout", "10m", "--down-on-interrupt"]));
+    await serversStarted(p, "downint");
+    p.child.kill("SIGHUP");
+    const code = await p.exit;
+    expect(code, p.stderr()).toBe(130);
+    expect(p.stderr()).toMatch(/tearing down downint \(interrupted while starting, with --down-on-interrupt\)/);
+    expect(await leftovers("downint")).toEqual({ cluster: false, hosts: [], nodes: [] });
   });
 
   it("a second up on the same name while one runs: exit 1 at once, code locked, naming the holder's pid", async () => {
