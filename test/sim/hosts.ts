@@ -642,6 +642,9 @@ async function startSshd(root: string, h: SimHost, deadline: number, metadataAdd
     "}",
     "EOF",
     `hostname ${q(h.hostname)}`,
+    // A machine without /etc/hosts (a debootstrap'd Debian has none; the installer or the image writes it)
+    // has no file to bind over: this host's mount namespace gets an /etc overlay where it exists.
+    `[ -e /etc/hosts ] || { mkdir -p ${q(join(dir, "etc-upper"))} ${q(join(dir, "etc-work"))} && mount -t overlay overlay -o lowerdir=/etc,upperdir=${q(join(dir, "etc-upper"))},workdir=${q(join(dir, "etc-work"))} /etc && : > /etc/hosts; }`,
     `mount --bind ${q(join(dir, "etc-hosts"))} /etc/hosts`,
     `mount --bind ${q(root)} ${q(join(dir, "tmp", basename(root)))}`,
     `mount --rbind ${q(join(dir, "tmp"))} /tmp`,
