@@ -93,6 +93,25 @@ describe("operations", () => {
     expect((await e2e.sim.state()).clusters.stubborn).toBeUndefined();
   });
 
+  it("the Cloud TPU API cannot be reached after sky down: not_verified naming what was and was not checked, state kept; the next down verifies", async () => {
+    expect((await e2e.cli(["up", "-n", "blind", "--nodes", "1"])).code).toBe(0);
+    // Nothing listens on port 1: the API is unreachable, as from a machine whose network or credentials broke.
+    const r = await e2e.cli(["down", "blind", "-y", "--json"], { env: { TPU_EMULATOR_HOST: "127.0.0.1:1" } });
+    expect(r.code, r.stdout).toBe(1);
+    const err = (r.json as { error: { code: string; message: string } }).error;
+    expect(err.code).toBe("not_verified");
+    expect(err.message).toMatch(/blind: sky down ran, but not everything could be checked; the state is kept/);
+    expect(err.message).toMatch(/checked: gone from sky status/);
+    expect(err.message).toMatch(/not checked: the Cloud TPU API: /);
+    expect(e2e.state("blind")).toBeDefined();
+    const again = await e2e.cli(["down", "blind", "-y"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(
+      /blind was already gone \(gone from sky status; no TPU node left in the Cloud TPU API \(us-[a-z0-9-]+\)\); state removed/,
+    );
+    expect(e2e.state("blind")).toBeUndefined();
+  });
+
   it("destructive commands refuse to run without -y when there is no terminal", async () => {
     const r = await e2e.cli(["down", "ghost"]);
     expect(r.code).toBe(2);

@@ -228,7 +228,11 @@ describe("up on the simulated cloud", () => {
     const tpuLog = join(e2e.sim.root, "calls", "tpu.jsonl");
     const tpuCalls = existsSync(tpuLog) ? readFileSync(tpuLog, "utf8") : "";
     expect(tpuCalls).not.toMatch(/iron/); // the API does not serve TPU7x: never asked about it
-    expect((await e2e.cli(["down", "iron", "-y"])).code).toBe(0);
+    const down = await e2e.cli(["down", "iron", "-y"]);
+    expect(down.code, down.stderr).toBe(0);
+    // down claims only what it checked: sky status, not a Cloud TPU API it never asked.
+    expect(down.stdout).toMatch(/iron is down \(verified: gone from sky status; not checked: the Cloud TPU API does not serve TPU7x/);
+    expect(down.stdout).not.toMatch(/no TPU node left/);
     await expectNothingLeft("iron");
   });
 
