@@ -9,7 +9,8 @@ import type { CommandResult, RunContext } from "../program.js";
 
 export async function doctorCommand(opts: SpecFlags & OutputFlags, args: string[], run: RunContext): Promise<CommandResult> {
   const ctx = appContext(run, opts);
-  const config = args[0] ? requireState(ctx, args[0]).config : loadSpec(opts, run.io);
+  // An empty name given on purpose (`doctor "$NAME"` with NAME unset) is refused, not read as "no name".
+  const config = args[0] !== undefined ? requireState(ctx, args[0]).config : loadSpec(opts, run.io);
   const checks = await runChecks(ctx, config, (c) => {
     if (!opts.json) run.io.stdout.write(`${c.ok ? "ok  " : "FAIL"}  ${c.check}: ${c.detail}\n`);
   });
