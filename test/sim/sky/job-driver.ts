@@ -278,15 +278,19 @@ async function runPhase(
   return runs.map((r) => r.code ?? 1);
 }
 
-function sshOnce(spec: JobSpec, ip: string, nodeIndex: number, cmd: string, input?: string): Promise<number> {
+function sshOnce(spec: JobSpec, ip: string, nodeIndex: number, cmd: string, input?: string): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn("ssh", [...sshArgs(spec.keyPath, ip, spec.proxyCommand ?? null, nodeIndex), cmd], {
-      stdio: [input === undefined ? "ignore" : "pipe", "ignore", "ignore"],
+      stdio: [input === undefined ? "ignore" : "pipe", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr?.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
     });
     child.stdin?.on("error", () => undefined);
     child.stdin?.end(input);
-    child.on("error", () => resolve(255));
-    child.on("close", (code) => resolve(code ?? 1));
+    child.on("error", (err) => resolve({ code: 255, stderr: String(err) }));
+    child.on("close", (code) => resolve({ code: code ?? 1, stderr }));
   });
 }
 
@@ -324,7 +328,9 @@ export function driverProgram(spec: JobSpec): string {
 async function writeDriverFile(spec: JobSpec, head: SimHost): Promise<void> {
   const path = `~/.sky/sky_app/sky_job_${spec.jobId}`;
   // SETUP_SKY_DIRS_COMMANDS makes ~/.sky/sky_app; JobsServiceImpl.QueueJob writes the file and chmods it 0755.
-  await sshOnce(spec, head.externalIp, 0, `mkdir -p ~/.sky/sky_app && cat > ${path} && chmod 755 ${path}`, driverProgram(spec));
+  const r = await sshOnce(spec, head.externalIp, 0, `mkdir -p ~/.sky/sky_app && cat > ${path} && chmod 755 ${path}`, driverProgram(spec));
+  // SkyPilot fails the job when it cannot queue it on the head; the double does not go on without its file either.
+  if (r.code !== 0) throw new Error(`could not write the job's driver program on the head (ssh exit ${r.code}): ${r.stderr.trim()}`);
 }
 
 async function setStatus(spec: JobSpec, status: string, t: { start?: boolean; end?: boolean } = {}): Promise<void> {
