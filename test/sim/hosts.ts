@@ -276,12 +276,13 @@ export async function blockPort(root: string, hostId: string, port: number): Pro
 }
 
 // Runs `cmd` with /bin/sh as root inside the host's network, mount and UTS namespaces, and under sshd's root
-// directory (-r): entering a mount namespace resets the root to the namespace's, which escapes a chroot.
+// directory and working directory (-r -w): entering a mount namespace resets both to the namespace's, which
+// escapes a chroot.
 export async function execOnHost(root: string, hostId: string, cmd: string, timeoutMs = 60_000): Promise<RunResult> {
   const ns = netnsName(simIdOfRoot(root), hostId);
   const pid = await sshdPid(root, hostId, ns);
   if (pid === null) return { stdout: "", stderr: `host ${hostId} is not running\n`, code: 255 };
-  return await run("nsenter", ["-t", String(pid), "-n", "-m", "-u", "-r", "--", "/bin/sh", "-c", cmd], undefined, timeoutMs, {
+  return await run("nsenter", ["-t", String(pid), "-n", "-m", "-u", "-r", "-w", "--", "/bin/sh", "-c", cmd], undefined, timeoutMs, {
     PATH: `${hostPath(root)}:/usr/sbin:/sbin`,
     HOME: "/root",
     TPD_SIM_ROOT: root,

@@ -44,6 +44,10 @@ const COMMANDS: (Requirement & { cmd: string })[] = [
 const FILES: (Requirement & { path: string })[] = [
   { path: "/usr/sbin/sshd", what: "/usr/sbin/sshd", pkg: "openssh-server", why: "the SSH server of every simulated TPU host" },
   { path: "/usr/bin/python3", what: "/usr/bin/python3", pkg: "python3", why: "the sglang-jax double and the host tools" },
+  // A TPU VM image has curl and wget; the hosts' offline ones (test/sim/host-bin/curl, wget) serve the uv
+  // installer themselves and hand every other URL (the metadata server's, in the tests) to these.
+  { path: "/usr/bin/curl", what: "/usr/bin/curl", pkg: "curl", why: "the TPU VMs' curl, behind the hosts' offline one" },
+  { path: "/usr/bin/wget", what: "/usr/bin/wget", pkg: "wget", why: "the TPU VMs' wget, behind the hosts' offline one" },
 ];
 
 // Every module the sglang-jax double and the host tools import (test/sim/sgl_jax, test/sim/host-bin).

@@ -27,7 +27,7 @@ function thrown(f: () => void): PreflightError {
   throw new Error("no PreflightError");
 }
 
-const ALL_PACKAGES = ["iproute2", "util-linux", "mount", "openssh-client", "nftables", "procps", "passwd", "openssh-server", "python3"];
+const ALL_PACKAGES = ["iproute2", "util-linux", "mount", "openssh-client", "nftables", "procps", "passwd", "openssh-server", "python3", "curl", "wget"];
 
 describe("the simulated cloud's preflight", () => {
   it("as a user whose probes find nothing: one message naming root, every missing piece and the command that installs them", () => {
@@ -70,6 +70,7 @@ describe("the simulated cloud's preflight", () => {
     for (const c of ["apt-get", "ip", "unshare", "nsenter", "setsid", "mount", "ssh", "ssh-keygen", "pkill", "useradd"]) exe(join(bin, c));
     mkdirSync(join(root, "usr", "bin"), { recursive: true });
     writeFileSync(join(root, "usr", "bin", "python3"), '#!/bin/sh\nexec /usr/bin/python3 "$@"\n', { mode: 0o755 });
+    for (const tool of ["curl", "wget"]) exe(join(root, "usr", "bin", tool));
     const probe: Probe = { uid: 0, pathDirs: [bin], fsRoot: root };
     expect(missingPrerequisites(probe).map((m) => m.what)).toEqual(["nft", "/usr/sbin/sshd"]);
     const logged: string[] = [];
