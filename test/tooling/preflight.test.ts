@@ -27,7 +27,19 @@ function thrown(f: () => void): PreflightError {
   throw new Error("no PreflightError");
 }
 
-const ALL_PACKAGES = ["iproute2", "util-linux", "mount", "openssh-client", "nftables", "procps", "passwd", "openssh-server", "python3", "curl", "wget"];
+const ALL_PACKAGES = [
+  "iproute2",
+  "util-linux",
+  "mount",
+  "openssh-client",
+  "nftables",
+  "procps",
+  "passwd",
+  "openssh-server",
+  "python3",
+  "curl",
+  "wget",
+];
 
 describe("the simulated cloud's preflight", () => {
   it("as a user whose probes find nothing: one message naming root, every missing piece and the command that installs them", () => {
