@@ -8,6 +8,11 @@ export interface WatchOptions extends RelaunchOptions {
   names: string[] | "all";
   intervalMs: number;
   onReport(r: RelaunchReport, changed: boolean): void;
+  /**
+   * Runs one check; relaunchOne in this process by default. The CLI runs each check in a child process, so
+   * the libraries a check loads (ssh2, gRPC, the Cloud TPU client) are not held while watch waits.
+   */
+  check?: (name: string) => Promise<RelaunchReport>;
 }
 
 /**
@@ -19,6 +24,7 @@ export async function watch(
   ctx: AppContext,
   opts: WatchOptions,
 ): Promise<{ reports: RelaunchReport[]; stopped: "signal" | "gave-up" | "gone" }> {
+  const check = opts.check ?? ((name: string) => relaunchOne(ctx, name, opts));
   const last = new Map<string, string>();
   let reports: RelaunchReport[] = [];
   for (let pass = 0; ; pass++) {
@@ -28,7 +34,7 @@ export async function watch(
       if (ctx.signal.aborted) return { reports, stopped: "signal" };
       let r: RelaunchReport;
       try {
-        r = await relaunchOne(ctx, name, opts);
+        r = await check(name);
       } catch (err) {
         if (ctx.signal.aborted) return { reports, stopped: "signal" };
         r = errorReport(name, err);

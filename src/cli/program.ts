@@ -1,5 +1,5 @@
 // The command tree. Each command's module is imported only when it runs, so `--help` stays instant.
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import type { Deps } from "../app/deps.js";
 import { EXIT, UsageError } from "../errors.js";
 import { addSpecOptions, int } from "./config-flags.js";
@@ -135,7 +135,9 @@ export function makeProgram(ctx: RunContext, setCode: (code: number) => void): C
     .option("--timeout <duration>", "bound this attempt (it blocks until the deployment serves)")
     .option("--backoff <duration>", "wait after the first failed attempt, doubled per failure (default 1m)")
     .option("--backoff-max <duration>", "longest wait between attempts (default 30m)")
-    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)");
+    .option("--force", "act on clusters another tpu-deploy installation launched (their owner label)")
+    // watch runs each check as `relaunch NAME --report-fd 3` and reads the report there (not for users).
+    .addOption(new Option("--report-fd <fd>").hideHelp().argParser(int("--report-fd")));
 
   define("watch [name]", "the relaunch check in a loop in the foreground, until SIGTERM or Ctrl-C", () =>
     import("./commands/watch.js").then((m) => m.watchCommand),

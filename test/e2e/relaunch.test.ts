@@ -319,6 +319,22 @@ describe("spot v6e-16 through its life", () => {
     await assertServesWithWorkerRanks("s16");
   });
 
+  it("watch runs each check as a relaunch in a child process: one report line while nothing changes, and it idles small", async () => {
+    const w = e.spawnCli(["watch", "s16", "--interval", "1s"], { env: NO_ENV_SECRET });
+    await w.waitFor(/watching s16/);
+    // Three passes at least, each a relaunch child that read the TPU API once.
+    const before = tpuCalls().length;
+    await waitFor(async () => tpuCalls().length >= before + 3, 60_000);
+    // The report came back from the child: printed once, not once a pass.
+    expect(w.stdout().match(/^\[[^\]]+\] s16: healthy: /gm)).toHaveLength(1);
+    // Between checks watch holds none of the libraries a check loads: far under the ~115 MB it took in-process.
+    const rssKb = Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${w.child.pid}/status`, "utf8"))?.[1]);
+    expect(rssKb).toBeLessThan(100 * 1024);
+    w.child.kill("SIGTERM");
+    expect(await w.exit).toBe(0);
+    expect(w.stderr()).toContain("watch stopped");
+  });
+
   it("relaunch beside watch: one acts; watch stopped by SIGTERM mid-relaunch leaves a consistent state, and the next run finishes", async () => {
     await e.sim.setFaults({ sky: { provisionDelayMs: 4000 } });
     const w = e.spawnCli(["watch", "s16", "--interval", "1s"], { env: NO_ENV_SECRET });

@@ -1,3 +1,4 @@
+import { writeSync } from "node:fs";
 import { appContext } from "../context.js";
 import { combinedCode, errorReport, type RelaunchOptions, type RelaunchReport, relaunchOne } from "../../app/relaunch.js";
 import { timerDuration } from "../../core/duration.js";
@@ -12,6 +13,8 @@ export type RelaunchFlags = OutputFlags & {
   backoff?: string;
   backoffMax?: string;
   force?: boolean;
+  /** Where watch reads this run's report (one JSON line), when it runs the check in a child process. */
+  reportFd?: number;
 };
 
 export async function relaunchCommand(opts: RelaunchFlags, args: string[], run: RunContext): Promise<CommandResult> {
@@ -20,7 +23,14 @@ export async function relaunchCommand(opts: RelaunchFlags, args: string[], run: 
   const ctx = appContext(run, opts);
   try {
     if (one !== undefined) {
-      const r = await relaunchOne(ctx, one, ropts);
+      let r: RelaunchReport;
+      try {
+        r = await relaunchOne(ctx, one, ropts);
+      } catch (err) {
+        if (opts.reportFd !== undefined) writeSync(opts.reportFd, `${JSON.stringify(errorReport(one, err))}\n`);
+        throw err;
+      }
+      if (opts.reportFd !== undefined) writeSync(opts.reportFd, `${JSON.stringify(r)}\n`);
       if (!opts.json) printReport(run.io, r);
       return { code: r.code, json: r.code === 0 ? reportJson(r) : failureJson(r) };
     }
