@@ -98,8 +98,13 @@ async function watchRuns(cloud: Cloud, results: Results, opts: WatchOptions): Pr
       await sleep(200);
     }
     const peak = (w.usage()?.peakRssKb ?? Number.NaN) / 1024;
-    results.add("memory.watchIdle.rssMb", "MB", rss, "VmRSS of the watch process, every 200 ms while it watches a healthy deployment");
-    results.add("memory.watchIdle.peakRssMb", "MB", [peak], "VmHWM of the watch process after its first idle passes");
+    results.add(
+      "memory.watchIdle.rssMb",
+      "MB",
+      rss,
+      "VmRSS of the watch process itself (each check's `relaunch` child is its own process), every 200 ms while it watches a healthy deployment",
+    );
+    results.add("memory.watchIdle.peakRssMb", "MB", [peak], "VmHWM of the watch process itself after its first idle passes");
     // Not a target: what the libraries watch needs cost before tpu-deploy's own code runs, so that a miss can
     // be told apart from growth in tpu-deploy itself.
     results.add("memory.floor.nodeMb", "MB", [nodeRss([])], "RSS of `node` that loads nothing");
