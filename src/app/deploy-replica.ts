@@ -14,7 +14,7 @@ import { type AppContext, interruptedFrom, withSignal } from "./context.js";
 import { discoverCluster, skyRecord } from "./discover.js";
 import { firstUseNotice, isHostKeyChange } from "./host-keys.js";
 import { launchWithFailover } from "./launch.js";
-import { checkLibtpuPort, checkPorts } from "./port-check.js";
+import { checkPorts, LIBTPU_PORT } from "./port-check.js";
 import { probeRank0 } from "./probe.js";
 import { waitReady } from "./readiness.js";
 import { startServers, stopServers, toHostRecords } from "./start.js";
@@ -100,8 +100,8 @@ export async function deployReplica(ctx: AppContext, run: ReplicaRun): Promise<R
     await stopServers(sessions, config.name, withOld);
     const tPorts = Date.now();
     await checkPorts(ctx, sessions, hostsNow, replica.portCheck);
-    if (replica.portCheck.length > 0) await checkLibtpuPort(ctx, sessions, hostsNow);
-    if (replica.portCheck.length > 0) phase(`ports ${replica.portCheck.join(", ")} open between hosts`);
+    if (replica.portCheck.length > 0 && hostsNow.length > 1)
+      phase(`ports ${replica.portCheck.join(", ")} and ${LIBTPU_PORT} open between hosts`);
 
     // 4. Start every rank.
     phase("starting ranks");

@@ -8,8 +8,14 @@ import { REDACTED } from "./redact.js";
  * A process's start time (field 22 of /proc/PID/stat), read after the `(comm)` field, which may itself
  * contain spaces or parentheses: everything up to the last ") " is dropped, leaving fields 3.. .
  */
+function startTimeInto(pid: string, variable: string): string {
+  // Shell builtins only (no sed, cut or subshell to start): the 22nd field of /proc/PID/stat, the fields counted
+  // after the command name, which may itself hold ") ". Sets the positional parameters.
+  return `read -r ${variable} < /proc/${pid}/stat; ${variable}=\${${variable}##*) }; set -- $${variable}; ${variable}=\${20}`;
+}
+
 function startTimeOf(pid: string): string {
-  return `sed 's/.*) //' /proc/${pid}/stat | cut -d' ' -f20`;
+  return `${startTimeInto(pid, "_st")}; echo "$_st"`;
 }
 
 /**
@@ -97,8 +103,8 @@ const BOOT = [
 ].join("\n");
 
 /**
- * run.sh: the start wrapper. Runs as its own session (setsid), records "pid starttime", loads the
- * secrets and server.env, and execs the server so that pid = process group id of every rank process.
+ * run.sh: the start wrapper. Runs as its own session (setsid; startCommand records its "pid starttime"), loads
+ * the secrets and server.env, and execs the server so that pid = process group id of every rank process.
  */
 export function runScript(opts: {
   files: RemoteFiles;
@@ -113,7 +119,6 @@ export function runScript(opts: {
     "#!/bin/bash",
     "# Written by tpu-deploy. Started with setsid: this shell's pid is the process group of the server.",
     'cd "$HOME" || exit 1',
-    `echo "$$ $(${startTimeOf("$$")})" > ${shellQuote(files.pid)}`,
     `if [ -f ${shellQuote(files.secrets)} ]; then . ${shellQuote(files.secrets)}; fi`,
     ...Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`),
   ];
@@ -130,18 +135,24 @@ export function runScript(opts: {
   return `${lines.join("\n")}\n`;
 }
 
-/** Starts run.sh in a new session, detached from the SSH channel; prints "pid starttime". */
+/** Starts run.sh in a new session, detached from the SSH channel; prints "pid starttime" at once. */
 export function startCommand(files: RemoteFiles): string {
   const q = shellQuote;
   return [
     "cd",
     // The log (and what the server makes) is the login user's alone; an older log keeps its mode through `>`.
     "umask 077",
-    `rm -f ${q(files.pid)}`,
+    `: > ${q(files.pid)}`,
     `if [ -e ${q(files.log)} ]; then chmod 600 ${q(files.log)}; fi`,
+    // setsid forks only when its caller leads a process group; a background job of a shell without job control
+    // does not, so $! is the process that becomes run.sh, its session and process group. Its start time is set
+    // at the fork: known at once, without waiting for run.sh to start.
     `setsid bash ${q(files.run)} > ${q(files.log)} 2>&1 < /dev/null &`,
-    `for i in $(seq 1 100); do [ -s ${q(files.pid)} ] && break; sleep 0.05; done`,
-    `cat ${q(files.pid)}`,
+    // Until its session (and process group) exists, so a stop right after this finds it: a few builtin tries,
+    // then 10 ms apart, 5 s at most. Then server.pid, for a stop that has only the host's word for it.
+    "pid=$!; i=0",
+    "until kill -0 -- -$pid 2>/dev/null || [ $i -ge 1500 ]; do i=$((i + 1)); [ $i -le 1000 ] || sleep 0.01; done",
+    `${startTimeInto("$pid", "st")}; echo "$pid $st" > ${q(files.pid)}; echo "$pid $st"`,
   ].join("\n"); // not "; ": `cmd &;` is a syntax error in bash and sh
 }
 
@@ -305,13 +316,20 @@ export function sliceOfInstance(name: string): string | undefined {
   return /^t1v-n-[0-9a-f]+-w-\d+$/.test(name) ? name.replace(/-w-\d+$/, "") : undefined;
 }
 
-// Binds each port on the wildcard, dual-stack where the host has IPv6 ([::], as JAX's coordinator binds P
-// after the handshake: docs/upstream/hostkeys-sglang-facts.md), so a port held on any address (loopback
-// included) fails here as it would fail the server. SO_REUSEADDR only lets a port in TIME_WAIT (an earlier
-// check's) be bound again; on Linux it never allows a bind over a socket that listens.
-const LISTEN_PY = [
-  "import socket,sys,time",
-  "ports=[int(p) for p in sys.argv[2].split(',')]; deadline=time.time()+float(sys.argv[3]); want=int(sys.argv[4])",
+// One program per host proves the ports between the hosts (see app/port-check.ts for the protocol):
+// - it binds each of its ports on the wildcard, dual-stack where the host has IPv6 ([::], as JAX's coordinator
+//   binds P after the handshake: docs/upstream/hostkeys-sglang-facts.md), so a port held on any address
+//   (loopback included) fails here as it would fail the server. SO_REUSEADDR only lets a port in TIME_WAIT (an
+//   earlier check's) be bound again; on Linux it never allows a bind over a socket that listens. A port it
+//   cannot bind: `bind-failed PORT REASON`, exit 3;
+// - then says `listening`, accepts (and closes) every connection, and waits for `go` on stdin;
+// - on `go` it connects to every target at once (non-blocking, each bounded by the timeout) and prints
+//   `result {"ADDRESS:PORT": "ok" | reason}`;
+// - it exits when stdin ends (the caller has every host's result) or at its deadline.
+const PORT_PROBE_PY = [
+  "import errno,json,os,selectors,socket,sys,time",
+  "ports=[int(p) for p in sys.argv[1].split(',') if p]; targets=[t for t in sys.argv[2].split(',') if t]",
+  "timeout=float(sys.argv[3]); deadline=time.monotonic()+float(sys.argv[4])",
   "def bind(p):",
   "  if socket.has_ipv6:",
   "    try:",
@@ -320,60 +338,65 @@ const LISTEN_PY = [
   "    except OSError as e:",
   "      if e.errno not in (97, 99): raise",
   "  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0',p)); return s",
-  "socks=[]; got={}",
+  "sel=selectors.DefaultSelector()",
   "for p in ports:",
   "  try: s=bind(p)",
   "  except OSError as e: print('bind-failed %d %s' % (p, e.strerror), flush=True); sys.exit(3)",
-  "  s.listen(128); s.settimeout(0.1); socks.append(s)",
+  "  s.listen(1024); s.setblocking(False); sel.register(s, selectors.EVENT_READ, 'accept')",
+  "sel.register(0, selectors.EVENT_READ, 'stdin')",
   "print('listening', flush=True)",
-  "while time.time() < deadline and any(got.get(s,0) < want for s in socks):",
-  "  for s in socks:",
-  "    try: c,_=s.accept(); c.close(); got[s]=got.get(s,0)+1",
-  "    except OSError: pass",
-  "print('done', flush=True)",
+  "out={}; pending={}; heard=b''; until=None",
+  "def done(s, why):",
+  "  sel.unregister(s); s.close(); out[pending.pop(s)]=why",
+  "def connect_all():",
+  "  for t in targets:",
+  "    h,_,p=t.rpartition(':'); s=socket.socket(); s.setblocking(False); e=s.connect_ex((h,int(p)))",
+  "    if e in (errno.EINPROGRESS, errno.EALREADY): pending[s]=t; sel.register(s, selectors.EVENT_WRITE, 'connect')",
+  "    else: s.close(); out[t]='ok' if e==0 else os.strerror(e)",
+  "while time.monotonic()<deadline:",
+  "  for key,_ in sel.select(0.2):",
+  "    if key.data=='accept':",
+  "      try: key.fileobj.accept()[0].close()",
+  "      except OSError: pass",
+  "    elif key.data=='stdin':",
+  "      b=os.read(0, 4096)",
+  "      if not b: sys.exit(0)",
+  "      heard+=b",
+  "      if until is None and b'go\\n' in heard: until=time.monotonic()+timeout; connect_all()",
+  "    else:",
+  "      e=key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR); done(key.fileobj, 'ok' if e==0 else os.strerror(e))",
+  "  if until is not None and time.monotonic()>=until:",
+  "    for s in list(pending): done(s, 'timed out')",
+  "  if until is not None and not pending and len(out)==len(targets):",
+  "    print('result '+json.dumps(out), flush=True); until=float('inf')",
 ].join("\n");
 
-/** A short-lived listener on the ports (every address); exits once each got `peers` connections. */
-export function portListenCommand(host: string, ports: number[], seconds: number, peers: number): string {
-  return `python3 -c ${shellQuote(LISTEN_PY)} ${shellQuote(host)} ${ports.join(",")} ${seconds} ${peers}`;
+/**
+ * The port probe for one host: listens on `ports` (every address) and, once told `go` on stdin, connects to
+ * every `targets` entry (`ADDRESS:PORT`), each within `timeoutSeconds`; gives up after `windowSeconds`.
+ */
+export function portProbeCommand(ports: number[], targets: string[], timeoutSeconds: number, windowSeconds: number): string {
+  for (const t of targets) if (!/^[0-9.]+:\d+$/.test(t)) throw new Error(`not an IPv4 address and port: ${JSON.stringify(t)}`);
+  return `python3 -c ${shellQuote(PORT_PROBE_PY)} ${ports.join(",")} ${shellQuote(targets.join(","))} ${timeoutSeconds} ${windowSeconds}`;
 }
 
-const CONNECT_PY = [
-  "import json,socket,sys",
-  "host=sys.argv[1]; out={}",
-  "for p in [int(x) for x in sys.argv[2].split(',')]:",
-  "  try: socket.create_connection((host,p), timeout=float(sys.argv[3])).close(); out[p]='ok'",
-  "  except OSError as e: out[p]=(e.strerror or str(e) or 'timed out')",
-  "print(json.dumps(out))",
-].join("\n");
+/** What one line of the probe says: listening, its result ({ADDRESS:PORT: "ok" | reason}), or a port it cannot bind. */
+export type PortProbeLine =
+  | { kind: "listening" }
+  | { kind: "result"; answer: Record<string, string> }
+  | { kind: "bind-failed"; port: number; why: string };
 
-/** On every other rank: try to connect to each port; prints {port: "ok" | reason}. */
-export function portConnectCommand(host: string, ports: number[], timeoutSeconds: number): string {
-  return `python3 -c ${shellQuote(CONNECT_PY)} ${shellQuote(host)} ${ports.join(",")} ${timeoutSeconds}`;
-}
-
-const CONNECT_MANY_PY = [
-  "import json,socket,sys",
-  "p=int(sys.argv[2]); out={}",
-  "for h in [x for x in sys.argv[1].split(',') if x]:",
-  "  try: socket.create_connection((h,p), timeout=float(sys.argv[3])).close(); out[h]='ok'",
-  "  except OSError as e: out[h]=(e.strerror or str(e) or 'timed out')",
-  "print(json.dumps(out))",
-].join("\n");
-
-/** On one host: try to connect to `port` on each of the other hosts; prints {address: "ok" | reason}. */
-export function portConnectManyCommand(hosts: string[], port: number, timeoutSeconds: number): string {
-  return `python3 -c ${shellQuote(CONNECT_MANY_PY)} ${shellQuote(hosts.join(","))} ${port} ${timeoutSeconds}`;
-}
-
-/** The many-target connector's answer, {address: "ok" | reason}; undefined when it printed something else. */
-export function parseTargetsAnswer(stdout: string): Record<string, string> | undefined {
+export function parsePortProbeLine(line: string): PortProbeLine | undefined {
+  if (line === "listening") return { kind: "listening" };
+  const bind = /^bind-failed (\d+) (.*)$/.exec(line);
+  if (bind) return { kind: "bind-failed", port: Number(bind[1]), why: bind[2] ?? "" };
+  if (!line.startsWith("result ")) return undefined;
   try {
-    const v: unknown = JSON.parse(stdout.trim());
+    const v: unknown = JSON.parse(line.slice("result ".length));
     if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
     const entries = Object.entries(v);
     if (!entries.every(([, x]) => typeof x === "string")) return undefined;
-    return Object.fromEntries(entries) as Record<string, string>;
+    return { kind: "result", answer: Object.fromEntries(entries) as Record<string, string> };
   } catch {
     return undefined;
   }
@@ -382,17 +405,4 @@ export function parseTargetsAnswer(stdout: string): Record<string, string> | und
 /** On rank 0: whether the scheduler logged the end of the startup handshake (sglang-jax.md §3). */
 export function rendezvousDoneCommand(files: RemoteFiles): string {
   return `cd && if grep -qs 'Succeeds to synchronize' ${shellQuote(files.log)}; then echo yes; else echo no; fi`;
-}
-
-/** The connector's answer, {port: "ok" | reason}; undefined when it printed something else. */
-export function parsePortAnswer(stdout: string): Record<string, string> | undefined {
-  try {
-    const v: unknown = JSON.parse(stdout.trim());
-    if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
-    const entries = Object.entries(v);
-    if (!entries.every(([k, x]) => /^\d+$/.test(k) && typeof x === "string")) return undefined;
-    return Object.fromEntries(entries) as Record<string, string>;
-  } catch {
-    return undefined;
-  }
 }

@@ -10,8 +10,8 @@ import { shellQuote } from "../../src/core/quote.js";
 import {
   aliveCommand,
   installAndStartCommand,
-  portConnectCommand,
-  portListenCommand,
+  parsePortProbeLine,
+  portProbeCommand,
   type RemoteFiles,
   remoteFiles,
   runScript,
@@ -606,7 +606,7 @@ describe("tailCommand", () => {
   });
 });
 
-describe("portListenCommand and portConnectCommand", () => {
+describe("portProbeCommand: one program per host listens, then connects to every target at once", () => {
   const servers: Server[] = [];
   afterEach(() => {
     for (const s of servers.splice(0)) s.close();
@@ -629,48 +629,57 @@ describe("portListenCommand and portConnectCommand", () => {
     return port;
   }
 
-  function connect(ports: number[], timeout = 2): Record<string, string> {
-    const r = sh(ROOT, portConnectCommand("127.0.0.1", ports, timeout));
-    expect(r.code).toBe(0);
-    return JSON.parse(r.stdout) as Record<string, string>;
+  /** The probe with its stdin kept open, as the SSH channel keeps it: the test says `go` and ends it. */
+  function probe(ports: number[], targets: string[], timeout = 2, windowSeconds = 30) {
+    const t = Date.now();
+    const child = spawn("bash", ["-c", portProbeCommand(ports, targets, timeout, windowSeconds)], {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+    });
+    children.push(child);
+    let stdout = "";
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    const done = new Promise<Run>((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr: "", ms: Date.now() - t })));
+    return { child, done, out: () => stdout };
   }
 
-  it("the listener says listening, and exits once every port got a connection from each peer", async () => {
-    const ports = [await freePort(), await freePort()];
-    const listener = shAsync(ROOT, portListenCommand("127.0.0.1", ports, 30, 2));
-    let out = "";
-    listener.child.stdout?.on("data", (d: string) => (out += d));
-    await waitFor("listening", () => out === "listening\n");
-    const ok = Object.fromEntries(ports.map((p) => [String(p), "ok"]));
-    expect(connect(ports)).toEqual(ok);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(listener.child.exitCode).toBeNull(); // one peer of two so far
-    expect(connect(ports)).toEqual(ok);
-    const r = await listener.done;
-    expect(r).toMatchObject({ code: 0, stdout: "listening\ndone\n" });
+  function resultOf(stdout: string): Record<string, string> {
+    const line = stdout.split("\n").find((l) => l.startsWith("result "));
+    const parsed = line === undefined ? undefined : parsePortProbeLine(line);
+    if (parsed?.kind !== "result") throw new Error(`no result in ${JSON.stringify(stdout)}`);
+    return parsed.answer;
+  }
+
+  it("listens before go, then reports ok and refused per target, and exits as soon as stdin ends", async () => {
+    const mine = await freePort();
+    const open = await listeningServer();
+    const closed = await freePort();
+    const targets = [`127.0.0.1:${mine}`, `127.0.0.1:${open}`, `127.0.0.1:${closed}`];
+    const p = probe([mine], targets);
+    await waitFor("listening", () => p.out() === "listening\n");
+    // It accepts peers' connections before it was told to connect itself.
+    expect(
+      sh(ROOT, `python3 -c "import socket; socket.create_connection(('127.0.0.1',${mine}), timeout=2).close(); print('in')"`).stdout,
+    ).toBe("in\n");
+    p.child.stdin?.write("go\n");
+    await waitFor("the result", () => p.out().includes("result "));
+    expect(resultOf(p.out())).toEqual({ [targets[0] ?? ""]: "ok", [targets[1] ?? ""]: "ok", [targets[2] ?? ""]: "Connection refused" });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(p.child.exitCode).toBeNull(); // still listening for the other hosts
+    p.child.stdin?.end();
+    const r = await p.done;
+    expect(r.code).toBe(0);
     expect(r.ms).toBeLessThan(10_000);
   });
 
-  it("the listener gives up at its deadline", async () => {
-    const r = await shAsync(ROOT, portListenCommand("127.0.0.1", [await freePort()], 1, 1)).done;
-    expect(r).toMatchObject({ code: 0, stdout: "listening\ndone\n" });
-    expect(r.ms).toBeLessThan(5_000);
-  });
-
-  it("the listener reports bind-failed for a port in use", async () => {
+  it("reports bind-failed for a port in use, and exits 3", async () => {
     const busy = await listeningServer();
-    const r = await shAsync(ROOT, portListenCommand("127.0.0.1", [await freePort(), busy], 5, 1)).done;
+    const r = await probe([await freePort(), busy], []).done;
     expect(r.code).toBe(3);
     expect(r.stdout).toBe(`bind-failed ${busy} Address already in use\n`);
   });
 
-  it("the connector reports ok and refused per port", async () => {
-    const open = await listeningServer();
-    const closed = await freePort();
-    expect(connect([open, closed])).toEqual({ [String(open)]: "ok", [String(closed)]: "Connection refused" });
-  });
-
-  it("the connector reports timed out for a port whose SYNs are dropped", async () => {
+  it("reports timed out for a port whose SYNs are dropped, all targets tried at once", async () => {
     // A listener with a full accept queue drops new SYNs, as a firewall DROP rule would.
     const { child, done } = shAsync(
       ROOT,
@@ -679,10 +688,29 @@ describe("portListenCommand and portConnectCommand", () => {
       )}`,
     );
     const port = Number(await new Promise<string>((resolve) => child.stdout?.once("data", (d: string) => resolve(d))));
+    // Three dropped targets cost one timeout, not three.
+    const targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].map((a) => `${a}:${port}`);
+    const p = probe([await freePort()], targets, 1);
+    await waitFor("listening", () => p.out() === "listening\n");
     const t = Date.now();
-    expect(connect([port], 1)).toEqual({ [String(port)]: "timed out" });
-    expect(Date.now() - t).toBeLessThan(5_000);
+    p.child.stdin?.write("go\n");
+    await waitFor("the result", () => p.out().includes("result "));
+    expect(Date.now() - t).toBeLessThan(2_500);
+    expect(resultOf(p.out())[targets[0] ?? ""]).toBe("timed out");
+    p.child.stdin?.end();
+    await p.done;
     child.kill("SIGKILL");
     await done;
+  });
+
+  it("gives up at its deadline when never told go", async () => {
+    const r = await probe([await freePort()], [], 1, 1).done;
+    expect(r).toMatchObject({ code: 0, stdout: "listening\n" });
+    expect(r.ms).toBeLessThan(5_000);
+  });
+
+  it("takes only IPv4 ADDRESS:PORT targets into its command line", () => {
+    expect(() => portProbeCommand([8471], ["10.0.0.2:8471; touch /tmp/x"], 3, 10)).toThrow(/not an IPv4 address and port/);
+    expect(() => portProbeCommand([8471], ["host.example:8471"], 3, 10)).toThrow(/not an IPv4 address and port/);
   });
 });

@@ -2,7 +2,7 @@
 // and direct-tcpip channels, with ssh2's channel errors translated into SshError.
 import { randomBytes } from "node:crypto";
 import { StringDecoder } from "node:string_decoder";
-import type { Duplex } from "node:stream";
+import { type Duplex, Readable } from "node:stream";
 import type { Client } from "ssh2";
 import type { HostKey } from "../../core/host-keys.js";
 import type { SshTarget } from "../../core/ssh-target.js";
@@ -10,7 +10,8 @@ import { SshError, type SshFailure, type SshStage } from "../../errors.js";
 import { runStep, type StepLimits } from "./step.js";
 
 export interface ExecOptions extends StepLimits {
-  stdin?: string | Buffer;
+  /** All of stdin at once, or a stream written to the command as it comes (ended when the stream ends). */
+  stdin?: string | Buffer | Readable;
   /** Streams stdout as it arrives (decoded as UTF-8 across chunk boundaries), e.g. for `logs -f`. */
   onStdout?: (text: string) => void;
 }
@@ -118,6 +119,7 @@ export class Ssh2HostSession implements HostSession {
           });
           // stdin may carry secrets: it is written to the channel and nowhere else.
           if (opts.stdin === undefined) channel.end();
+          else if (opts.stdin instanceof Readable) opts.stdin.pipe(channel);
           else channel.end(opts.stdin);
         });
       });
