@@ -26,7 +26,9 @@ export class Cloud {
 
   /** `tpu-deploy ARGS` as its own process, watched from outside. */
   cli(args: string[], opts: { onLine?: Parameters<typeof start>[1]["onLine"]; sampleMs?: number } = {}): Running {
-    return start([process.execPath, this.bin, ...args], { env: this.env, cwd: this.sim.home, ...opts });
+    // TPD_BENCH_CPU_PROF=DIR: V8 CPU profiles of every tpu-deploy run (where its own CPU time goes).
+    const prof = process.env.TPD_BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.TPD_BENCH_CPU_PROF}`] : [];
+    return start([process.execPath, ...prof, this.bin, ...args], { env: this.env, cwd: this.sim.home, ...opts });
   }
 
   /** Runs it to the end; a non-zero exit is the benchmark's failure, with the output to show why. */

@@ -21,6 +21,11 @@ export interface Target {
   /** What was measured against it. */
   measured: string;
   met: boolean;
+  /**
+   * Set when a target is missed and the floor measured in the same run (the least any tool can do on this
+   * machine) misses it too: the evidence that this machine cannot show the target either way.
+   */
+  beyondMachine?: string;
 }
 
 export class Results {
@@ -45,9 +50,13 @@ export class Results {
     return this.metrics.find((m) => m.name === name && Object.entries(params).every(([k, v]) => m.params[k] === v));
   }
 
-  target(requirement: string, met: boolean, measured: string): void {
-    this.targets.push({ requirement, met, measured });
-    process.stdout.write(`target ${met ? "met   " : "MISSED"} ${requirement}: ${measured}\n`);
+  /** `beyondMachine`: the evidence, measured in this run, that no tool could meet it here (used only if missed). */
+  target(requirement: string, met: boolean, measured: string, beyondMachine?: string): void {
+    const beyond = met ? undefined : beyondMachine;
+    this.targets.push({ requirement, met, measured, ...(beyond ? { beyondMachine: beyond } : {}) });
+    process.stdout.write(
+      `target ${met ? "met   " : "MISSED"} ${requirement}: ${measured}${beyond ? ` (beyond this machine: ${beyond})` : ""}\n`,
+    );
   }
 
   note(text: string): void {

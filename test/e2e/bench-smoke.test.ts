@@ -19,6 +19,7 @@ const KINDS: Record<string, string[]> = {
     "coordination.serving",
     "coordination.baseline.ranksStarted",
     "coordination.baseline.serving",
+    "coordination.floor.ranksStarted",
     "coordination.sshConnectionsPerHost",
     "coordination.machineCpuBusy",
   ],
