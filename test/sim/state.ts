@@ -137,6 +137,8 @@ export interface ServerFaults {
   jaxInitTimeoutMs?: number;
   jaxHeartbeatTimeoutMs?: number;
   healthCheckTimeoutMs?: number | null;
+  /** Not a fault: the server runs under SCHED_IDLE (benchmarks; sgl_jax/faults.py says why). */
+  cpuIdle?: boolean;
 }
 
 // What the TPU API's GetGuestAttributes shows of the hosts' guest agents.
