@@ -15,6 +15,7 @@ import type { SshTarget } from "../core/ssh-target.js";
 import { type HostRecord, hostIdentity } from "../core/state.js";
 import { CloudApiError, OperationError, type SshError } from "../errors.js";
 import type { AppContext } from "./context.js";
+import { CONCURRENCY } from "./start.js";
 import {
   type ApiKeys,
   discoveredPolicy,
@@ -60,7 +61,8 @@ export async function skyRecord(ctx: AppContext, name: string, opts: { refresh?:
 
 /** `name`: the deployment, named in the error when a host's key is not the pinned one. */
 export async function connectSessions(ctx: AppContext, name: string, targets: readonly SshTarget[]): Promise<Map<string, HostSession>> {
-  const results = await connectAll(targets, { concurrency: 16, timeoutMs: 30_000, signal: ctx.signal });
+  // Handshakes are round trips to hosts far away: all of a 64-host slice's at once (one per host).
+  const results = await connectAll(targets, { concurrency: CONCURRENCY, timeoutMs: 30_000, signal: ctx.signal });
   const sessions = new Map<string, HostSession>();
   const failures: string[] = [];
   const keyChanged: SshError[] = [];

@@ -19,7 +19,11 @@ import { OperationError, PartialFailureError } from "../errors.js";
 import { type AppContext, interruptedFrom, settleEach } from "./context.js";
 import type { DiscoveredHost } from "./discover.js";
 
-export const CONCURRENCY = 32;
+/**
+ * Commands in flight at once, one per host (each on its own host's connection): a whole v6e-256 slice (64
+ * hosts) at once, so starting the last rank does not wait for the first ones.
+ */
+export const CONCURRENCY = 64;
 
 export function sessionOf(sessions: Map<string, HostSession>, h: { sshAlias?: string; alias?: string }): HostSession {
   const alias = h.sshAlias ?? h.alias ?? "";
