@@ -424,6 +424,9 @@ function hostIdsNow(cloud: Cloud, cluster: string): string[] {
   return s.clusters[cluster]?.slices.flatMap((sl) => sl.hostIds) ?? [];
 }
 
+/** How far above the floor tpu-deploy may be for a target the floor misses too to count as beyond the machine. */
+const FLOOR_SLACK = 1.5;
+
 /** The issue's targets for coordination, readiness and the up process's memory. */
 export function coordinationTargets(results: Results, sizes: number[], enforce: boolean): void {
   const small = Math.min(...sizes);
@@ -434,10 +437,15 @@ export function coordinationTargets(results: Results, sizes: number[], enforce: 
   const baseline = med("coordination.baseline.ranksStarted", large);
   const tag = enforce ? "" : " (smoke: not enforced)";
   // The floor at the large size: the same start commands sent to every host at once and nothing else. When even
-  // that misses a target, no coordinator can meet it on this machine (its cores run every simulated host).
+  // that misses a target, no coordinator can meet it on this machine (its cores run every simulated host). The
+  // exemption holds only while tpu-deploy stays near the floor (it also discovers hosts and proves the ports):
+  // a fan-out that regressed fails the run as before.
   const floor = med("coordination.floor.ranksStarted", large);
+  const nearFloor = ours <= FLOOR_SLACK * floor;
   const floorSays = (what: string) =>
-    `the floor (the baseline's commands to all ${large} hosts at once over one ssh2 connection each, nothing else) took ${fmtMs(floor)}, ${what}`;
+    nearFloor
+      ? `the floor (the baseline's commands to all ${large} hosts at once over one ssh2 connection each, nothing else) took ${fmtMs(floor)}, ${what}; tpu-deploy is ${(ours / floor).toFixed(2)}× the floor (at most ${FLOOR_SLACK}× allowed)`
+      : undefined;
   results.target(
     `${large} hosts within 3× of ${small} host(s), hosts known → every rank started${tag}`,
     ours <= 3 * one,
