@@ -31,7 +31,9 @@ interface Probe {
   targets: Target[];
   stdin: PassThrough;
   listening: Promise<void>;
-  answer: Promise<Record<string, string>>;
+  /** Resolves as the probe prints its result (then in `result`). */
+  answered: Promise<void>;
+  result?: Record<string, string>;
   bindFailed?: { port: number; why: string };
   /** Set as the probe says `listening`. */
   isListening: boolean;
@@ -67,28 +69,21 @@ export async function checkPorts(
   try {
     // Connect only once every host listens: a port tried before its listener is up would read as closed.
     await Promise.all(probes.map((p) => Promise.race([p.listening, p.ended])));
-    const notListening = probes.filter((p) => !p.isListening);
-    if (notListening.length === 0) {
+    if (probes.every((p) => p.isListening)) {
       for (const p of probes) p.stdin.write("go\n");
-      await Promise.all(probes.map((p) => Promise.race([p.answer.then(() => undefined), p.ended])));
+      await Promise.all(probes.map((p) => Promise.race([p.answered, p.ended])));
     }
     const runs = await endAll();
     for (const r of runs) if (r.status === "rejected") throw r.reason;
     throwBindFailures(probes, rendezvousPorts);
-    const answers = await Promise.all(
-      probes.map(async (p) => ({ p, answer: await Promise.race([p.answer, p.ended.then(() => undefined)]) })),
-    );
-    const broken = answers.find((a) => a.answer === undefined);
+    const broken = probes.find((p) => p.result === undefined);
     if (broken) {
       throw new OperationError(
         "port_blocked",
-        `rank ${broken.p.h.rank} (${broken.p.h.sshAlias}): the port probe printed ${JSON.stringify(broken.p.output.slice(0, 200))}`,
+        `rank ${broken.h.rank} (${broken.h.sshAlias}): the port probe printed ${JSON.stringify(broken.output.slice(0, 200))}`,
       );
     }
-    throwBlocked(
-      answers.map((a) => ({ p: a.p, answer: a.answer ?? {} })),
-      rendezvousPorts,
-    );
+    throwBlocked(probes, rendezvousPorts);
   } finally {
     await endAll();
     ctx.signal.removeEventListener("abort", onAbort);
@@ -109,7 +104,7 @@ function startProbe(
   ];
   const ports = [...new Set([...(h === rank0 ? rendezvousPorts : []), LIBTPU_PORT])];
   let markListening: () => void = () => undefined;
-  let markAnswer: (a: Record<string, string>) => void = () => undefined;
+  let markAnswered: () => void = () => undefined;
   const probe: Probe = {
     h,
     targets,
@@ -117,8 +112,8 @@ function startProbe(
     listening: new Promise<void>((r) => {
       markListening = r;
     }),
-    answer: new Promise<Record<string, string>>((r) => {
-      markAnswer = r;
+    answered: new Promise<void>((r) => {
+      markAnswered = r;
     }),
     isListening: false,
     output: "",
@@ -130,8 +125,10 @@ function startProbe(
     if (l?.kind === "listening") {
       probe.isListening = true;
       markListening();
-    } else if (l?.kind === "result") markAnswer(l.answer);
-    else if (l?.kind === "bind-failed") probe.bindFailed = { port: l.port, why: l.why };
+    } else if (l?.kind === "result") {
+      probe.result = l.answer;
+      markAnswered();
+    } else if (l?.kind === "bind-failed") probe.bindFailed = { port: l.port, why: l.why };
   };
   probe.run = sessionOf(sessions, h).exec(
     portProbeCommand(ports, [...new Set(targets.map((t) => t.address))], CONNECT_TIMEOUT_S, WINDOW_S),
@@ -175,11 +172,11 @@ function throwBindFailures(probes: Probe[], rendezvousPorts: number[]): void {
   }
 }
 
-function throwBlocked(answers: { p: Probe; answer: Record<string, string> }[], rendezvousPorts: number[]): void {
+function throwBlocked(probes: Probe[], rendezvousPorts: number[]): void {
   const blocked = { rendezvous: [] as string[], libtpu: [] as string[] };
-  for (const { p, answer } of answers) {
+  for (const p of probes) {
     for (const t of p.targets) {
-      const why = answer[t.address];
+      const why = p.result?.[t.address];
       if (why !== "ok")
         blocked[t.kind].push(`rank ${p.h.rank} (${p.h.internalIp}) → rank ${t.to.rank} ${t.address}: ${why ?? "not tried"}`);
     }

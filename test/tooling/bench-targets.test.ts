@@ -30,11 +30,16 @@ function measured(m: { one: number; ours: number; baseline: number; floor: numbe
 }
 
 const fanOut = (r: Results) => r.targets.filter((t) => /within 3×|10× faster/.test(t.requirement));
+/** Each fan-out target's [met, beyondMachine]. */
+const verdicts = (r: Results) => fanOut(r).map((x) => [x.met, x.beyondMachine]);
+const plainMisses = [
+  [false, undefined],
+  [false, undefined],
+];
 
 describe("coordinationTargets", () => {
   it("met targets are met, with no exemption", () => {
-    const t = fanOut(measured({ one: 300, ours: 800, baseline: 27_000, floor: 700 }));
-    expect(t.map((x) => [x.met, x.beyondMachine])).toEqual([
+    expect(verdicts(measured({ one: 300, ours: 800, baseline: 27_000, floor: 700 }))).toEqual([
       [true, undefined],
       [true, undefined],
     ]);
@@ -47,18 +52,10 @@ describe("coordinationTargets", () => {
   });
 
   it("a miss the floor misses too, with tpu-deploy far above the floor: a plain miss that fails the run", () => {
-    const t = fanOut(measured({ one: 303, ours: 36_600, baseline: 30_400, floor: 14_340 }));
-    expect(t.map((x) => [x.met, x.beyondMachine])).toEqual([
-      [false, undefined],
-      [false, undefined],
-    ]);
+    expect(verdicts(measured({ one: 303, ours: 36_600, baseline: 30_400, floor: 14_340 }))).toEqual(plainMisses);
   });
 
   it("a miss the floor would meet: a plain miss", () => {
-    const t = fanOut(measured({ one: 300, ours: 5_000, baseline: 27_000, floor: 800 }));
-    expect(t.map((x) => [x.met, x.beyondMachine])).toEqual([
-      [false, undefined],
-      [false, undefined],
-    ]);
+    expect(verdicts(measured({ one: 300, ours: 5_000, baseline: 27_000, floor: 800 }))).toEqual(plainMisses);
   });
 });
